@@ -1,0 +1,315 @@
+//! Who this module is and how it proves it: from the IoT Edge runtime's `IOTEDGE_*` variables
+//! (keys held by the workload API), or from the local-development pair `EdgeHubConnectionString`
+//! + `EdgeModuleCACertificateFile` that the Azure SDKs also accept (PROTOCOL.md §1.1).
+
+use crate::sas;
+use crate::workload::{WorkloadClient, WorkloadError};
+use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+pub const DEFAULT_MQTT_PORT: u16 = 8883;
+pub const DEFAULT_HTTPS_PORT: u16 = 443;
+/// Variables that override the gateway ports (the local run cannot use 443 as an ordinary user).
+pub const MQTT_PORT_VAR: &str = "EDGEHUB_MQTT_PORT";
+pub const HTTPS_PORT_VAR: &str = "EDGEHUB_HTTPS_PORT";
+const DEFAULT_WORKLOAD_API_VERSION: &str = "2019-01-30";
+
+/// The seven variables with which the Python SDK uses edge mode; we require the same set.
+const EDGE_VARS: [&str; 6] = [
+    "IOTEDGE_IOTHUBHOSTNAME",
+    "IOTEDGE_GATEWAYHOSTNAME",
+    "IOTEDGE_DEVICEID",
+    "IOTEDGE_MODULEID",
+    "IOTEDGE_MODULEGENERATIONID",
+    "IOTEDGE_WORKLOADURI",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error(
+        "no module identity in the environment: run under the IoT Edge runtime (IOTEDGE_* variables), \
+         or set EdgeHubConnectionString=\"HostName=…;DeviceId=…;ModuleId=…;SharedAccessKey=…;GatewayHostName=…\" \
+         and EdgeModuleCACertificateFile=/path/to/ca.pem{0}"
+    )]
+    Missing(String),
+    #[error("EdgeHubConnectionString is invalid: {0}")]
+    ConnectionString(String),
+    #[error("EdgeModuleCACertificateFile is not set: the gateway's CA is needed to verify its TLS certificate")]
+    NoCaFile,
+    #[error("cannot read the CA file {path}: {source}")]
+    CaFile {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("IOTEDGE_AUTHSCHEME is {0:?}; only sasToken is supported")]
+    AuthScheme(String),
+    #[error("{var} is {value:?}, not a port number")]
+    Port { var: &'static str, value: String },
+    #[error(transparent)]
+    Workload(#[from] WorkloadError),
+}
+
+/// `HostName=…;DeviceId=…;ModuleId=…;SharedAccessKey=…;GatewayHostName=…`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ConnectionString {
+    pub host_name: String,
+    pub device_id: String,
+    pub module_id: String,
+    pub shared_access_key: Vec<u8>,
+    pub gateway_host_name: String,
+}
+
+// The key never reaches a log line.
+impl std::fmt::Debug for ConnectionString {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionString")
+            .field("host_name", &self.host_name)
+            .field("device_id", &self.device_id)
+            .field("module_id", &self.module_id)
+            .field("gateway_host_name", &self.gateway_host_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FromStr for ConnectionString {
+    type Err = IdentityError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = |m: &str| IdentityError::ConnectionString(m.to_owned());
+        let field = |name: &str| {
+            s.split(';')
+                .filter_map(|kv| kv.split_once('='))
+                .find(|(k, _)| k.trim().eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let host_name = field("HostName").ok_or_else(|| bad("HostName is missing"))?;
+        let device_id = field("DeviceId").ok_or_else(|| bad("DeviceId is missing"))?;
+        let module_id = field("ModuleId").ok_or_else(|| bad("ModuleId is missing"))?;
+        let key = field("SharedAccessKey").ok_or_else(|| bad("SharedAccessKey is missing"))?;
+        let shared_access_key = BASE64
+            .decode(key.as_bytes())
+            .map_err(|_| bad("SharedAccessKey is not base64"))?;
+        let gateway_host_name = field("GatewayHostName")
+            .ok_or_else(|| bad("GatewayHostName is missing: a module talks to its edge hub, not to IoT Hub"))?;
+        Ok(Self {
+            host_name,
+            device_id,
+            module_id,
+            shared_access_key,
+            gateway_host_name,
+        })
+    }
+}
+
+/// How the module signs its SAS tokens.
+#[derive(Clone)]
+pub enum Credentials {
+    SharedKey(Vec<u8>),
+    Workload(WorkloadClient),
+}
+
+/// Where the CA for the gateway's certificate comes from.
+#[derive(Debug, Clone)]
+pub enum TrustSource {
+    PemFile(PathBuf),
+    Workload,
+}
+
+#[derive(Clone)]
+pub struct ModuleIdentity {
+    pub iothub_hostname: String,
+    pub gateway_hostname: String,
+    pub device_id: String,
+    pub module_id: String,
+    pub mqtt_port: u16,
+    pub https_port: u16,
+    credentials: Credentials,
+    trust: TrustSource,
+}
+
+impl std::fmt::Debug for ModuleIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModuleIdentity")
+            .field("iothub_hostname", &self.iothub_hostname)
+            .field("gateway", &format_args!("{}:{}/{}", self.gateway_hostname, self.mqtt_port, self.https_port))
+            .field("id", &self.name())
+            .field("trust", &self.trust)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ModuleIdentity {
+    pub fn from_env() -> Result<Self, IdentityError> {
+        Self::from_lookup(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+    }
+
+    /// Edge mode when every `IOTEDGE_*` variable is there, else the local-development pair.
+    pub fn from_lookup(var: impl Fn(&str) -> Option<String>) -> Result<Self, IdentityError> {
+        let port = |name: &'static str, default: u16| match var(name) {
+            None => Ok(default),
+            Some(v) => v.parse().map_err(|_| IdentityError::Port { var: name, value: v }),
+        };
+        let mqtt_port = port(MQTT_PORT_VAR, DEFAULT_MQTT_PORT)?;
+        let https_port = port(HTTPS_PORT_VAR, DEFAULT_HTTPS_PORT)?;
+        let edge: Vec<Option<String>> = EDGE_VARS.iter().map(|k| var(k)).collect();
+        if let [Some(hub), Some(gw), Some(device), Some(module), Some(genid), Some(uri)] = edge.as_slice() {
+            if let Some(scheme) = var("IOTEDGE_AUTHSCHEME") {
+                if !scheme.eq_ignore_ascii_case("sasToken") {
+                    return Err(IdentityError::AuthScheme(scheme));
+                }
+            }
+            let api = var("IOTEDGE_APIVERSION").unwrap_or_else(|| DEFAULT_WORKLOAD_API_VERSION.into());
+            let workload = WorkloadClient::new(uri, &api, module, genid)?;
+            return Ok(Self {
+                iothub_hostname: hub.clone(),
+                gateway_hostname: gw.clone(),
+                device_id: device.clone(),
+                module_id: module.clone(),
+                mqtt_port,
+                https_port,
+                credentials: Credentials::Workload(workload),
+                trust: TrustSource::Workload,
+            });
+        }
+        let Some(cs) = var("EdgeHubConnectionString").or_else(|| var("IotHubConnectionString")) else {
+            let present: Vec<&str> = EDGE_VARS.iter().zip(&edge).filter(|(_, v)| v.is_some()).map(|(k, _)| *k).collect();
+            let hint = if present.is_empty() {
+                String::new()
+            } else {
+                let missing: Vec<&str> = EDGE_VARS.iter().zip(&edge).filter(|(_, v)| v.is_none()).map(|(k, _)| *k).collect();
+                format!(" (IOTEDGE_* is incomplete: missing {})", missing.join(", "))
+            };
+            return Err(IdentityError::Missing(hint));
+        };
+        let cs: ConnectionString = cs.parse()?;
+        let ca = var("EdgeModuleCACertificateFile").ok_or(IdentityError::NoCaFile)?;
+        Ok(Self {
+            iothub_hostname: cs.host_name,
+            gateway_hostname: cs.gateway_host_name,
+            device_id: cs.device_id,
+            module_id: cs.module_id,
+            mqtt_port,
+            https_port,
+            credentials: Credentials::SharedKey(cs.shared_access_key),
+            trust: TrustSource::PemFile(PathBuf::from(ca)),
+        })
+    }
+
+    /// An identity with a key at hand (tests, tools).
+    pub fn with_key(
+        iothub_hostname: &str,
+        gateway_hostname: &str,
+        device_id: &str,
+        module_id: &str,
+        key: Vec<u8>,
+        ca_file: PathBuf,
+    ) -> Self {
+        Self {
+            iothub_hostname: iothub_hostname.into(),
+            gateway_hostname: gateway_hostname.into(),
+            device_id: device_id.into(),
+            module_id: module_id.into(),
+            mqtt_port: DEFAULT_MQTT_PORT,
+            https_port: DEFAULT_HTTPS_PORT,
+            credentials: Credentials::SharedKey(key),
+            trust: TrustSource::PemFile(ca_file),
+        }
+    }
+
+    /// `{device}/{module}`: MQTT client id and `x-ms-edge-moduleId`.
+    pub fn name(&self) -> String {
+        format!("{}/{}", self.device_id, self.module_id)
+    }
+
+    pub fn uses_workload_api(&self) -> bool {
+        matches!(self.credentials, Credentials::Workload(_))
+    }
+
+    /// A fresh SAS token valid for `ttl`, and its expiry (unix seconds).
+    pub async fn token(&self, ttl: Duration) -> Result<(String, u64), IdentityError> {
+        let expiry = sas::now_unix() + ttl.as_secs();
+        let audience = sas::module_audience(&self.iothub_hostname, &self.device_id, &self.module_id);
+        let data = sas::string_to_sign(&audience, expiry);
+        let signature = match &self.credentials {
+            Credentials::SharedKey(key) => sas::sign(key, &data),
+            Credentials::Workload(w) => w.sign(&data).await?,
+        };
+        Ok((sas::format_token(&audience, &signature, expiry), expiry))
+    }
+
+    /// PEM certificates that the gateway's server certificate must chain to.
+    pub async fn trust_bundle(&self) -> Result<String, IdentityError> {
+        match (&self.trust, &self.credentials) {
+            (TrustSource::Workload, Credentials::Workload(w)) => Ok(w.trust_bundle().await?),
+            (TrustSource::Workload, Credentials::SharedKey(_)) => Err(IdentityError::NoCaFile),
+            (TrustSource::PemFile(path), _) => {
+                tokio::fs::read_to_string(path).await.map_err(|source| IdentityError::CaFile {
+                    path: path.display().to_string(),
+                    source,
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn lookup(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn reads_the_local_development_pair() {
+        let id = ModuleIdentity::from_lookup(lookup(&[
+            ("EdgeHubConnectionString", "HostName=h.example;DeviceId=d1;ModuleId=consumer;SharedAccessKey=a2V5;GatewayHostName=localhost"),
+            ("EdgeModuleCACertificateFile", "/tmp/ca.pem"),
+            ("EDGEHUB_HTTPS_PORT", "8443"),
+        ]))
+        .unwrap();
+        assert_eq!(id.name(), "d1/consumer");
+        assert_eq!((id.mqtt_port, id.https_port), (8883, 8443));
+        assert!(!id.uses_workload_api());
+        assert!(!format!("{id:?}").contains("a2V5"));
+    }
+
+    #[test]
+    fn prefers_the_iotedge_set_when_complete() {
+        let id = ModuleIdentity::from_lookup(lookup(&[
+            ("IOTEDGE_IOTHUBHOSTNAME", "h"),
+            ("IOTEDGE_GATEWAYHOSTNAME", "gw"),
+            ("IOTEDGE_DEVICEID", "d"),
+            ("IOTEDGE_MODULEID", "m"),
+            ("IOTEDGE_MODULEGENERATIONID", "g"),
+            ("IOTEDGE_WORKLOADURI", "unix:///tmp/w.sock"),
+            ("IOTEDGE_AUTHSCHEME", "sasToken"),
+        ]))
+        .unwrap();
+        assert!(id.uses_workload_api());
+        assert_eq!(id.gateway_hostname, "gw");
+    }
+
+    #[test]
+    fn explains_what_is_missing() {
+        let e = ModuleIdentity::from_lookup(lookup(&[("IOTEDGE_DEVICEID", "d")])).unwrap_err().to_string();
+        assert!(e.contains("EdgeHubConnectionString") && e.contains("missing IOTEDGE_IOTHUBHOSTNAME"), "{e}");
+        let e = ModuleIdentity::from_lookup(lookup(&[("EdgeHubConnectionString", "HostName=h;DeviceId=d;ModuleId=m;SharedAccessKey=a2V5")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("GatewayHostName"), "{e}");
+        let e = ModuleIdentity::from_lookup(lookup(&[
+            ("EdgeHubConnectionString", "HostName=h;DeviceId=d;ModuleId=m;SharedAccessKey=a2V5;GatewayHostName=g"),
+            ("EdgeModuleCACertificateFile", "x"),
+            ("EDGEHUB_MQTT_PORT", "eighty"),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("EDGEHUB_MQTT_PORT"), "{e}");
+    }
+}

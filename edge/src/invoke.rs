@@ -1,0 +1,189 @@
+//! Invoking a direct method on another module: HTTPS POST to the gateway with the caller's SAS
+//! token and `x-ms-edge-moduleId` (PROTOCOL.md §3), over one pooled, kept-alive connection
+//! (the seed's "Address already in use" came from a connection per call).
+
+use crate::identity::{IdentityError, ModuleIdentity};
+use crate::tls;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, StatusCode};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use percent_encoding::utf8_percent_encode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const TOKEN_TTL: Duration = Duration::from_secs(3600);
+const TOKEN_RENEW_MARGIN: u64 = 300;
+const USER_AGENT: &str = concat!("iotedge-method-vs-message/", env!("CARGO_PKG_VERSION"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum InvokeError {
+    /// 404: the target is not connected or not subscribed to methods.
+    #[error("target not found: {0}")]
+    NotFound(String),
+    /// 504 from the hub, or no HTTP answer in time.
+    #[error("method timed out: {0}")]
+    Timeout(String),
+    #[error("hub refused the call with HTTP {status}: {body}")]
+    Refused { status: u16, body: String },
+    #[error("cannot reach the gateway: {0}")]
+    Transport(String),
+    #[error("unexpected answer from the gateway: {0}")]
+    Protocol(String),
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error("gateway CA: {0}")]
+    Tls(#[from] tls::TlsError),
+}
+
+impl InvokeError {
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, InvokeError::Timeout(_))
+    }
+}
+
+/// The target module's answer: its status and JSON payload (HTTP itself was 200).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MethodResult {
+    pub status: i64,
+    pub payload: serde_json::Value,
+}
+
+pub struct MethodClient {
+    http: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    identity: Arc<ModuleIdentity>,
+    base: String,
+    module_header: String,
+    token: Mutex<Option<(Arc<str>, u64)>>,
+}
+
+impl MethodClient {
+    pub async fn new(identity: Arc<ModuleIdentity>) -> Result<Self, InvokeError> {
+        let ca = identity.trust_bundle().await?;
+        let config = tls::client_config(&ca, &[b"http/1.1"])?;
+        let mut tcp = HttpConnector::new();
+        tcp.set_nodelay(true);
+        tcp.enforce_http(false);
+        tcp.set_connect_timeout(Some(Duration::from_secs(10)));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(config)
+            .https_only()
+            .enable_http1()
+            .wrap_connector(tcp);
+        let http = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(4)
+            .build(https);
+        let base = format!("https://{}:{}", identity.gateway_hostname, identity.https_port);
+        Ok(Self {
+            http,
+            module_header: identity.name(),
+            identity,
+            base,
+            token: Mutex::new(None),
+        })
+    }
+
+    async fn token(&self) -> Result<Arc<str>, InvokeError> {
+        let now = crate::sas::now_unix();
+        if let Ok(cached) = self.token.lock() {
+            if let Some((token, expiry)) = cached.as_ref() {
+                if expiry.saturating_sub(now) > TOKEN_RENEW_MARGIN {
+                    return Ok(token.clone());
+                }
+            }
+        }
+        let (token, expiry) = self.identity.token(TOKEN_TTL).await?;
+        let token: Arc<str> = token.into();
+        if let Ok(mut cached) = self.token.lock() {
+            *cached = Some((token.clone(), expiry));
+        }
+        Ok(token)
+    }
+
+    /// Calls `method` on `device`/`module` with a JSON `payload`.
+    pub async fn invoke(
+        &self,
+        device: &str,
+        module: &str,
+        method: &str,
+        payload: &serde_json::Value,
+        response_timeout: Duration,
+    ) -> Result<MethodResult, InvokeError> {
+        let uri = format!(
+            "{}/twins/{}/modules/{}/methods?api-version={}",
+            self.base,
+            utf8_percent_encode(device, crate::bag::COMPONENT),
+            utf8_percent_encode(module, crate::bag::COMPONENT),
+            crate::topic::API_VERSION
+        );
+        let timeout_secs = response_timeout.as_secs().clamp(5, 300);
+        let body = serde_json::json!({
+            "methodName": method,
+            "payload": payload,
+            "responseTimeoutInSeconds": timeout_secs,
+            "connectTimeoutInSeconds": 0,
+        });
+        let request = Request::post(uri)
+            .header("authorization", &*self.token().await?)
+            .header("x-ms-edge-moduleid", &self.module_header)
+            .header("content-type", "application/json")
+            .header("user-agent", USER_AGENT)
+            .body(Full::new(Bytes::from(body.to_string())))
+            .map_err(|e| InvokeError::Protocol(e.to_string()))?;
+        // The hub answers 504 after the response timeout; allow it a little longer than that.
+        let deadline = Duration::from_secs(timeout_secs) + Duration::from_secs(5);
+        let exchange = async {
+            let response = self
+                .http
+                .request(request)
+                .await
+                .map_err(|e| InvokeError::Transport(error_chain(&e)))?;
+            let status = response.status();
+            let bytes = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| InvokeError::Transport(e.to_string()))?
+                .to_bytes();
+            Ok::<_, InvokeError>((status, bytes))
+        };
+        let (status, bytes) = tokio::time::timeout(deadline, exchange)
+            .await
+            .map_err(|_| InvokeError::Timeout(format!("no answer from the gateway within {deadline:?}")))??;
+        let text = || String::from_utf8_lossy(&bytes).chars().take(500).collect::<String>();
+        match status {
+            StatusCode::OK => {
+                let v: serde_json::Value = serde_json::from_slice(&bytes)
+                    .map_err(|e| InvokeError::Protocol(format!("body is not JSON ({e}): {}", text())))?;
+                let status = v
+                    .get("status")
+                    .and_then(|s| s.as_i64())
+                    .ok_or_else(|| InvokeError::Protocol(format!("no status in {}", text())))?;
+                Ok(MethodResult {
+                    status,
+                    payload: v.get("payload").cloned().unwrap_or(serde_json::Value::Null),
+                })
+            }
+            StatusCode::NOT_FOUND => Err(InvokeError::NotFound(text())),
+            StatusCode::GATEWAY_TIMEOUT => Err(InvokeError::Timeout(text())),
+            s => Err(InvokeError::Refused {
+                status: s.as_u16(),
+                body: text(),
+            }),
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

@@ -1,0 +1,21 @@
+//! Being an Azure IoT Edge module: identity from the IoT Edge environment, SAS tokens, the workload
+//! API, the MQTT session with edgeHub, direct-method invocation over HTTPS, and the protocol's
+//! wire formats (topics, property bags), which the local hub shares.
+#![forbid(unsafe_code)]
+
+pub mod bag;
+pub mod identity;
+pub mod invoke;
+pub mod message;
+pub mod sas;
+pub mod session;
+pub mod time;
+pub mod tls;
+pub mod topic;
+pub mod workload;
+
+pub use bag::PropertyBag;
+pub use identity::{IdentityError, ModuleIdentity};
+pub use invoke::{InvokeError, MethodClient, MethodResult};
+pub use message::{MethodRequest, Message};
+pub use session::{Incoming, ModuleClient, SessionError};

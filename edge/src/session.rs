@@ -1,0 +1,257 @@
+//! The module's MQTT session with edgeHub (PROTOCOL.md §2): exact client id and username,
+//! QoS 1 outputs with `$.on`, inputs and method requests delivered on a channel, reconnect with
+//! bounded exponential backoff, subscriptions restored, and the SAS token renewed before expiry.
+
+use crate::bag::{PropertyBag, OUTPUT_NAME};
+use crate::identity::{IdentityError, ModuleIdentity};
+use crate::message::{Message, MethodRequest};
+use crate::topic::{self, Topic};
+use crate::tls::{self, TlsError};
+use rumqttc::{
+    AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, NetworkOptions, Packet, QoS,
+    TlsConfiguration, Transport,
+};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// edgeHub's limit; rumqttc's default (10 KiB) is far below it.
+pub const MAX_PACKET_SIZE: usize = 256 * 1024 + 1024;
+const TOKEN_TTL: Duration = Duration::from_secs(3600);
+/// Reconnect with a fresh token this long before the old one expires.
+const TOKEN_RENEW_MARGIN: Duration = Duration::from_secs(300);
+const KEEP_ALIVE: Duration = Duration::from_secs(60);
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+const CLIENT_TYPE: &str = concat!("iotedge-method-vs-message/", env!("CARGO_PKG_VERSION"), " (rust)");
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error("gateway CA: {0}")]
+    Tls(#[from] TlsError),
+    #[error("the MQTT session has ended")]
+    Closed,
+    #[error("message property bag: {0}")]
+    Bag(#[from] crate::bag::BagError),
+}
+
+/// What edgeHub delivers to the module.
+#[derive(Debug, Clone)]
+pub enum Incoming {
+    Input { input: String, message: Message },
+    Method(MethodRequest),
+}
+
+/// Which deliveries to subscribe to (as the SDKs, only what a handler exists for).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Subscriptions {
+    pub inputs: bool,
+    pub methods: bool,
+}
+
+/// A connected module: send outputs and method responses; deliveries arrive on the receiver
+/// returned by [`ModuleClient::connect`].
+#[derive(Clone)]
+pub struct ModuleClient {
+    client: AsyncClient,
+    identity: Arc<ModuleIdentity>,
+    /// `devices/{d}/modules/{m}/messages/events/`, built once.
+    events_prefix: Arc<str>,
+}
+
+impl ModuleClient {
+    /// Connects (in the background, retrying) and returns the client and the delivery stream.
+    pub async fn connect(
+        identity: Arc<ModuleIdentity>,
+        subscriptions: Subscriptions,
+    ) -> Result<(Self, mpsc::Receiver<Incoming>), SessionError> {
+        let ca = identity.trust_bundle().await?;
+        let tls = tls::client_config(&ca, &[])?;
+        let (token, expiry) = identity.token(TOKEN_TTL).await?;
+        let mut options = MqttOptions::new(identity.name(), identity.gateway_hostname.clone(), identity.mqtt_port);
+        options
+            .set_credentials(
+                topic::username(&identity.iothub_hostname, &identity.device_id, &identity.module_id, CLIENT_TYPE),
+                token,
+            )
+            .set_clean_session(false)
+            .set_keep_alive(KEEP_ALIVE)
+            .set_max_packet_size(MAX_PACKET_SIZE, MAX_PACKET_SIZE)
+            .set_inflight(100)
+            .set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(Arc::new(tls))));
+        let (client, mut eventloop) = AsyncClient::new(options, 256);
+        let mut network = NetworkOptions::new();
+        // Nagle would add 40-90 ms to every exchange (DESIGN.md §6).
+        network.set_tcp_nodelay(true);
+        network.set_connection_timeout(10);
+        eventloop.set_network_options(network);
+
+        let (tx, rx) = mpsc::channel(1024);
+        let driver = Driver {
+            identity: identity.clone(),
+            client: client.clone(),
+            subscriptions,
+            deliveries: tx,
+            token_expiry: expiry,
+        };
+        tokio::spawn(driver.run(eventloop));
+        let events_prefix = format!("devices/{}/modules/{}/messages/events/", identity.device_id, identity.module_id);
+        Ok((
+            Self {
+                client,
+                identity,
+                events_prefix: events_prefix.into(),
+            },
+            rx,
+        ))
+    }
+
+    pub fn identity(&self) -> &ModuleIdentity {
+        &self.identity
+    }
+
+    /// Sends `message` to `output` (QoS 1, `$.on` set). Returns once the session has queued it.
+    pub async fn send_output(&self, output: &str, message: Message) -> Result<(), SessionError> {
+        let mut topic = String::with_capacity(self.events_prefix.len() + 96);
+        topic.push_str(&self.events_prefix);
+        let mut bag = PropertyBag::new();
+        bag.insert(OUTPUT_NAME, output);
+        for (k, v) in message.properties.iter().filter(|(k, _)| *k != OUTPUT_NAME) {
+            bag.insert(k, v);
+        }
+        bag.encode_into(&mut topic);
+        self.client
+            .publish_bytes(topic, QoS::AtLeastOnce, false, message.body)
+            .await
+            .map_err(|_| SessionError::Closed)
+    }
+
+    /// Answers a method request with a status and a JSON payload.
+    pub async fn respond(&self, request: &MethodRequest, status: u16, payload: impl Into<bytes::Bytes>) -> Result<(), SessionError> {
+        self.client
+            .publish_bytes(topic::method_response(status, &request.rid), QoS::AtLeastOnce, false, payload.into())
+            .await
+            .map_err(|_| SessionError::Closed)
+    }
+
+    /// Sends DISCONNECT; the background session ends.
+    pub async fn disconnect(&self) {
+        let _ = self.client.disconnect().await;
+    }
+}
+
+struct Driver {
+    identity: Arc<ModuleIdentity>,
+    client: AsyncClient,
+    subscriptions: Subscriptions,
+    deliveries: mpsc::Sender<Incoming>,
+    token_expiry: u64,
+}
+
+impl Driver {
+    async fn run(mut self, mut eventloop: EventLoop) {
+        let mut backoff = BACKOFF_MIN;
+        let name = self.identity.name();
+        loop {
+            let renew_in = Duration::from_secs(
+                self.token_expiry
+                    .saturating_sub(TOKEN_RENEW_MARGIN.as_secs())
+                    .saturating_sub(crate::sas::now_unix()),
+            );
+            let event = tokio::select! {
+                event = eventloop.poll() => event,
+                _ = tokio::time::sleep(renew_in) => {
+                    tracing::info!(module = %name, "renewing the SAS token: reconnecting with a fresh one");
+                    self.renew_token(&mut eventloop).await;
+                    // Drop the connection; the next poll reconnects with the new password and
+                    // re-sends anything unacknowledged.
+                    eventloop.clean();
+                    continue;
+                }
+            };
+            match event {
+                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                    tracing::info!(module = %name, gateway = %self.identity.gateway_hostname, port = self.identity.mqtt_port, code = ?ack.code, "connected to edge hub");
+                    backoff = BACKOFF_MIN;
+                    self.subscribe().await;
+                }
+                Ok(Event::Incoming(Packet::Publish(publish))) => {
+                    if let Some(incoming) = classify(&publish.topic, publish.payload) {
+                        if self.deliveries.send(incoming).await.is_err() {
+                            return; // nobody listens any more
+                        }
+                    } else {
+                        tracing::warn!(module = %name, topic = %publish.topic, "ignored a publish on an unexpected topic");
+                    }
+                }
+                Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => {
+                    tracing::info!(module = %name, "disconnected");
+                    return;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    if matches!(e, ConnectionError::RequestsDone) {
+                        return;
+                    }
+                    tracing::warn!(module = %name, error = %e, retry_in = ?backoff, "edge hub connection lost; reconnecting");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    if self.token_expiry.saturating_sub(crate::sas::now_unix()) < TOKEN_RENEW_MARGIN.as_secs() {
+                        self.renew_token(&mut eventloop).await;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn renew_token(&mut self, eventloop: &mut EventLoop) {
+        match self.identity.token(TOKEN_TTL).await {
+            Ok((token, expiry)) => {
+                let username = eventloop.mqtt_options.credentials().map(|l| l.username).unwrap_or_default();
+                eventloop.mqtt_options.set_credentials(username, token);
+                self.token_expiry = expiry;
+            }
+            Err(e) => {
+                tracing::error!(module = %self.identity.name(), error = %e, "cannot renew the SAS token; retrying later");
+                self.token_expiry = crate::sas::now_unix() + TOKEN_RENEW_MARGIN.as_secs() + 30;
+            }
+        }
+    }
+
+    async fn subscribe(&self) {
+        let mut filters = Vec::new();
+        if self.subscriptions.inputs {
+            filters.push(topic::inputs_filter(&self.identity.device_id, &self.identity.module_id));
+        }
+        if self.subscriptions.methods {
+            filters.push(topic::METHODS_SUBSCRIBE.to_owned());
+        }
+        if filters.is_empty() {
+            return;
+        }
+        let filters = filters.into_iter().map(|f| rumqttc::SubscribeFilter::new(f, QoS::AtLeastOnce));
+        if let Err(e) = self.client.subscribe_many(filters).await {
+            tracing::error!(module = %self.identity.name(), error = %e, "cannot subscribe");
+        }
+    }
+}
+
+fn classify(topic_name: &str, payload: bytes::Bytes) -> Option<Incoming> {
+    match topic::parse(topic_name) {
+        Topic::Input { input, bag, .. } => Some(Incoming::Input {
+            input: input.to_owned(),
+            message: Message {
+                body: payload,
+                properties: PropertyBag::decode(bag).ok()?,
+            },
+        }),
+        Topic::MethodRequest { method, rid } => Some(Incoming::Method(MethodRequest {
+            method: method.to_owned(),
+            rid: rid.to_owned(),
+            payload,
+        })),
+        _ => None,
+    }
+}
