@@ -8,6 +8,7 @@ pub mod identity;
 pub mod invoke;
 pub mod message;
 pub mod sas;
+pub mod seed;
 pub mod session;
 pub mod time;
 pub mod tls;

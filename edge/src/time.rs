@@ -16,6 +16,14 @@ pub fn round_trip(t: DateTime<Utc>) -> String {
     s
 }
 
+/// The same with an explicit offset, as .NET prints a `DateTimeOffset`: `…4161739+00:00`.
+pub fn round_trip_offset(t: DateTime<Utc>) -> String {
+    let mut s = round_trip(t);
+    s.pop();
+    s.push_str("+00:00");
+    s
+}
+
 /// Parses round-trip or any RFC 3339 time; a time without an offset is taken as UTC
 /// (the seed's `DateTime.Parse` assumed the container's zone, which was only right in UTC).
 pub fn parse(s: &str) -> Option<DateTime<Utc>> {

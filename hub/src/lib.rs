@@ -1,1 +1,250 @@
+//! A local stand-in for IoT Edge's edgeHub, so that modules written with the Azure IoT SDKs (and
+//! ours) run unchanged on any machine: MQTT 3.1.1 over TLS, routes from a deployment manifest,
+//! direct methods over HTTPS, SAS authentication, and edgeHub's Prometheus metrics.
+#![forbid(unsafe_code)]
 
+pub mod broker;
+pub mod certs;
+pub mod identities;
+pub mod methods;
+pub mod metrics;
+pub mod routes;
+pub mod state;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+pub use state::{Hub, Settings};
+
+/// Local edgeHub stand-in: serves IoT Edge modules over MQTT/TLS and HTTPS with routes from a
+/// deployment manifest.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "hub", version, about, long_about = None)]
+pub struct Args {
+    /// IoT Edge deployment manifest whose $edgeHub routes the hub applies; its modules get identities.
+    #[arg(long, env = "HUB_DEPLOYMENT", default_value = "deployment.json")]
+    pub deployment: PathBuf,
+    /// Address to listen on (0.0.0.0 for containers, 127.0.0.1 to stay local).
+    #[arg(long, env = "HUB_BIND", default_value = "0.0.0.0")]
+    pub bind: IpAddr,
+    /// MQTT over TLS port (edgeHub: 8883). 0 picks a free port.
+    #[arg(long, env = "HUB_MQTT_PORT", default_value_t = 8883)]
+    pub mqtt_port: u16,
+    /// HTTPS port for direct methods (edgeHub: 443). 0 picks a free port.
+    #[arg(long, env = "HUB_HTTPS_PORT", default_value_t = 443)]
+    pub https_port: u16,
+    /// Also serve MQTT without TLS on this port (development only).
+    #[arg(long, env = "HUB_PLAIN_MQTT_PORT")]
+    pub plain_mqtt_port: Option<u16>,
+    /// Prometheus /metrics port (edgeHub: 9600). 0 picks a free port.
+    #[arg(long, env = "HUB_METRICS_PORT", default_value_t = 9600)]
+    pub metrics_port: u16,
+    /// Gateway hostname: what modules connect to and the server certificate names.
+    #[arg(long, env = "HUB_HOSTNAME", default_value = "localhost")]
+    pub hostname: String,
+    /// IoT Hub hostname the SAS tokens name (`sr`), as on a real device.
+    #[arg(long, env = "HUB_IOTHUB_HOSTNAME", default_value = "local-hub.azure-devices.net")]
+    pub iothub_hostname: String,
+    /// Edge device id.
+    #[arg(long, env = "HUB_DEVICE_ID", default_value = "local-edge-device")]
+    pub device_id: String,
+    /// Where the generated CA, server certificate, identities and endpoints.json live.
+    #[arg(long, env = "HUB_STATE_DIR", default_value = ".state/hub")]
+    pub state_dir: PathBuf,
+    /// Module identities file (JSON: {"modules":{"name":{"primaryKey":"base64"}}}); missing keys are generated. Default: <state-dir>/identities.json.
+    #[arg(long, env = "HUB_IDENTITIES")]
+    pub identities: Option<PathBuf>,
+    /// Extra module identities to create besides the deployment's modules (repeatable).
+    #[arg(long = "module", value_name = "NAME")]
+    pub modules: Vec<String>,
+    /// Server certificate chain (PEM); with --tls-key and --tls-ca instead of the generated CA.
+    #[arg(long, env = "HUB_TLS_CERT", requires_all = ["tls_key", "tls_ca"])]
+    pub tls_cert: Option<PathBuf>,
+    /// Server private key (PEM).
+    #[arg(long, env = "HUB_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// CA certificate that clients trust (PEM), printed for them.
+    #[arg(long, env = "HUB_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// How long to wait for a module's PUBACK of an input message before resending (edgeHub: 30s).
+    #[arg(long, env = "HUB_ACK_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub ack_timeout: Duration,
+    /// Messages kept per target module while it is offline; beyond this they are dropped and counted.
+    #[arg(long, env = "HUB_QUEUE_SIZE", default_value_t = 10_000)]
+    pub queue_size: usize,
+    /// Most simultaneous MQTT connections.
+    #[arg(long, env = "HUB_MAX_CONNECTIONS", default_value_t = 1000)]
+    pub max_connections: usize,
+}
+
+/// A running hub: its actual addresses (ports chosen when 0 was asked for).
+pub struct RunningHub {
+    pub hub: Arc<Hub>,
+    pub mqtt: SocketAddr,
+    pub https: SocketAddr,
+    pub plain_mqtt: Option<SocketAddr>,
+    pub metrics: SocketAddr,
+    pub ca_path: PathBuf,
+    pub identities_path: PathBuf,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningHub {
+    pub fn stop(self) {
+        for t in self.tasks {
+            t.abort();
+        }
+    }
+}
+
+fn default_ttl(manifest: &serde_json::Value) -> Duration {
+    manifest
+        .pointer("/modulesContent/$edgeHub/properties.desired/storeAndForwardConfiguration/timeToLiveSecs")
+        .and_then(|v| v.as_u64())
+        .map(Duration::from_secs)
+        .unwrap_or(Duration::from_secs(7200))
+}
+
+/// Module names the manifest deploys.
+pub fn manifest_modules(manifest: &serde_json::Value) -> Vec<String> {
+    manifest
+        .pointer("/modulesContent/$edgeAgent/properties.desired/modules")
+        .and_then(|m| m.as_object())
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+async fn bind(ip: IpAddr, port: u16, what: &str) -> Result<TcpListener> {
+    let addr = SocketAddr::new(ip, port);
+    TcpListener::bind(addr).await.with_context(|| {
+        if port < 1024 {
+            format!("cannot listen for {what} on {addr}: ports below 1024 need root or CAP_NET_BIND_SERVICE; pick another with its flag")
+        } else {
+            format!("cannot listen for {what} on {addr} (is another hub or edgeHub running?)")
+        }
+    })
+}
+
+/// Starts every listener and returns once they are bound.
+pub async fn start(args: &Args) -> Result<RunningHub> {
+    let text = std::fs::read_to_string(&args.deployment)
+        .with_context(|| format!("reading the deployment manifest {}", args.deployment.display()))?;
+    let manifest: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not valid JSON", args.deployment.display()))?;
+    let routes = routes::RouteTable::from_manifest(&manifest)
+        .with_context(|| format!("in {}", args.deployment.display()))?;
+    let mut names = manifest_modules(&manifest);
+    names.extend(args.modules.iter().cloned());
+    if names.is_empty() {
+        bail!("{} deploys no modules and --module names none: nobody could connect", args.deployment.display());
+    }
+    let identities_path = args.identities.clone().unwrap_or_else(|| args.state_dir.join("identities.json"));
+    let (identities, _) = identities::Identities::load_or_create(&identities_path, &args.iothub_hostname, &args.hostname, &args.device_id, &names)?;
+
+    let cert_files = match (&args.tls_cert, &args.tls_key, &args.tls_ca) {
+        (Some(cert), Some(key), Some(ca)) => Some(certs::CertFiles { cert: cert.clone(), key: key.clone(), ca: ca.clone() }),
+        _ => None,
+    };
+    let hostnames = vec![args.hostname.clone()];
+    let mqtt_tls = certs::load_or_generate(&args.state_dir, cert_files.as_ref(), &hostnames, &[])?;
+    let https_tls = certs::load_or_generate(&args.state_dir, cert_files.as_ref(), &hostnames, &[b"http/1.1"])?;
+
+    let mut registry = prometheus_client::registry::Registry::with_labels(
+        [
+            (std::borrow::Cow::Borrowed("iothub"), std::borrow::Cow::Owned(args.iothub_hostname.clone())),
+            (std::borrow::Cow::Borrowed("edge_device"), std::borrow::Cow::Owned(args.device_id.clone())),
+        ]
+        .into_iter(),
+    );
+    telemetry::register_process_metrics(&mut registry, "hub");
+    let metrics = metrics::HubMetrics::register(&mut registry);
+    let settings = Settings {
+        device_id: args.device_id.clone(),
+        iothub_hostname: args.iothub_hostname.clone(),
+        gateway_hostname: args.hostname.clone(),
+        ack_timeout: args.ack_timeout,
+        queue_size: args.queue_size,
+        default_ttl: default_ttl(&manifest),
+        max_message_size: 256 * 1024,
+        max_connections: args.max_connections,
+    };
+    let hub = Hub::new(settings, identities, routes, metrics);
+    let slots = Arc::new(tokio::sync::Semaphore::new(args.max_connections));
+
+    let mqtt_listener = bind(args.bind, args.mqtt_port, "MQTT/TLS").await?;
+    let https_listener = bind(args.bind, args.https_port, "HTTPS").await?;
+    let metrics_server = telemetry::serve_metrics(SocketAddr::new(args.bind, args.metrics_port), Arc::new(registry))
+        .await
+        .with_context(|| format!("cannot serve /metrics on {}:{}", args.bind, args.metrics_port))?;
+    let mqtt = mqtt_listener.local_addr()?;
+    let https = https_listener.local_addr()?;
+    let mut tasks = vec![
+        tokio::spawn(broker::serve(hub.clone(), mqtt_listener, Some(tokio_rustls::TlsAcceptor::from(mqtt_tls.config)), slots.clone())),
+        tokio::spawn(methods::serve(hub.clone(), https_listener, tokio_rustls::TlsAcceptor::from(https_tls.config))),
+        metrics_server.task,
+    ];
+    let plain_mqtt = match args.plain_mqtt_port {
+        Some(port) => {
+            let l = bind(args.bind, port, "plain MQTT").await?;
+            let addr = l.local_addr()?;
+            tasks.push(tokio::spawn(broker::serve(hub.clone(), l, None, slots)));
+            Some(addr)
+        }
+        None => None,
+    };
+    let running = RunningHub {
+        hub,
+        mqtt,
+        https,
+        plain_mqtt,
+        metrics: metrics_server.local_addr,
+        ca_path: mqtt_tls.ca_path,
+        identities_path,
+        tasks,
+    };
+    write_endpoints(&args.state_dir, &running)?;
+    Ok(running)
+}
+
+/// `endpoints.json` in the state directory: the actual ports, for launchers and tests.
+fn write_endpoints(state_dir: &std::path::Path, hub: &RunningHub) -> Result<()> {
+    let v = serde_json::json!({
+        "mqtt": hub.mqtt.port(),
+        "https": hub.https.port(),
+        "plainMqtt": hub.plain_mqtt.map(|a| a.port()),
+        "metrics": hub.metrics.port(),
+        "ca": hub.ca_path,
+        "identities": hub.identities_path,
+        "pid": std::process::id(),
+    });
+    std::fs::create_dir_all(state_dir)?;
+    let tmp = state_dir.join("endpoints.json.tmp");
+    std::fs::write(&tmp, v.to_string())?;
+    std::fs::rename(&tmp, state_dir.join("endpoints.json"))?;
+    Ok(())
+}
+
+/// Runs the hub until SIGINT/SIGTERM.
+pub async fn run(args: Args) -> Result<()> {
+    let running = start(&args).await?;
+    let plain = running.plain_mqtt.map(|a| format!(" mqtt://{a} (plain, development)")).unwrap_or_default();
+    tracing::info!(
+        "hub ready: mqtts://{} https://{} metrics http://{}/metrics{plain}; device {}; {} route(s); CA for clients: {}; identities: {}",
+        running.mqtt,
+        running.https,
+        running.metrics,
+        args.device_id,
+        running.hub.routes.routes().len(),
+        running.ca_path.display(),
+        running.identities_path.display(),
+    );
+    edge::seed::shutdown_signal().await;
+    tracing::info!("hub stopping");
+    running.stop();
+    Ok(())
+}

@@ -1,1 +1,36 @@
+//! Observability shared by the hub and the modules: one Prometheus registry per process served on
+//! `/metrics` (OpenMetrics with exemplars, or the classic text format), process and build-info
+//! metrics, tracing with optional OTLP export, and W3C trace-context carriers.
+#![forbid(unsafe_code)]
 
+pub mod carrier;
+pub mod metrics_server;
+pub mod process;
+pub mod tracing_setup;
+
+pub use carrier::{current_trace_id, inject_current, set_remote_parent, TraceId};
+pub use metrics_server::{serve_metrics, MetricsServer};
+pub use tracing_setup::{init_tracing, TraceOptions, Tracing};
+
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+
+/// A registry with the process collector and `iotedge_build_info{version,module}` already in it.
+pub fn new_registry(module: &str) -> Registry {
+    let mut registry = Registry::default();
+    register_process_metrics(&mut registry, module);
+    registry
+}
+
+/// Adds `process_*` and `iotedge_build_info{version,module}` to `registry`.
+pub fn register_process_metrics(registry: &mut Registry, module: &str) {
+    registry.register_collector(Box::new(process::ProcessCollector::new()));
+    registry.register(
+        "iotedge_build",
+        "Build of this process: version and module name",
+        Info::new(vec![
+            ("version".to_owned(), env!("CARGO_PKG_VERSION").to_owned()),
+            ("module".to_owned(), module.to_owned()),
+        ]),
+    );
+}

@@ -1,0 +1,14 @@
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = hub::Args::parse();
+    let _tracing = telemetry::init_tracing(&telemetry::TraceOptions::disabled("hub"));
+    match hub::run(args).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hub: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

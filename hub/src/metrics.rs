@@ -1,0 +1,126 @@
+//! The hub's metrics, under the names and labels edgeHub uses (PROTOCOL.md §7.2), so dashboards
+//! work against both. edgeHub's durations are summaries; ours are histograms with `_sum` and
+//! `_count`, which is what portable panels use.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReceivedLabels {
+    pub id: String,
+    pub route_output: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SentLabels {
+    pub from: String,
+    pub to: String,
+    pub from_route_output: String,
+    pub to_route_input: String,
+    pub priority: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SendDurationLabels {
+    pub from: String,
+    pub to: String,
+    pub from_route_output: String,
+    pub to_route_input: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DroppedLabels {
+    pub reason: &'static str,
+    pub from: String,
+    pub from_route_output: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MethodLabels {
+    pub from: String,
+    pub to: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IdLabels {
+    pub id: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectFailedLabels {
+    pub id: String,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueLabels {
+    pub endpoint: String,
+    pub priority: String,
+}
+
+fn duration_buckets() -> impl Iterator<Item = f64> {
+    [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0].into_iter()
+}
+
+#[derive(Clone)]
+pub struct HubMetrics {
+    pub messages_received: Family<ReceivedLabels, Counter>,
+    pub messages_sent: Family<SentLabels, Counter>,
+    pub message_send_duration: Family<SendDurationLabels, Histogram>,
+    pub messages_dropped: Family<DroppedLabels, Counter>,
+    pub message_size: Family<IdLabels, Histogram>,
+    pub direct_methods: Family<MethodLabels, Counter>,
+    pub direct_method_duration: Family<MethodLabels, Histogram>,
+    pub connected_clients: Gauge,
+    pub connect_success: Family<IdLabels, Counter>,
+    pub connect_failed: Family<ConnectFailedLabels, Counter>,
+    pub disconnects: Family<IdLabels, Counter>,
+    pub queue_length: Family<QueueLabels, Gauge>,
+    pub gettwin: Family<IdLabels, Counter>,
+    pub reported_properties: Family<IdLabels, Counter>,
+}
+
+impl HubMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self {
+            messages_received: Family::default(),
+            messages_sent: Family::default(),
+            message_send_duration: Family::new_with_constructor(|| Histogram::new(duration_buckets())),
+            messages_dropped: Family::default(),
+            message_size: Family::new_with_constructor(|| Histogram::new([64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0].into_iter())),
+            direct_methods: Family::default(),
+            direct_method_duration: Family::new_with_constructor(|| Histogram::new(duration_buckets())),
+            connected_clients: Gauge::default(),
+            connect_success: Family::default(),
+            connect_failed: Family::default(),
+            disconnects: Family::default(),
+            queue_length: Family::default(),
+            gettwin: Family::default(),
+            reported_properties: Family::default(),
+        };
+        let r = registry;
+        r.register("edgehub_messages_received", "Messages received from modules", m.messages_received.clone());
+        r.register("edgehub_messages_sent", "Messages sent to module inputs (or upstream)", m.messages_sent.clone());
+        r.register(
+            "edgehub_message_send_duration_seconds",
+            "Time to send a message to a module, including the wait for its PUBACK",
+            m.message_send_duration.clone(),
+        );
+        r.register("edgehub_messages_dropped", "Messages dropped: no_route, upstream (no cloud here), ttl_expiry, queue_overflow", m.messages_dropped.clone());
+        r.register("edgehub_message_size_bytes", "Size of messages received from modules", m.message_size.clone());
+        r.register("edgehub_direct_methods", "Direct methods routed", m.direct_methods.clone());
+        r.register("edgehub_direct_method_duration_seconds", "Direct method round trip through the hub", m.direct_method_duration.clone());
+        r.register("edgehub_connected_clients", "Connected MQTT clients", m.connected_clients.clone());
+        r.register("edgehub_client_connect_success", "Successful client connections", m.connect_success.clone());
+        r.register("edgehub_client_connect_failed", "Refused client connections", m.connect_failed.clone());
+        r.register("edgehub_client_disconnect", "Client disconnections", m.disconnects.clone());
+        r.register("edgehub_queue_length", "Messages waiting per endpoint", m.queue_length.clone());
+        r.register("edgehub_gettwin", "Twin GET requests", m.gettwin.clone());
+        r.register("edgehub_reported_properties", "Reported-property updates", m.reported_properties.clone());
+        m
+    }
+}

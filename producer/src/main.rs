@@ -1,0 +1,12 @@
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    match producer::run(producer::Args::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("producer: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! `GET /metrics`: OpenMetrics (with exemplars) when the scraper accepts it, as Prometheus does;
+//! the classic text format 0.0.4 otherwise (what `promtool check metrics` and old scrapers read).
+
+use bytes_body::full;
+use hyper::body::Incoming;
+use hyper::header::{ACCEPT, CONTENT_TYPE};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use prometheus_client::registry::Registry;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub const TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+mod bytes_body {
+    use http_body_util::Full;
+    pub fn full(s: impl Into<String>) -> Full<hyper::body::Bytes> {
+        Full::new(hyper::body::Bytes::from(s.into()))
+    }
+}
+
+pub struct MetricsServer {
+    pub local_addr: SocketAddr,
+    pub task: JoinHandle<()>,
+}
+
+/// Encodes the registry as the scraper asked (`Accept`).
+pub fn render(registry: &Registry, accept: &str) -> Result<(String, &'static str), std::fmt::Error> {
+    let mut body = String::with_capacity(8 * 1024);
+    if accept.contains("application/openmetrics-text") {
+        prometheus_client::encoding::text::encode(&mut body, registry)?;
+        Ok((body, OPENMETRICS))
+    } else {
+        prometheus_client::encoding::prometheus_text::encode(&mut body, registry)?;
+        Ok((body, TEXT))
+    }
+}
+
+/// Binds `addr` (port 0 picks a free one) and serves the registry until the task is aborted.
+pub async fn serve_metrics(addr: SocketAddr, registry: Arc<Registry>) -> std::io::Result<MetricsServer> {
+    let listener = TcpListener::bind(addr).await?;
+    let local_addr = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        loop {
+            let (stream, _) = match listener.accept().await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics listener: accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let registry = registry.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req: Request<Incoming>| {
+                    let registry = registry.clone();
+                    async move { Ok::<_, std::convert::Infallible>(handle(&registry, &req)) }
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Ok(MetricsServer { local_addr, task })
+}
+
+fn handle(registry: &Registry, req: &Request<Incoming>) -> Response<http_body_util::Full<hyper::body::Bytes>> {
+    let reply = |status: StatusCode, ctype: &str, body: String| {
+        let mut r = Response::new(full(body));
+        *r.status_mut() = status;
+        if let Ok(v) = ctype.parse() {
+            r.headers_mut().insert(CONTENT_TYPE, v);
+        }
+        r
+    };
+    if req.method() != Method::GET {
+        return reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n".into());
+    }
+    match req.uri().path() {
+        "/metrics" => {
+            let accept = req.headers().get(ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+            match render(registry, accept) {
+                Ok((body, ctype)) => reply(StatusCode::OK, ctype, body),
+                Err(_) => reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", "encoding failed\n".into()),
+            }
+        }
+        "/" | "/healthz" => reply(StatusCode::OK, "text/plain", "ok: metrics at /metrics\n".into()),
+        _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found: metrics are at /metrics\n".into()),
+    }
+}
