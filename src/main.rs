@@ -1,1 +1,336 @@
-fn main(){}
+//! The main job: `cargo run --release` runs the whole method-vs-message comparison on this machine.
+//! Like a tiny IoT Edge runtime it reads deployment.json, starts the local hub with its routes and
+//! the producer and consumer as separate processes (real sockets, real TLS) with the identities and
+//! `env` the manifest gives them, streams the consumer's tables, and stops all three cleanly.
+//! The same binary is each of those processes (`method-vs-message hub|producer|consumer`).
+#![forbid(unsafe_code)]
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+#[derive(Debug, Parser)]
+#[command(name = "method-vs-message", version, about, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run the whole comparison locally (the default).
+    Run(RunArgs),
+    /// Run only the local edgeHub stand-in.
+    Hub(hub::Args),
+    /// Run only the producer module.
+    Producer(producer::Args),
+    /// Run only the consumer module.
+    Consumer(consumer::Args),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+struct RunArgs {
+    /// Deployment manifest: routes for the hub, modules and their env.
+    #[arg(long, default_value = "deployment.json")]
+    deployment: PathBuf,
+    /// How often the consumer prints its table.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    summary_interval: Duration,
+    /// Stop after this long (default: run until Ctrl-C).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+    /// Consumer output: table, json or both.
+    #[arg(long, default_value = "table")]
+    summary_format: String,
+    /// Hub MQTT/TLS port (0: any free port).
+    #[arg(long, default_value_t = 8883)]
+    mqtt_port: u16,
+    /// Hub HTTPS port for direct methods (443 needs root; 0: any free port).
+    #[arg(long, default_value_t = 8443)]
+    https_port: u16,
+    /// Hub /metrics port (0: any free port).
+    #[arg(long, default_value_t = 9600)]
+    hub_metrics_port: u16,
+    /// Producer /metrics port (0: any free port).
+    #[arg(long, default_value_t = 9601)]
+    producer_metrics_port: u16,
+    /// Consumer /metrics port (0: any free port).
+    #[arg(long, default_value_t = 9602)]
+    consumer_metrics_port: u16,
+    /// Also start Prometheus (if installed) scraping all three, with a config made from prometheus.yml.
+    #[arg(long)]
+    with_prometheus: bool,
+    /// Port for that Prometheus.
+    #[arg(long, default_value_t = 9090)]
+    prometheus_port: u16,
+    /// Where the hub's CA, identities and run files go.
+    #[arg(long, default_value = ".state/local-run")]
+    state_dir: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let (name, result) = runtime.block_on(async {
+        match cli.command {
+            Some(Cmd::Hub(args)) => {
+                let _t = telemetry::init_tracing(&telemetry::TraceOptions::disabled("hub"));
+                ("hub", hub::run(args).await)
+            }
+            Some(Cmd::Producer(args)) => ("producer", producer::run(args).await),
+            Some(Cmd::Consumer(args)) => ("consumer", consumer::run(args).await),
+            Some(Cmd::Run(args)) => ("run", run(args).await),
+            None => ("run", run(cli.run).await),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A child process and its name, for logs.
+struct Proc {
+    name: &'static str,
+    child: Child,
+}
+
+fn spawn(name: &'static str, args: &[String], env: &BTreeMap<String, String>) -> Result<Proc> {
+    let exe = std::env::current_exe().context("locating this executable")?;
+    let mut cmd = Command::new(exe);
+    cmd.args(args).stdin(Stdio::null()).stderr(Stdio::piped()).kill_on_drop(true);
+    // The modules must use the local-development identity, not a stray IoT Edge environment.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("IOTEDGE_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.envs(env);
+    if name == "consumer" {
+        cmd.stdout(Stdio::inherit());
+    } else {
+        cmd.stdout(Stdio::piped());
+    }
+    let mut child = cmd.spawn().with_context(|| format!("starting {name}"))?;
+    // Prefix the children's logs so three processes stay readable on one terminal.
+    if let Some(err) = child.stderr.take() {
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(err).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                // One write per line, so lines from several processes never interleave mid-line.
+                let mut stderr = std::io::stderr().lock();
+                let _ = std::io::Write::write_all(&mut stderr, format!("[{name}] {line}\n").as_bytes());
+            }
+        });
+    }
+    if let Some(out) = child.stdout.take() {
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(out).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let mut stdout = std::io::stdout().lock();
+                let _ = std::io::Write::write_all(&mut stdout, format!("[{name}] {line}\n").as_bytes());
+            }
+        });
+    }
+    Ok(Proc { name, child })
+}
+
+async fn wait_for_file(path: &Path, proc: &mut Proc, within: Duration) -> Result<String> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            if !text.is_empty() {
+                return Ok(text);
+            }
+        }
+        if let Ok(Some(status)) = proc.child.try_wait() {
+            bail!("{} exited ({status}) while starting; its log is above", proc.name);
+        }
+        if Instant::now() > deadline {
+            bail!("{} did not start within {within:?}", proc.name);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// SIGTERM, then SIGKILL if it has not exited within `grace`.
+async fn stop(proc: &mut Proc, grace: Duration) -> bool {
+    if let Some(pid) = proc.child.id() {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
+    }
+    match tokio::time::timeout(grace, proc.child.wait()).await {
+        Ok(Ok(status)) => status.success(),
+        _ => {
+            eprintln!("{} did not stop within {grace:?}; killing it", proc.name);
+            let _ = proc.child.kill().await;
+            false
+        }
+    }
+}
+
+/// The `env` a manifest gives a module, minus what the local run sets itself.
+fn manifest_env(manifest: &serde_json::Value, module: &str) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    let pointer = format!("/modulesContent/$edgeAgent/properties.desired/modules/{module}/env");
+    if let Some(vars) = manifest.pointer(&pointer).and_then(|v| v.as_object()) {
+        for (k, v) in vars {
+            // Addresses in the manifest are for containers (0.0.0.0, collector host names).
+            if k == "METRICS_ADDR" || k.starts_with("OTEL_EXPORTER_OTLP") {
+                continue;
+            }
+            if let Some(value) = v.get("value") {
+                let value = value.as_str().map(str::to_owned).unwrap_or_else(|| value.to_string());
+                env.insert(k.clone(), value);
+            }
+        }
+    }
+    env
+}
+
+async fn run(args: RunArgs) -> Result<()> {
+    let _tracing = telemetry::init_tracing(&telemetry::TraceOptions::disabled("method-vs-message"));
+    let manifest_text = std::fs::read_to_string(&args.deployment)
+        .with_context(|| format!("reading {} (run from the repository root, or pass --deployment)", args.deployment.display()))?;
+    let manifest: serde_json::Value = serde_json::from_str(&manifest_text).with_context(|| format!("{} is not valid JSON", args.deployment.display()))?;
+    let modules = hub::manifest_modules(&manifest);
+    for needed in ["producer", "consumer"] {
+        if !modules.iter().any(|m| m == needed) {
+            bail!("{} does not deploy a module named {needed:?}", args.deployment.display());
+        }
+    }
+    let state = &args.state_dir;
+    std::fs::create_dir_all(state).with_context(|| format!("creating {}", state.display()))?;
+    for stale in ["hub/endpoints.json", "producer.metrics", "consumer.metrics"] {
+        let _ = std::fs::remove_file(state.join(stale));
+    }
+
+    let hub_state = state.join("hub");
+    let hub_args: Vec<String> = vec![
+        "hub".into(),
+        "--deployment".into(),
+        args.deployment.display().to_string(),
+        "--bind".into(),
+        "127.0.0.1".into(),
+        "--hostname".into(),
+        "localhost".into(),
+        "--state-dir".into(),
+        hub_state.display().to_string(),
+        "--mqtt-port".into(),
+        args.mqtt_port.to_string(),
+        "--https-port".into(),
+        args.https_port.to_string(),
+        "--metrics-port".into(),
+        args.hub_metrics_port.to_string(),
+    ];
+    let mut hub = spawn("hub", &hub_args, &BTreeMap::new())?;
+    let endpoints: serde_json::Value = serde_json::from_str(&wait_for_file(&hub_state.join("endpoints.json"), &mut hub, Duration::from_secs(20)).await?)?;
+    let port = |k: &str| endpoints.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+    let identities: hub::identities::IdentitiesFile = serde_json::from_str(&std::fs::read_to_string(hub_state.join("identities.json"))?)?;
+    let ca = endpoints.get("ca").and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+
+    let module_env = |module: &str, metrics_port: u16| -> Result<BTreeMap<String, String>> {
+        let mut env = manifest_env(&manifest, module);
+        let cs = identities.connection_string(module).with_context(|| format!("no identity for {module}"))?;
+        env.insert("EdgeHubConnectionString".into(), cs);
+        env.insert("EdgeModuleCACertificateFile".into(), ca.clone());
+        env.insert(edge::identity::MQTT_PORT_VAR.into(), port("mqtt").to_string());
+        env.insert(edge::identity::HTTPS_PORT_VAR.into(), port("https").to_string());
+        env.insert("METRICS_ADDR".into(), format!("127.0.0.1:{metrics_port}"));
+        env.insert("METRICS_ADDR_FILE".into(), state.join(format!("{module}.metrics")).display().to_string());
+        env.insert("SUMMARY_INTERVAL".into(), humantime::format_duration(args.summary_interval).to_string());
+        Ok(env)
+    };
+    let mut producer = spawn("producer", &["producer".into()], &module_env("producer", args.producer_metrics_port)?)?;
+    let producer_metrics = wait_for_file(&state.join("producer.metrics"), &mut producer, Duration::from_secs(20)).await?;
+    let mut consumer_env = module_env("consumer", args.consumer_metrics_port)?;
+    consumer_env.insert("SUMMARY_FORMAT".into(), args.summary_format.clone());
+    let mut consumer = spawn("consumer", &["consumer".into()], &consumer_env)?;
+    let consumer_metrics = wait_for_file(&state.join("consumer.metrics"), &mut consumer, Duration::from_secs(20)).await?;
+
+    let hub_metrics = format!("127.0.0.1:{}", port("metrics"));
+    eprintln!(
+        "local run: hub mqtts://localhost:{} https://localhost:{} (CA {})\n  metrics: hub http://{hub_metrics}/metrics  producer http://{producer_metrics}/metrics  consumer http://{consumer_metrics}/metrics",
+        port("mqtt"),
+        port("https"),
+        ca
+    );
+    let mut prometheus = if args.with_prometheus {
+        start_prometheus(&args, &hub_metrics, &producer_metrics, &consumer_metrics)?
+    } else {
+        None
+    };
+    match args.duration {
+        Some(d) => eprintln!("running for {}; Ctrl-C stops earlier", humantime::format_duration(d)),
+        None => eprintln!("running until Ctrl-C"),
+    }
+
+    let until = async {
+        match args.duration {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    let early_exit = tokio::select! {
+        _ = until => None,
+        _ = edge::seed::shutdown_signal() => None,
+        s = hub.child.wait() => Some(("hub", s)),
+        s = producer.child.wait() => Some(("producer", s)),
+        s = consumer.child.wait() => Some(("consumer", s)),
+    };
+    // Consumer first, so its final summary still sees the producer; then producer, then hub.
+    let consumer_ok = stop(&mut consumer, Duration::from_secs(10)).await;
+    let producer_ok = stop(&mut producer, Duration::from_secs(10)).await;
+    let hub_ok = stop(&mut hub, Duration::from_secs(10)).await;
+    if let Some(p) = prometheus.as_mut() {
+        stop(p, Duration::from_secs(10)).await;
+    }
+    if let Some((name, status)) = early_exit {
+        bail!("{name} stopped unexpectedly ({}); the others were stopped", status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()));
+    }
+    if !(consumer_ok && producer_ok && hub_ok) {
+        bail!("not every process stopped cleanly (consumer {consumer_ok}, producer {producer_ok}, hub {hub_ok})");
+    }
+    Ok(())
+}
+
+/// Starts Prometheus with prometheus.yml's scrape jobs pointed at this run's ports.
+fn start_prometheus(args: &RunArgs, hub: &str, producer: &str, consumer: &str) -> Result<Option<Proc>> {
+    let Some(binary) = std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).map(|d| d.join("prometheus")).find(|p| p.is_file())) else {
+        eprintln!("--with-prometheus: no `prometheus` in PATH (Debian: apt install prometheus); running without it");
+        return Ok(None);
+    };
+    let template = std::fs::read_to_string("prometheus.yml").context("reading prometheus.yml (run from the repository root)")?;
+    let config = template.replace("hub:9600", hub).replace("producer:9601", producer).replace("consumer:9602", consumer);
+    let dir = args.state_dir.join("prometheus");
+    std::fs::create_dir_all(&dir)?;
+    let config_path = dir.join("prometheus.yml");
+    std::fs::write(&config_path, config)?;
+    let mut cmd = Command::new(binary);
+    cmd.arg(format!("--config.file={}", config_path.display()))
+        .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{}", args.prometheus_port))
+        .arg("--enable-feature=exemplar-storage")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    let child = cmd.spawn().context("starting prometheus")?;
+    eprintln!("prometheus: http://127.0.0.1:{} (config {})", args.prometheus_port, config_path.display());
+    Ok(Some(Proc { name: "prometheus", child }))
+}

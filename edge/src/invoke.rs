@@ -62,7 +62,7 @@ pub struct MethodClient {
 impl MethodClient {
     pub async fn new(identity: Arc<ModuleIdentity>) -> Result<Self, InvokeError> {
         let ca = identity.trust_bundle().await?;
-        let config = tls::client_config(&ca, &[b"http/1.1"])?;
+        let config = tls::client_config(&ca, &[])?;
         let mut tcp = HttpConnector::new();
         tcp.set_nodelay(true);
         tcp.enforce_http(false);

@@ -75,8 +75,12 @@ async fn read_packet<R: AsyncRead + Unpin>(rd: &mut R, buf: &mut BytesMut, max: 
             Ok(p) => return Ok(p),
             Err(CodecError::InsufficientBytes(n)) => {
                 buf.reserve(n.max(4096));
-                if rd.read_buf(buf).await? == 0 {
-                    return Err(ConnError::Eof);
+                match rd.read_buf(buf).await {
+                    Ok(0) => return Err(ConnError::Eof),
+                    Ok(_) => {}
+                    // A client that drops TLS without close_notify has still just left.
+                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(ConnError::Eof),
+                    Err(e) => return Err(e.into()),
                 }
             }
             Err(e) => return Err(ConnError::Codec(e)),

@@ -66,6 +66,14 @@ fn write_private(path: &Path, contents: &str) -> Result<()> {
     Ok(())
 }
 
+fn ca_params() -> Result<CertificateParams> {
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.distinguished_name.push(DnType::CommonName, "IoT Edge Method vs Message local hub CA");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    Ok(params)
+}
+
 fn generate(state_dir: &Path, hostnames: &[String]) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>, PathBuf)> {
     std::fs::create_dir_all(state_dir).with_context(|| format!("creating state directory {}", state_dir.display()))?;
     let ca_path = state_dir.join("ca.pem");
@@ -76,16 +84,14 @@ fn generate(state_dir: &Path, hostnames: &[String]) -> Result<(Vec<CertificateDe
         (std::fs::read_to_string(&ca_path)?, key)
     } else {
         let key = KeyPair::generate()?;
-        let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params.distinguished_name.push(DnType::CommonName, "IoT Edge Method vs Message local hub CA");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
-        let cert = params.self_signed(&key)?;
+        let cert = ca_params()?.self_signed(&key)?;
         write_private(&ca_key_path, &key.serialize_pem())?;
         std::fs::write(&ca_path, cert.pem()).with_context(|| format!("writing {}", ca_path.display()))?;
         (cert.pem(), key)
     };
-    let issuer = Issuer::from_ca_cert_pem(&ca_pem, &ca_key).context("the stored CA is unusable; delete ca.pem and ca.key to make a new one")?;
+    // The issuer's name and key identifier are all a signature needs, and both are derived
+    // from the same parameters and key as the stored CA certificate.
+    let issuer = Issuer::new(ca_params()?, &ca_key);
     let mut names: Vec<String> = hostnames.to_vec();
     for n in ["localhost", "127.0.0.1"] {
         if !names.iter().any(|h| h == n) {

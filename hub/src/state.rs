@@ -276,7 +276,7 @@ impl Hub {
             None => format!("/messages/modules/{module}"),
         };
         let view = RoutingView { device, module, output: output.as_deref(), bag: &bag };
-        let matched: Vec<&crate::routes::Route> = self.routes.matching(&source, &view).collect();
+        let matched: Vec<&crate::routes::Route> = self.routes.routes().iter().filter(|r| r.matches(&source, &view)).collect();
         if matched.is_empty() {
             self.dropped("no_route", sender, &route_output);
             tracing::debug!(from = %sender.name, %source, "no route matches; message dropped");

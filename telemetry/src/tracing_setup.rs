@@ -87,7 +87,11 @@ impl Tracing {
 /// Must run inside a tokio runtime (the gRPC exporter needs one).
 pub fn init_tracing(options: &TraceOptions) -> Result<Tracing, String> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false);
+    use std::io::IsTerminal as _;
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal());
     let Some(endpoint) = options.endpoint.as_deref() else {
         let _ = tracing_subscriber::registry().with(filter).with(fmt).try_init();
         return Ok(Tracing { provider: None });
