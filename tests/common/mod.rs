@@ -1,0 +1,239 @@
+//! Shared by the integration tests: real processes (the hub, the modules, Python SDK clients)
+//! on real sockets, stopped when the test ends.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_method-vs-message")
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The virtualenv the test command creates; a missing one fails the test (never skips it).
+pub fn python() -> PathBuf {
+    let p = repo().join(".venv/bin/python");
+    assert!(p.exists(), "{} is missing: run scripts/test.sh (it creates the virtualenv with the pinned Azure IoT SDK)", p.display());
+    p
+}
+
+pub fn tempdir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("mvm-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Serialises the tests that need fixed ports (8883/443, as the Python SDK requires, or the
+/// local run's defaults) across test binaries.
+pub struct FixedPorts(nix::fcntl::Flock<std::fs::File>);
+
+impl FixedPorts {
+    pub fn lock() -> Self {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(std::env::temp_dir().join("mvm-fixed-ports.lock"))
+            .unwrap();
+        // Blocking exclusive lock, released when the guard drops.
+        FixedPorts(nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| e).unwrap())
+    }
+}
+
+/// A child process killed (and reaped) on drop; its output is captured line by line.
+pub struct Proc {
+    pub name: String,
+    pub child: Child,
+    pub out: Arc<Mutex<Vec<String>>>,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, mut cmd: Command) -> Proc {
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        for (k, _) in std::env::vars() {
+            if k.starts_with("IOTEDGE_") || k.starts_with("OTEL_") {
+                cmd.env_remove(k);
+            }
+        }
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        let out = Arc::new(Mutex::new(Vec::new()));
+        for stream in [child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>), child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>)].into_iter().flatten() {
+            let out = out.clone();
+            let name = name.to_owned();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if std::env::var_os("TEST_VERBOSE").is_some() {
+                        eprintln!("[{name}] {line}");
+                    }
+                    out.lock().unwrap().push(line);
+                }
+            });
+        }
+        Proc { name: name.to_owned(), child, out }
+    }
+
+    pub fn output(&self) -> String {
+        self.out.lock().unwrap().join("\n")
+    }
+
+    /// Waits until a line satisfies `pred`; panics with the output after `within`.
+    pub fn wait_for_line(&mut self, within: Duration, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(l) = self.out.lock().unwrap().iter().find(|l| pred(l)) {
+                return l.clone();
+            }
+            if let Ok(Some(s)) = self.child.try_wait() {
+                std::thread::sleep(Duration::from_millis(200));
+                panic!("{} exited ({s}) before the expected line:\n{}", self.name, self.output());
+            }
+            assert!(Instant::now() < deadline, "{}: expected line not seen within {within:?}:\n{}", self.name, self.output());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits for the process to exit, killing it after `within`.
+    pub fn wait(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                std::thread::sleep(Duration::from_millis(200)); // let the reader threads drain
+                return s;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("{} did not exit within {within:?}:\n{}", self.name, self.output());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let _ = Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status();
+    }
+
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        self.signal("TERM");
+        self.wait(Duration::from_secs(15))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A hub process and what it wrote about itself.
+pub struct Hub {
+    pub proc: Proc,
+    pub state: PathBuf,
+    pub mqtt: u16,
+    pub https: u16,
+    pub plain_mqtt: Option<u16>,
+    pub metrics: u16,
+    pub ca: PathBuf,
+    pub identities: serde_json::Value,
+}
+
+impl Hub {
+    /// Starts `method-vs-message hub` on 127.0.0.1 with `manifest`; ports given as 0 are chosen freely.
+    pub fn start(name: &str, manifest: &Path, mqtt: u16, https: u16, extra: &[&str]) -> Hub {
+        let state = tempdir(name);
+        let mut cmd = Command::new(bin());
+        cmd.args(["hub", "--bind", "127.0.0.1", "--hostname", "localhost", "--metrics-port", "0"])
+            .arg("--deployment")
+            .arg(manifest)
+            .arg("--state-dir")
+            .arg(&state)
+            .args(["--mqtt-port", &mqtt.to_string(), "--https-port", &https.to_string()])
+            .args(extra);
+        let mut proc = Proc::spawn("hub", cmd);
+        let endpoints = state.join("endpoints.json");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let text = loop {
+            if let Ok(t) = std::fs::read_to_string(&endpoints) {
+                break t;
+            }
+            if let Ok(Some(s)) = proc.child.try_wait() {
+                std::thread::sleep(Duration::from_millis(200));
+                panic!("hub exited ({s}):\n{}", proc.output());
+            }
+            assert!(Instant::now() < deadline, "hub did not start:\n{}", proc.output());
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let e: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let identities: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(state.join("identities.json")).unwrap()).unwrap();
+        let port = |k: &str| e[k].as_u64().unwrap_or(0) as u16;
+        Hub {
+            mqtt: port("mqtt"),
+            https: port("https"),
+            plain_mqtt: e["plainMqtt"].as_u64().map(|p| p as u16),
+            metrics: port("metrics"),
+            ca: PathBuf::from(e["ca"].as_str().unwrap()),
+            identities,
+            state,
+            proc,
+        }
+    }
+
+    pub fn key(&self, module: &str) -> String {
+        self.identities["modules"][module]["primaryKey"].as_str().unwrap_or_else(|| panic!("no identity for {module}")).to_owned()
+    }
+
+    pub fn device(&self) -> String {
+        self.identities["deviceId"].as_str().unwrap().to_owned()
+    }
+
+    pub fn iothub(&self) -> String {
+        self.identities["iothubHostname"].as_str().unwrap().to_owned()
+    }
+
+    pub fn connection_string(&self, module: &str) -> String {
+        format!("HostName={};DeviceId={};ModuleId={module};SharedAccessKey={};GatewayHostName=localhost", self.iothub(), self.device(), self.key(module))
+    }
+
+    /// The environment a module process gets in the local-development mode.
+    pub fn module_env(&self, module: &str) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("EdgeHubConnectionString".into(), self.connection_string(module)),
+            ("EdgeModuleCACertificateFile".into(), self.ca.display().to_string()),
+            ("EDGEHUB_MQTT_PORT".into(), self.mqtt.to_string()),
+            ("EDGEHUB_HTTPS_PORT".into(), self.https.to_string()),
+            ("METRICS_ADDR".into(), "127.0.0.1:0".into()),
+        ])
+    }
+
+    pub fn metrics_text(&self) -> String {
+        http_get(&format!("127.0.0.1:{}", self.metrics), "/metrics", "text/plain")
+    }
+}
+
+/// A bare HTTP/1.0 GET (no client library needed for our own /metrics).
+pub fn http_get(addr: &str, path: &str, accept: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\nAccept: {accept}\r\n\r\n").unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    body.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or(body)
+}
+
+/// Starts a module (`producer` or `consumer`) with `env`.
+pub fn module(name: &str, env: &BTreeMap<String, String>) -> Proc {
+    let mut cmd = Command::new(bin());
+    cmd.arg(name).envs(env);
+    Proc::spawn(name, cmd)
+}
