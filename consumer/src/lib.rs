@@ -131,7 +131,11 @@ async fn method_exchange(client: &MethodClient, device: &str, producer: &str, ti
     let payload = serde_json::to_value(&request).unwrap_or(serde_json::Value::Null);
     let sent = Utc::now();
     let start = Instant::now();
-    let result = client.invoke(device, producer, METHOD_NAME, &payload, timeout).await;
+    // Our deadline is the exchange timeout; the hub's own (at least 5 s) only bounds its wait.
+    let result = match tokio::time::timeout(timeout, client.invoke(device, producer, METHOD_NAME, &payload, timeout)).await {
+        Ok(r) => r,
+        Err(_) => Err(edge::InvokeError::Timeout(format!("no answer within {timeout:?}"))),
+    };
     let total = start.elapsed();
     let received = Utc::now();
     let outcome = match result {

@@ -58,8 +58,10 @@ pub struct Proc {
 impl Proc {
     pub fn spawn(name: &str, mut cmd: Command) -> Proc {
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        // Only what the test sets: no stray IoT Edge or OTLP settings from the environment.
+        let explicit: Vec<String> = cmd.get_envs().map(|(k, _)| k.to_string_lossy().into_owned()).collect();
         for (k, _) in std::env::vars() {
-            if k.starts_with("IOTEDGE_") || k.starts_with("OTEL_") {
+            if (k.starts_with("IOTEDGE_") || k.starts_with("OTEL_")) && !explicit.contains(&k) {
                 cmd.env_remove(k);
             }
         }
@@ -229,6 +231,31 @@ pub fn http_get(addr: &str, path: &str, accept: &str) -> String {
     let mut body = String::new();
     s.read_to_string(&mut body).unwrap();
     body.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or(body)
+}
+
+/// Parses the consumer's JSON summary lines seen so far.
+pub fn summaries(p: &Proc) -> Vec<serde_json::Value> {
+    p.out.lock().unwrap().iter().filter(|l| l.starts_with('{') && l.contains("\"kinds\"")).filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
+/// Waits until a JSON summary satisfies `pred`.
+pub fn wait_for_summary(p: &mut Proc, within: Duration, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(s) = summaries(p).into_iter().find(|s| pred(s)) {
+            return s;
+        }
+        if let Ok(Some(st)) = p.child.try_wait() {
+            std::thread::sleep(Duration::from_millis(200));
+            panic!("{} exited ({st}):\n{}", p.name, p.output());
+        }
+        assert!(Instant::now() < deadline, "{}: no matching summary within {within:?}:\n{}", p.name, p.output());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub fn count(s: &serde_json::Value, kind: &str, field: &str) -> u64 {
+    s["kinds"][kind][field].as_u64().unwrap_or(0)
 }
 
 /// Starts a module (`producer` or `consumer`) with `env`.

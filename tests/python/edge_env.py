@@ -152,7 +152,7 @@ def bounded(fn: Callable[..., T], timeout: float, what: str, *args: Any, **kwarg
     return box["value"]
 
 
-def shutdown_client(client: Any, name: str, timeout: float = 10.0) -> None:
+def shutdown_client(client: Any, name: str, timeout: float = 5.0) -> None:
     """Shut a client down, bounded; failures are logged, never raised."""
     if client is None:
         return
@@ -214,6 +214,22 @@ def fatal(message: str, code: int = EXIT_SETUP) -> int:
     return code
 
 
+def exit_now(code: int) -> None:
+    """Flush and leave without joining threads.
+
+    Clients have been shut down (bounded) by then; what may remain are SDK pipeline threads
+    stuck in a connect/TLS handshake against an unresponsive hub, which the interpreter
+    would otherwise join at exit (up to paho's 60 s+ socket timeouts).
+    """
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    os._exit(code)
+
+
 def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--state-dir", required=True, metavar="DIR",
                         help="hub state directory holding identities.json and ca.pem")
@@ -272,6 +288,16 @@ def stop_on_signals(stop: threading.Event) -> None:
     def handler(signum, _frame):
         log.info("received %s, stopping", signal.Signals(signum).name)
         stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def interrupt_on_signals() -> None:
+    """SIGINT/SIGTERM raise KeyboardInterrupt in the main thread (for one-shot scripts)."""
+
+    def handler(signum, _frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
 
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)

@@ -33,8 +33,6 @@ from __future__ import annotations
 import argparse
 import logging
 import queue
-import sys
-import threading
 import time
 import uuid
 from typing import Any, Dict, List, Optional
@@ -284,6 +282,7 @@ def main(argv=None) -> int:
     if args.n < 1 or args.warmup < 0 or args.timeout <= 0:
         return edge_env.fatal("--n must be >= 1, --warmup >= 0, --timeout > 0")
     edge_env.hard_deadline(args.deadline, "sdk_interop")
+    edge_env.interrupt_on_signals()
 
     responder_client = caller_client = None
     failures: List[str] = []
@@ -322,6 +321,8 @@ def main(argv=None) -> int:
                     event["kind"], event["n"], args.n, event["errors"], event["timeouts"]))
     except edge_env.SetupError as e:
         code = edge_env.fatal(str(e))
+    except KeyboardInterrupt as e:
+        code = edge_env.fatal("interrupted ({})".format(e or "SIGINT"), edge_env.EXIT_FAILED)
     except Exception as e:
         code = edge_env.fatal("unexpected error: " + edge_env.describe(e))
     finally:
@@ -340,4 +341,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    edge_env.exit_now(main())

@@ -29,7 +29,6 @@ import argparse
 import json
 import logging
 import queue
-import sys
 import threading
 import time
 
@@ -184,7 +183,7 @@ def main(argv=None) -> int:
     client = None
     consumer = None
     code = edge_env.EXIT_OK
-    started = time.monotonic()
+    started = None  # when the loops started
     summary = None
     try:
         ids = edge_env.load_identities(args.state_dir)
@@ -229,9 +228,10 @@ def main(argv=None) -> int:
         stats = consumer.stats if consumer is not None else {"method": KindStats(), "message": KindStats()}
         summary = {k: dict(enabled=getattr(args, "enable_" + k), **stats[k].summary())
                    for k in ("method", "message")}
-    edge_env.emit("summary", duration_s=round(time.monotonic() - started, 3), **summary)
+    duration = 0.0 if started is None else time.monotonic() - started
+    edge_env.emit("summary", duration_s=round(duration, 3), **summary)
     return code
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    edge_env.exit_now(main())
