@@ -15,7 +15,12 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 #[derive(Debug, Parser)]
-#[command(name = "method-vs-message", version, about, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "method-vs-message",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Cmd>,
@@ -114,7 +119,10 @@ struct Proc {
 fn spawn(name: &'static str, args: &[String], env: &BTreeMap<String, String>) -> Result<Proc> {
     let exe = std::env::current_exe().context("locating this executable")?;
     let mut cmd = Command::new(exe);
-    cmd.args(args).stdin(Stdio::null()).stderr(Stdio::piped()).kill_on_drop(true);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
     // The modules must use the local-development identity, not a stray IoT Edge environment.
     for (k, _) in std::env::vars() {
         if k.starts_with("IOTEDGE_") {
@@ -135,7 +143,8 @@ fn spawn(name: &'static str, args: &[String], env: &BTreeMap<String, String>) ->
             while let Ok(Some(line)) = lines.next_line().await {
                 // One write per line, so lines from several processes never interleave mid-line.
                 let mut stderr = std::io::stderr().lock();
-                let _ = std::io::Write::write_all(&mut stderr, format!("[{name}] {line}\n").as_bytes());
+                let _ =
+                    std::io::Write::write_all(&mut stderr, format!("[{name}] {line}\n").as_bytes());
             }
         });
     }
@@ -144,7 +153,8 @@ fn spawn(name: &'static str, args: &[String], env: &BTreeMap<String, String>) ->
             let mut lines = BufReader::new(out).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 let mut stdout = std::io::stdout().lock();
-                let _ = std::io::Write::write_all(&mut stdout, format!("[{name}] {line}\n").as_bytes());
+                let _ =
+                    std::io::Write::write_all(&mut stdout, format!("[{name}] {line}\n").as_bytes());
             }
         });
     }
@@ -160,7 +170,10 @@ async fn wait_for_file(path: &Path, proc: &mut Proc, within: Duration) -> Result
             }
         }
         if let Ok(Some(status)) = proc.child.try_wait() {
-            bail!("{} exited ({status}) while starting; its log is above", proc.name);
+            bail!(
+                "{} exited ({status}) while starting; its log is above",
+                proc.name
+            );
         }
         if Instant::now() > deadline {
             bail!("{} did not start within {within:?}", proc.name);
@@ -172,7 +185,10 @@ async fn wait_for_file(path: &Path, proc: &mut Proc, within: Duration) -> Result
 /// SIGTERM, then SIGKILL if it has not exited within `grace`.
 async fn stop(proc: &mut Proc, grace: Duration) -> bool {
     if let Some(pid) = proc.child.id() {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
     }
     match tokio::time::timeout(grace, proc.child.wait()).await {
         Ok(Ok(status)) => status.success(),
@@ -195,7 +211,10 @@ fn manifest_env(manifest: &serde_json::Value, module: &str) -> BTreeMap<String, 
                 continue;
             }
             if let Some(value) = v.get("value") {
-                let value = value.as_str().map(str::to_owned).unwrap_or_else(|| value.to_string());
+                let value = value
+                    .as_str()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| value.to_string());
                 env.insert(k.clone(), value);
             }
         }
@@ -205,13 +224,21 @@ fn manifest_env(manifest: &serde_json::Value, module: &str) -> BTreeMap<String, 
 
 async fn run(args: RunArgs) -> Result<()> {
     let _tracing = telemetry::init_tracing(&telemetry::TraceOptions::disabled("method-vs-message"));
-    let manifest_text = std::fs::read_to_string(&args.deployment)
-        .with_context(|| format!("reading {} (run from the repository root, or pass --deployment)", args.deployment.display()))?;
-    let manifest: serde_json::Value = serde_json::from_str(&manifest_text).with_context(|| format!("{} is not valid JSON", args.deployment.display()))?;
+    let manifest_text = std::fs::read_to_string(&args.deployment).with_context(|| {
+        format!(
+            "reading {} (run from the repository root, or pass --deployment)",
+            args.deployment.display()
+        )
+    })?;
+    let manifest: serde_json::Value = serde_json::from_str(&manifest_text)
+        .with_context(|| format!("{} is not valid JSON", args.deployment.display()))?;
     let modules = hub::manifest_modules(&manifest);
     for needed in ["producer", "consumer"] {
         if !modules.iter().any(|m| m == needed) {
-            bail!("{} does not deploy a module named {needed:?}", args.deployment.display());
+            bail!(
+                "{} does not deploy a module named {needed:?}",
+                args.deployment.display()
+            );
         }
     }
     let state = &args.state_dir;
@@ -239,29 +266,72 @@ async fn run(args: RunArgs) -> Result<()> {
         args.hub_metrics_port.to_string(),
     ];
     let mut hub = spawn("hub", &hub_args, &BTreeMap::new())?;
-    let endpoints: serde_json::Value = serde_json::from_str(&wait_for_file(&hub_state.join("endpoints.json"), &mut hub, Duration::from_secs(20)).await?)?;
+    let endpoints: serde_json::Value = serde_json::from_str(
+        &wait_for_file(
+            &hub_state.join("endpoints.json"),
+            &mut hub,
+            Duration::from_secs(20),
+        )
+        .await?,
+    )?;
     let port = |k: &str| endpoints.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
-    let identities: hub::identities::IdentitiesFile = serde_json::from_str(&std::fs::read_to_string(hub_state.join("identities.json"))?)?;
-    let ca = endpoints.get("ca").and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+    let identities: hub::identities::IdentitiesFile =
+        serde_json::from_str(&std::fs::read_to_string(hub_state.join("identities.json"))?)?;
+    let ca = endpoints
+        .get("ca")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .to_owned();
 
     let module_env = |module: &str, metrics_port: u16| -> Result<BTreeMap<String, String>> {
         let mut env = manifest_env(&manifest, module);
-        let cs = identities.connection_string(module).with_context(|| format!("no identity for {module}"))?;
+        let cs = identities
+            .connection_string(module)
+            .with_context(|| format!("no identity for {module}"))?;
         env.insert("EdgeHubConnectionString".into(), cs);
         env.insert("EdgeModuleCACertificateFile".into(), ca.clone());
-        env.insert(edge::identity::MQTT_PORT_VAR.into(), port("mqtt").to_string());
-        env.insert(edge::identity::HTTPS_PORT_VAR.into(), port("https").to_string());
+        env.insert(
+            edge::identity::MQTT_PORT_VAR.into(),
+            port("mqtt").to_string(),
+        );
+        env.insert(
+            edge::identity::HTTPS_PORT_VAR.into(),
+            port("https").to_string(),
+        );
         env.insert("METRICS_ADDR".into(), format!("127.0.0.1:{metrics_port}"));
-        env.insert("METRICS_ADDR_FILE".into(), state.join(format!("{module}.metrics")).display().to_string());
-        env.insert("SUMMARY_INTERVAL".into(), humantime::format_duration(args.summary_interval).to_string());
+        env.insert(
+            "METRICS_ADDR_FILE".into(),
+            state
+                .join(format!("{module}.metrics"))
+                .display()
+                .to_string(),
+        );
+        env.insert(
+            "SUMMARY_INTERVAL".into(),
+            humantime::format_duration(args.summary_interval).to_string(),
+        );
         Ok(env)
     };
-    let mut producer = spawn("producer", &["producer".into()], &module_env("producer", args.producer_metrics_port)?)?;
-    let producer_metrics = wait_for_file(&state.join("producer.metrics"), &mut producer, Duration::from_secs(20)).await?;
+    let mut producer = spawn(
+        "producer",
+        &["producer".into()],
+        &module_env("producer", args.producer_metrics_port)?,
+    )?;
+    let producer_metrics = wait_for_file(
+        &state.join("producer.metrics"),
+        &mut producer,
+        Duration::from_secs(20),
+    )
+    .await?;
     let mut consumer_env = module_env("consumer", args.consumer_metrics_port)?;
     consumer_env.insert("SUMMARY_FORMAT".into(), args.summary_format.clone());
     let mut consumer = spawn("consumer", &["consumer".into()], &consumer_env)?;
-    let consumer_metrics = wait_for_file(&state.join("consumer.metrics"), &mut consumer, Duration::from_secs(20)).await?;
+    let consumer_metrics = wait_for_file(
+        &state.join("consumer.metrics"),
+        &mut consumer,
+        Duration::from_secs(20),
+    )
+    .await?;
 
     let hub_metrics = format!("127.0.0.1:{}", port("metrics"));
     eprintln!(
@@ -276,7 +346,10 @@ async fn run(args: RunArgs) -> Result<()> {
         None
     };
     match args.duration {
-        Some(d) => eprintln!("running for {}; Ctrl-C stops earlier", humantime::format_duration(d)),
+        Some(d) => eprintln!(
+            "running for {}; Ctrl-C stops earlier",
+            humantime::format_duration(d)
+        ),
         None => eprintln!("running until Ctrl-C"),
     }
 
@@ -301,7 +374,12 @@ async fn run(args: RunArgs) -> Result<()> {
         stop(p, Duration::from_secs(10)).await;
     }
     if let Some((name, status)) = early_exit {
-        bail!("{name} stopped unexpectedly ({}); the others were stopped", status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()));
+        bail!(
+            "{name} stopped unexpectedly ({}); the others were stopped",
+            status
+                .map(|s| s.to_string())
+                .unwrap_or_else(|e| e.to_string())
+        );
     }
     if !(consumer_ok && producer_ok && hub_ok) {
         bail!("not every process stopped cleanly (consumer {consumer_ok}, producer {producer_ok}, hub {hub_ok})");
@@ -310,27 +388,53 @@ async fn run(args: RunArgs) -> Result<()> {
 }
 
 /// Starts Prometheus with prometheus.yml's scrape jobs pointed at this run's ports.
-fn start_prometheus(args: &RunArgs, hub: &str, producer: &str, consumer: &str) -> Result<Option<Proc>> {
-    let Some(binary) = std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).map(|d| d.join("prometheus")).find(|p| p.is_file())) else {
+fn start_prometheus(
+    args: &RunArgs,
+    hub: &str,
+    producer: &str,
+    consumer: &str,
+) -> Result<Option<Proc>> {
+    let Some(binary) = std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join("prometheus"))
+            .find(|p| p.is_file())
+    }) else {
         eprintln!("--with-prometheus: no `prometheus` in PATH (Debian: apt install prometheus); running without it");
         return Ok(None);
     };
-    let template = std::fs::read_to_string("prometheus.yml").context("reading prometheus.yml (run from the repository root)")?;
-    let config = template.replace("hub:9600", hub).replace("producer:9601", producer).replace("consumer:9602", consumer);
+    let template = std::fs::read_to_string("prometheus.yml")
+        .context("reading prometheus.yml (run from the repository root)")?;
+    let config = template
+        .replace("hub:9600", hub)
+        .replace("producer:9601", producer)
+        .replace("consumer:9602", consumer);
     let dir = args.state_dir.join("prometheus");
     std::fs::create_dir_all(&dir)?;
     let config_path = dir.join("prometheus.yml");
     std::fs::write(&config_path, config)?;
     let mut cmd = Command::new(binary);
     cmd.arg(format!("--config.file={}", config_path.display()))
-        .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{}", args.prometheus_port))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!(
+            "--web.listen-address=127.0.0.1:{}",
+            args.prometheus_port
+        ))
         .arg("--enable-feature=exemplar-storage")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true);
     let child = cmd.spawn().context("starting prometheus")?;
-    eprintln!("prometheus: http://127.0.0.1:{} (config {})", args.prometheus_port, config_path.display());
-    Ok(Some(Proc { name: "prometheus", child }))
+    eprintln!(
+        "prometheus: http://127.0.0.1:{} (config {})",
+        args.prometheus_port,
+        config_path.display()
+    );
+    Ok(Some(Proc {
+        name: "prometheus",
+        child,
+    }))
 }

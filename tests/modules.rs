@@ -2,8 +2,8 @@
 //! workload API, and timeouts that are counted while the loops go on (issue 3).
 
 mod common;
-use common::*;
 use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
+use common::*;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixListener;
 use std::sync::{Arc, Mutex};
@@ -15,7 +15,11 @@ fn seed_manifest() -> std::path::PathBuf {
 
 /// A workload API (aziot-edged's sign and trust-bundle endpoints) on a unix socket, holding the
 /// module keys as the security daemon does. Records the request lines it served.
-fn serve_workload(socket: &std::path::Path, keys: Vec<(String, Vec<u8>)>, ca_pem: String) -> Arc<Mutex<Vec<String>>> {
+fn serve_workload(
+    socket: &std::path::Path,
+    keys: Vec<(String, Vec<u8>)>,
+    ca_pem: String,
+) -> Arc<Mutex<Vec<String>>> {
     let listener = UnixListener::bind(socket).unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let log = seen.clone();
@@ -44,20 +48,36 @@ fn serve_workload(socket: &std::path::Path, keys: Vec<(String, Vec<u8>)>, ca_pem
                     let mut body = vec![0; length];
                     reader.read_exact(&mut body).unwrap();
                     log.lock().unwrap().push(request_line.trim().to_owned());
-                    let path = request_line.split_whitespace().nth(1).unwrap_or("").to_owned();
+                    let path = request_line
+                        .split_whitespace()
+                        .nth(1)
+                        .unwrap_or("")
+                        .to_owned();
                     let (status, reply) = if path.starts_with("/trust-bundle") {
                         ("200 OK", serde_json::json!({ "certificate": ca_pem }))
-                    } else if let Some(module) = path.strip_prefix("/modules/").and_then(|p| p.split('/').next()) {
+                    } else if let Some(module) = path
+                        .strip_prefix("/modules/")
+                        .and_then(|p| p.split('/').next())
+                    {
                         let req: serde_json::Value = serde_json::from_slice(&body).unwrap();
                         assert_eq!(req["keyId"], "primary");
                         assert_eq!(req["algo"], "HMACSHA256");
                         let data = BASE64.decode(req["data"].as_str().unwrap()).unwrap();
                         match keys.iter().find(|(m, _)| m == module) {
-                            Some((_, key)) => ("200 OK", serde_json::json!({ "digest": edge::sas::sign(key, std::str::from_utf8(&data).unwrap()) })),
-                            None => ("404 Not Found", serde_json::json!({ "message": "no such module" })),
+                            Some((_, key)) => (
+                                "200 OK",
+                                serde_json::json!({ "digest": edge::sas::sign(key, std::str::from_utf8(&data).unwrap()) }),
+                            ),
+                            None => (
+                                "404 Not Found",
+                                serde_json::json!({ "message": "no such module" }),
+                            ),
                         }
                     } else {
-                        ("404 Not Found", serde_json::json!({ "message": "not found" }))
+                        (
+                            "404 Not Found",
+                            serde_json::json!({ "message": "not found" }),
+                        )
                     };
                     let body = reply.to_string();
                     let _ = write!(stream, "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len());
@@ -72,7 +92,10 @@ fn serve_workload(socket: &std::path::Path, keys: Vec<(String, Vec<u8>)>, ca_pem
 fn a_module_started_by_the_iotedge_runtime_signs_through_the_workload_api() {
     let hub = Hub::start("workload", &seed_manifest(), 0, 0, &[]);
     let socket = hub.state.join("workload.sock");
-    let keys = vec![("consumer".to_owned(), BASE64.decode(hub.key("consumer")).unwrap())];
+    let keys = vec![(
+        "consumer".to_owned(),
+        BASE64.decode(hub.key("consumer")).unwrap(),
+    )];
     let seen = serve_workload(&socket, keys, std::fs::read_to_string(&hub.ca).unwrap());
 
     let _producer = module("producer", &hub.module_env("producer"));
@@ -82,7 +105,10 @@ fn a_module_started_by_the_iotedge_runtime_signs_through_the_workload_api() {
         ("IOTEDGE_DEVICEID".into(), hub.device()),
         ("IOTEDGE_MODULEID".into(), "consumer".into()),
         ("IOTEDGE_MODULEGENERATIONID".into(), "gen-42".into()),
-        ("IOTEDGE_WORKLOADURI".into(), format!("unix://{}", socket.display())),
+        (
+            "IOTEDGE_WORKLOADURI".into(),
+            format!("unix://{}", socket.display()),
+        ),
         ("IOTEDGE_APIVERSION".into(), "2019-01-30".into()),
         ("IOTEDGE_AUTHSCHEME".into(), "sasToken".into()),
         ("EDGEHUB_MQTT_PORT".into(), hub.mqtt.to_string()),
@@ -93,10 +119,21 @@ fn a_module_started_by_the_iotedge_runtime_signs_through_the_workload_api() {
     ]);
     env.insert("PATH".into(), std::env::var("PATH").unwrap_or_default());
     let mut consumer = module("consumer", &env);
-    wait_for_summary(&mut consumer, Duration::from_secs(30), |s| count(s, "method", "count") > 0 && count(s, "message", "count") > 0);
+    wait_for_summary(&mut consumer, Duration::from_secs(30), |s| {
+        count(s, "method", "count") > 0 && count(s, "message", "count") > 0
+    });
     let seen = seen.lock().unwrap().clone();
-    assert!(seen.iter().any(|l| l.starts_with("GET /trust-bundle?api-version=2019-01-30")), "{seen:?}");
-    assert!(seen.iter().any(|l| l.starts_with("POST /modules/consumer/genid/gen-42/sign?api-version=2019-01-30")), "{seen:?}");
+    assert!(
+        seen.iter()
+            .any(|l| l.starts_with("GET /trust-bundle?api-version=2019-01-30")),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .any(|l| l
+                .starts_with("POST /modules/consumer/genid/gen-42/sign?api-version=2019-01-30")),
+        "{seen:?}"
+    );
     assert!(consumer.terminate().success(), "{}", consumer.output());
 }
 
@@ -111,21 +148,34 @@ fn a_producer_that_stops_answering_is_counted_as_timeouts_and_the_loops_go_on() 
         ("EXCHANGE_TIMEOUT".into(), "1s".into()),
     ]);
     let mut consumer = module("consumer", &env);
-    wait_for_summary(&mut consumer, Duration::from_secs(30), |s| count(s, "method", "count") > 0 && count(s, "message", "count") > 0);
+    wait_for_summary(&mut consumer, Duration::from_secs(30), |s| {
+        count(s, "method", "count") > 0 && count(s, "message", "count") > 0
+    });
 
     producer.signal("STOP"); // alive, connected, silent
     let seen_before = summaries(&consumer).len();
-    wait_for_summary(&mut consumer, Duration::from_secs(30), |s| count(s, "method", "timeouts") > 0 && count(s, "message", "timeouts") > 0);
+    wait_for_summary(&mut consumer, Duration::from_secs(30), |s| {
+        count(s, "method", "timeouts") > 0 && count(s, "message", "timeouts") > 0
+    });
     producer.signal("CONT");
     // The loops recover: a later interval has successful exchanges of both kinds again.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let all = summaries(&consumer);
-        let after_timeouts = all.iter().skip(seen_before).skip_while(|s| count(s, "message", "timeouts") == 0 && count(s, "method", "timeouts") == 0);
-        if after_timeouts.skip(1).any(|s| count(s, "method", "count") > 0 && count(s, "message", "count") > 0) {
+        let after_timeouts = all.iter().skip(seen_before).skip_while(|s| {
+            count(s, "message", "timeouts") == 0 && count(s, "method", "timeouts") == 0
+        });
+        if after_timeouts
+            .skip(1)
+            .any(|s| count(s, "method", "count") > 0 && count(s, "message", "count") > 0)
+        {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "loops did not recover:\n{}", consumer.output());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "loops did not recover:\n{}",
+            consumer.output()
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     assert!(consumer.terminate().success(), "{}", consumer.output());

@@ -4,8 +4,12 @@
 
 mod common;
 use common::*;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use std::collections::HashMap;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
@@ -26,7 +30,10 @@ struct Sink(Arc<Mutex<Vec<ReceivedSpan>>>);
 
 #[tonic::async_trait]
 impl TraceService for Sink {
-    async fn export(&self, request: tonic::Request<ExportTraceServiceRequest>) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
         let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
         let mut spans = self.0.lock().unwrap();
         for rs in request.into_inner().resource_spans {
@@ -37,7 +44,9 @@ impl TraceService for Sink {
                 .find(|kv| kv.key == "service.name")
                 .and_then(|kv| kv.value.as_ref())
                 .and_then(|v| match &v.value {
-                    Some(opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(s)) => Some(s.clone()),
+                    Some(
+                        opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(s),
+                    ) => Some(s.clone()),
                     _ => None,
                 })
                 .unwrap_or_default();
@@ -54,100 +63,218 @@ impl TraceService for Sink {
                 }
             }
         }
-        Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success: None }))
+        Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
     }
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn prom_query(port: u16, path: &str, params: &[(&str, &str)]) -> serde_json::Value {
-    let qs: Vec<String> = params.iter().map(|(k, v)| format!("{k}={}", percent(v))).collect();
-    let body = http_get(&format!("127.0.0.1:{port}"), &format!("{path}?{}", qs.join("&")), "application/json");
+    let qs: Vec<String> = params
+        .iter()
+        .map(|(k, v)| format!("{k}={}", percent(v)))
+        .collect();
+    let body = http_get(
+        &format!("127.0.0.1:{port}"),
+        &format!("{path}?{}", qs.join("&")),
+        "application/json",
+    );
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
 }
 
 fn percent(s: &str) -> String {
-    s.bytes().map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 fn run_python(args: &[&str]) -> (bool, String) {
-    let out = Command::new(python()).args(args).current_dir(repo()).output().unwrap();
-    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    let out = Command::new(python())
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_otlp_and_the_dashboard_see_the_local_run() {
     let promtool = which("promtool");
-    assert!(which("prometheus").is_some() && promtool.is_some(), "prometheus and promtool must be installed (scripts/test.sh installs Debian's package)");
+    assert!(
+        which("prometheus").is_some() && promtool.is_some(),
+        "prometheus and promtool must be installed (scripts/test.sh installs Debian's package)"
+    );
 
     // A real OTLP gRPC receiver.
     let sink = Sink::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let otlp = listener.local_addr().unwrap();
-    tokio::spawn(tonic::transport::Server::builder().add_service(TraceServiceServer::new(sink.clone())).serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)));
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(sink.clone()))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
 
     let prom_port = free_port();
     let state = tempdir("observability");
     let mut cmd = Command::new(bin());
     cmd.current_dir(repo())
-        .args(["--summary-interval", "5s", "--mqtt-port", "0", "--https-port", "0", "--hub-metrics-port", "0", "--producer-metrics-port", "0", "--consumer-metrics-port", "0", "--with-prometheus"])
+        .args([
+            "--summary-interval",
+            "5s",
+            "--mqtt-port",
+            "0",
+            "--https-port",
+            "0",
+            "--hub-metrics-port",
+            "0",
+            "--producer-metrics-port",
+            "0",
+            "--consumer-metrics-port",
+            "0",
+            "--with-prometheus",
+        ])
         .args(["--prometheus-port", &prom_port.to_string(), "--state-dir"])
         .arg(&state)
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{otlp}"))
         .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
         .env("OTEL_BSP_SCHEDULE_DELAY", "500");
     let mut run = Proc::spawn("local-run", cmd);
-    let line = run.wait_for_line(Duration::from_secs(60), |l| l.contains("metrics: hub http://"));
-    let addr = |who: &str| line.split(&format!("{who} http://")).nth(1).and_then(|r| r.split('/').next()).unwrap().to_owned();
+    let line = run.wait_for_line(Duration::from_secs(60), |l| {
+        l.contains("metrics: hub http://")
+    });
+    let addr = |who: &str| {
+        line.split(&format!("{who} http://"))
+            .nth(1)
+            .and_then(|r| r.split('/').next())
+            .unwrap()
+            .to_owned()
+    };
     let (hub, producer, consumer) = (addr("hub"), addr("producer"), addr("consumer"));
 
     // Exposition: OpenMetrics through the reference parser, the text format through promtool.
     tokio::time::sleep(Duration::from_secs(3)).await;
     for target in [&hub, &producer, &consumer] {
-        let om = http_get(target, "/metrics", "application/openmetrics-text;version=1.0.0");
+        let om = http_get(
+            target,
+            "/metrics",
+            "application/openmetrics-text;version=1.0.0",
+        );
         let file = state.join("om.txt");
         std::fs::write(&file, &om).unwrap();
         let (ok, out) = run_python(&["tests/python/check_openmetrics.py", file.to_str().unwrap()]);
         assert!(ok, "{target}: {out}\n{om}");
         let text = http_get(target, "/metrics", "text/plain");
-        let mut check = Command::new(promtool.as_ref().unwrap()).args(["check", "metrics"]).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+        let mut check = Command::new(promtool.as_ref().unwrap())
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
         std::io::Write::write_all(check.stdin.as_mut().unwrap(), text.as_bytes()).unwrap();
         let out = check.wait_with_output().unwrap();
-        assert!(out.status.success(), "promtool check metrics {target}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "promtool check metrics {target}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    let om = http_get(&consumer, "/metrics", "application/openmetrics-text;version=1.0.0");
-    assert!(om.contains(r#"iotedge_exchange_latency_seconds_bucket{le="10.0",kind="method",leg="total"}"#), "{om}");
-    assert!(om.contains("# {trace_id=\""), "exemplars expected on the total leg:\n{om}");
+    let om = http_get(
+        &consumer,
+        "/metrics",
+        "application/openmetrics-text;version=1.0.0",
+    );
+    assert!(
+        om.contains(
+            r#"iotedge_exchange_latency_seconds_bucket{le="10.0",kind="method",leg="total"}"#
+        ),
+        "{om}"
+    );
+    assert!(
+        om.contains("# {trace_id=\""),
+        "exemplars expected on the total leg:\n{om}"
+    );
 
     // Prometheus: wait for enough scrapes for a 30 s rate.
     let deadline = Instant::now() + Duration::from_secs(90);
     let p99 = r#"histogram_quantile(0.99, sum by (le, kind) (rate(iotedge_exchange_latency_seconds_bucket{leg="total"}[30s])))"#;
     loop {
-        let r = std::panic::catch_unwind(|| prom_query(prom_port, "/api/v1/query", &[("query", p99)]));
+        let r =
+            std::panic::catch_unwind(|| prom_query(prom_port, "/api/v1/query", &[("query", p99)]));
         if let Ok(v) = r {
             let results = v["data"]["result"].as_array().cloned().unwrap_or_default();
             let finite = |kind: &str| {
-                results.iter().any(|s| s["metric"]["kind"] == kind && s["value"][1].as_str().and_then(|x| x.parse::<f64>().ok()).is_some_and(f64::is_finite))
+                results.iter().any(|s| {
+                    s["metric"]["kind"] == kind
+                        && s["value"][1]
+                            .as_str()
+                            .and_then(|x| x.parse::<f64>().ok())
+                            .is_some_and(f64::is_finite)
+                })
             };
             if finite("method") && finite("message") {
                 break;
             }
         }
-        assert!(Instant::now() < deadline, "p99 never finite for both kinds:\n{}", run.output());
+        assert!(
+            Instant::now() < deadline,
+            "p99 never finite for both kinds:\n{}",
+            run.output()
+        );
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
-    let q = |expr: &str| prom_query(prom_port, "/api/v1/query", &[("query", expr)])["data"]["result"].as_array().cloned().unwrap_or_default();
-    assert_eq!(q(r#"iotedge_exchange_latency_seconds_bucket{le="10.0"}"#).len(), 6, "le=10 buckets for 2 kinds x 3 legs");
+    let q = |expr: &str| {
+        prom_query(prom_port, "/api/v1/query", &[("query", expr)])["data"]["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        q(r#"iotedge_exchange_latency_seconds_bucket{le="10.0"}"#).len(),
+        6,
+        "le=10 buckets for 2 kinds x 3 legs"
+    );
     assert_eq!(q(r#"iotedge_exchanges_total{outcome="timeout"}"#).len(), 2);
     assert!(q(r#"iotedge_exchanges_total{outcome="ok"} > 0"#).len() == 2);
     assert!(!q(r#"edgehub_messages_sent_total"#).is_empty());
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     let ex = prom_query(
         prom_port,
         "/api/v1/query_exemplars",
-        &[("query", r#"iotedge_exchange_latency_seconds_bucket{leg="total"}"#), ("start", &(now - 600).to_string()), ("end", &(now + 60).to_string())],
+        &[
+            (
+                "query",
+                r#"iotedge_exchange_latency_seconds_bucket{leg="total"}"#,
+            ),
+            ("start", &(now - 600).to_string()),
+            ("end", &(now + 60).to_string()),
+        ],
     );
     let trace_ids: Vec<String> = ex["data"]
         .as_array()
@@ -159,7 +286,11 @@ async fn prometheus_otlp_and_the_dashboard_see_the_local_run() {
     assert!(!trace_ids.is_empty(), "no exemplars in Prometheus: {ex}");
 
     // Every dashboard expression parses and returns data against this Prometheus.
-    let (ok, out) = run_python(&["tests/stack/query_dashboard.py", "--prometheus", &format!("http://127.0.0.1:{prom_port}")]);
+    let (ok, out) = run_python(&[
+        "tests/stack/query_dashboard.py",
+        "--prometheus",
+        &format!("http://127.0.0.1:{prom_port}"),
+    ]);
     assert!(ok, "dashboard queries:\n{out}");
 
     // Stop (flushes the exporters), then look at the spans.
@@ -168,22 +299,49 @@ async fn prometheus_otlp_and_the_dashboard_see_the_local_run() {
     assert!(status.success(), "{}", run.output());
     tokio::time::sleep(Duration::from_secs(1)).await;
     let spans = sink.0.lock().unwrap().clone();
-    let by_id: HashMap<&str, &ReceivedSpan> = spans.iter().map(|s| (s.span_id.as_str(), s)).collect();
+    let by_id: HashMap<&str, &ReceivedSpan> =
+        spans.iter().map(|s| (s.span_id.as_str(), s)).collect();
     for kind in ["GetTimeMethod", "GetTimeMessage"] {
-        let handled = spans.iter().filter(|s| s.service == "producer" && s.name == format!("handle {kind}")).collect::<Vec<_>>();
-        assert!(!handled.is_empty(), "no producer spans for {kind}; got {} spans", spans.len());
+        let handled = spans
+            .iter()
+            .filter(|s| s.service == "producer" && s.name == format!("handle {kind}"))
+            .collect::<Vec<_>>();
+        assert!(
+            !handled.is_empty(),
+            "no producer spans for {kind}; got {} spans",
+            spans.len()
+        );
         let linked = handled.iter().find(|p| {
             let parent = by_id.get(p.parent_span_id.as_str());
-            let reply = spans.iter().find(|r| r.name == "receive_reply" && r.parent_span_id == p.span_id);
-            parent.is_some_and(|e| e.service == "consumer" && e.name == "exchange" && e.kind == 3 && e.trace_id == p.trace_id && e.parent_span_id.is_empty())
-                && p.kind == 2
+            let reply = spans
+                .iter()
+                .find(|r| r.name == "receive_reply" && r.parent_span_id == p.span_id);
+            parent.is_some_and(|e| {
+                e.service == "consumer"
+                    && e.name == "exchange"
+                    && e.kind == 3
+                    && e.trace_id == p.trace_id
+                    && e.parent_span_id.is_empty()
+            }) && p.kind == 2
                 && reply.is_some_and(|r| r.service == "consumer" && r.trace_id == p.trace_id)
         });
-        assert!(linked.is_some(), "{kind}: no exchange -> handle -> receive_reply chain across consumer and producer");
+        assert!(
+            linked.is_some(),
+            "{kind}: no exchange -> handle -> receive_reply chain across consumer and producer"
+        );
     }
-    assert!(trace_ids.iter().any(|t| spans.iter().any(|s| &s.trace_id == t)), "no exemplar trace id among the received spans");
+    assert!(
+        trace_ids
+            .iter()
+            .any(|t| spans.iter().any(|s| &s.trace_id == t)),
+        "no exemplar trace id among the received spans"
+    );
 }
 
 fn which(name: &str) -> Option<std::path::PathBuf> {
-    std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).map(|d| d.join(name)).find(|p| p.is_file()))
+    std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    })
 }

@@ -86,21 +86,34 @@ impl Args {
 }
 
 fn millis_between(a: DateTime<Utc>, b: DateTime<Utc>) -> f64 {
-    (b - a).num_microseconds().map(|us| us as f64 / 1000.0).unwrap_or(f64::NAN)
+    (b - a)
+        .num_microseconds()
+        .map(|us| us as f64 / 1000.0)
+        .unwrap_or(f64::NAN)
 }
 
 /// The producer's timestamp and trace context from a reply, or why it is unusable.
 fn parse_reply(body: &[u8]) -> Result<(DateTime<Utc>, TimeReply), String> {
-    let reply: TimeReply = serde_json::from_slice(body).map_err(|e| format!("reply is not {{\"UtcTime\":…}}: {e}"))?;
-    let produced = edge::time::parse(&reply.utc_time).ok_or_else(|| format!("UtcTime {:?} is not a time", reply.utc_time))?;
+    let reply: TimeReply =
+        serde_json::from_slice(body).map_err(|e| format!("reply is not {{\"UtcTime\":…}}: {e}"))?;
+    let produced = edge::time::parse(&reply.utc_time)
+        .ok_or_else(|| format!("UtcTime {:?} is not a time", reply.utc_time))?;
     Ok((produced, reply))
 }
 
 /// The consumer's span around receiving a reply: its parent is the producer's handling span.
 fn reply_span(kind: Kind, get: impl Fn(&str) -> Option<String>) {
     let span = tracing::info_span!("receive_reply", otel.kind = "consumer", kind = kind.label());
-    let values: Vec<(&str, String)> = ["traceparent", "tracestate"].into_iter().filter_map(|k| get(k).map(|v| (k, v))).collect();
-    telemetry::set_remote_parent(&span, |k| values.iter().find(|(key, _)| *key == k).map(|(_, v)| v.as_str()));
+    let values: Vec<(&str, String)> = ["traceparent", "tracestate"]
+        .into_iter()
+        .filter_map(|k| get(k).map(|v| (k, v)))
+        .collect();
+    telemetry::set_remote_parent(&span, |k| {
+        values
+            .iter()
+            .find(|(key, _)| *key == k)
+            .map(|(_, v)| v.as_str())
+    });
     let _entered = span.enter();
 }
 
@@ -112,18 +125,33 @@ impl ErrorStreak {
     fn failed(&mut self, kind: Kind, what: &str) {
         self.0 += 1;
         if self.0 == 1 {
-            tracing::warn!(kind = kind.label(), error = what, "exchange failed; retrying every second (further failures are counted, not logged)");
+            tracing::warn!(
+                kind = kind.label(),
+                error = what,
+                "exchange failed; retrying every second (further failures are counted, not logged)"
+            );
         }
     }
     fn succeeded(&mut self, kind: Kind) {
         if self.0 > 0 {
-            tracing::info!(kind = kind.label(), failures = self.0, "exchanges succeed again");
+            tracing::info!(
+                kind = kind.label(),
+                failures = self.0,
+                "exchanges succeed again"
+            );
             self.0 = 0;
         }
     }
 }
 
-async fn method_exchange(client: &MethodClient, device: &str, producer: &str, timeout: Duration, recorder: &Recorder, streak: &mut ErrorStreak) {
+async fn method_exchange(
+    client: &MethodClient,
+    device: &str,
+    producer: &str,
+    timeout: Duration,
+    recorder: &Recorder,
+    streak: &mut ErrorStreak,
+) {
     let mut request = TimeRequest::default();
     telemetry::inject_current(|k, v| {
         request.trace.insert(k.to_owned(), v);
@@ -132,21 +160,38 @@ async fn method_exchange(client: &MethodClient, device: &str, producer: &str, ti
     let sent = Utc::now();
     let start = Instant::now();
     // Our deadline is the exchange timeout; the hub's own (at least 5 s) only bounds its wait.
-    let result = match tokio::time::timeout(timeout, client.invoke(device, producer, METHOD_NAME, &payload, timeout)).await {
+    let result = match tokio::time::timeout(
+        timeout,
+        client.invoke(device, producer, METHOD_NAME, &payload, timeout),
+    )
+    .await
+    {
         Ok(r) => r,
-        Err(_) => Err(edge::InvokeError::Timeout(format!("no answer within {timeout:?}"))),
+        Err(_) => Err(edge::InvokeError::Timeout(format!(
+            "no answer within {timeout:?}"
+        ))),
     };
     let total = start.elapsed();
     let received = Utc::now();
     let outcome = match result {
-        Ok(r) if r.status == 200 => match serde_json::to_vec(&r.payload).map_err(|e| e.to_string()).and_then(|b| parse_reply(&b)) {
+        Ok(r) if r.status == 200 => match serde_json::to_vec(&r.payload)
+            .map_err(|e| e.to_string())
+            .and_then(|b| parse_reply(&b))
+        {
             Ok((produced, reply)) => {
                 reply_span(Kind::Method, |k| reply.trace.get(k).cloned());
-                Ok(Sample { c2p_ms: millis_between(sent, produced), p2c_ms: millis_between(produced, received), total_ms: total.as_secs_f64() * 1000.0 })
+                Ok(Sample {
+                    c2p_ms: millis_between(sent, produced),
+                    p2c_ms: millis_between(produced, received),
+                    total_ms: total.as_secs_f64() * 1000.0,
+                })
             }
             Err(e) => Err(e),
         },
-        Ok(r) => Err(format!("producer answered status {} with {}", r.status, r.payload)),
+        Ok(r) => Err(format!(
+            "producer answered status {} with {}",
+            r.status, r.payload
+        )),
         Err(e) if e.is_timeout() || total >= timeout => {
             tracing::debug!(error = %e, "method timed out");
             recorder.record(Kind::Method, Outcome::Timeout);
@@ -167,7 +212,13 @@ async fn method_exchange(client: &MethodClient, device: &str, producer: &str, ti
     }
 }
 
-async fn message_exchange(client: &ModuleClient, replies: &mut mpsc::Receiver<Message>, timeout: Duration, recorder: &Recorder, streak: &mut ErrorStreak) {
+async fn message_exchange(
+    client: &ModuleClient,
+    replies: &mut mpsc::Receiver<Message>,
+    timeout: Duration,
+    recorder: &Recorder,
+    streak: &mut ErrorStreak,
+) {
     let sent = Utc::now();
     // The seed's contract: the correlation id is the send time, round-trip format.
     let cid = edge::time::round_trip(sent);
@@ -204,11 +255,17 @@ async fn message_exchange(client: &ModuleClient, replies: &mut mpsc::Receiver<Me
         let received = Utc::now();
         match parse_reply(&reply.body) {
             Ok((produced, _)) => {
-                reply_span(Kind::Message, |k| reply.properties.get(k).map(str::to_owned));
+                reply_span(Kind::Message, |k| {
+                    reply.properties.get(k).map(str::to_owned)
+                });
                 streak.succeeded(Kind::Message);
                 recorder.record(
                     Kind::Message,
-                    Outcome::Ok(Sample { c2p_ms: millis_between(sent, produced), p2c_ms: millis_between(produced, received), total_ms: total.as_secs_f64() * 1000.0 }),
+                    Outcome::Ok(Sample {
+                        c2p_ms: millis_between(sent, produced),
+                        p2c_ms: millis_between(produced, received),
+                        total_ms: total.as_secs_f64() * 1000.0,
+                    }),
                 );
             }
             Err(e) => {
@@ -224,10 +281,16 @@ fn print_summary(args: &Args, kinds: &[Kind], recorder: &Recorder, interval: Dur
     let stats = recorder.take_interval();
     let stamp = edge::time::round_trip_offset(Utc::now());
     let mut out = String::new();
-    if matches!(args.summary_format, SummaryFormat::Table | SummaryFormat::Both) {
+    if matches!(
+        args.summary_format,
+        SummaryFormat::Table | SummaryFormat::Both
+    ) {
         out.push_str(&stats::render_table(&stamp, interval, &stats, kinds, true));
     }
-    if matches!(args.summary_format, SummaryFormat::Json | SummaryFormat::Both) {
+    if matches!(
+        args.summary_format,
+        SummaryFormat::Json | SummaryFormat::Both
+    ) {
         out.push_str(&stats::render_json(&stamp, interval, &stats, kinds));
         out.push('\n');
     }
@@ -246,7 +309,8 @@ pub async fn run(args: Args) -> Result<()> {
     if args.summary_interval.is_zero() || args.exchange_timeout.is_zero() {
         bail!("SUMMARY_INTERVAL and EXCHANGE_TIMEOUT must be longer than zero");
     }
-    let mut trace_options = telemetry::TraceOptions::from_env("consumer").map_err(anyhow::Error::msg)?;
+    let mut trace_options =
+        telemetry::TraceOptions::from_env("consumer").map_err(anyhow::Error::msg)?;
     trace_options.sample_ratio = args.trace_sample_ratio;
     let tracing_guard = telemetry::init_tracing(&trace_options).map_err(anyhow::Error::msg)?;
     let identity = Arc::new(ModuleIdentity::from_env()?);
@@ -256,13 +320,26 @@ pub async fn run(args: Args) -> Result<()> {
     let recorder = Recorder::register(&mut registry);
     let server = telemetry::serve_metrics(args.metrics_addr, Arc::new(registry))
         .await
-        .with_context(|| format!("cannot serve /metrics on {} (set METRICS_ADDR)", args.metrics_addr))?;
+        .with_context(|| {
+            format!(
+                "cannot serve /metrics on {} (set METRICS_ADDR)",
+                args.metrics_addr
+            )
+        })?;
     tracing::info!("metrics at http://{}/metrics", server.local_addr);
     if let Some(path) = &args.metrics_addr_file {
-        std::fs::write(path, server.local_addr.to_string()).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(path, server.local_addr.to_string())
+            .with_context(|| format!("writing {}", path.display()))?;
     }
 
-    let (client, mut deliveries) = ModuleClient::connect(identity.clone(), Subscriptions { inputs: args.enable_message, methods: false }).await?;
+    let (client, mut deliveries) = ModuleClient::connect(
+        identity.clone(),
+        Subscriptions {
+            inputs: args.enable_message,
+            methods: false,
+        },
+    )
+    .await?;
     let (reply_tx, mut reply_rx) = mpsc::channel::<Message>(64);
     tokio::spawn(async move {
         while let Some(incoming) = deliveries.recv().await {
@@ -272,8 +349,12 @@ pub async fn run(args: Args) -> Result<()> {
                         return;
                     }
                 }
-                Incoming::Input { input, .. } => tracing::debug!(%input, "message on an unexpected input ignored"),
-                Incoming::Method(m) => tracing::debug!(method = %m.method, "unexpected method request ignored"),
+                Incoming::Input { input, .. } => {
+                    tracing::debug!(%input, "message on an unexpected input ignored")
+                }
+                Incoming::Method(m) => {
+                    tracing::debug!(method = %m.method, "unexpected method request ignored")
+                }
             }
         }
     });
@@ -282,7 +363,13 @@ pub async fn run(args: Args) -> Result<()> {
     let mut loops = Vec::new();
     if args.enable_method {
         let method_client = MethodClient::new(identity.clone()).await?;
-        let (recorder, mut stop, device, producer, timeout) = (recorder.clone(), stop_rx.clone(), identity.device_id.clone(), args.producer.clone(), args.exchange_timeout);
+        let (recorder, mut stop, device, producer, timeout) = (
+            recorder.clone(),
+            stop_rx.clone(),
+            identity.device_id.clone(),
+            args.producer.clone(),
+            args.exchange_timeout,
+        );
         loops.push(tokio::spawn(async move {
             let mut streak = ErrorStreak::default();
             while !*stop.borrow() {
@@ -295,7 +382,12 @@ pub async fn run(args: Args) -> Result<()> {
         }));
     }
     if args.enable_message {
-        let (recorder, mut stop, client, timeout) = (recorder.clone(), stop_rx.clone(), client.clone(), args.exchange_timeout);
+        let (recorder, mut stop, client, timeout) = (
+            recorder.clone(),
+            stop_rx.clone(),
+            client.clone(),
+            args.exchange_timeout,
+        );
         loops.push(tokio::spawn(async move {
             let mut streak = ErrorStreak::default();
             while !*stop.borrow() {
@@ -308,7 +400,10 @@ pub async fn run(args: Args) -> Result<()> {
         }));
     }
 
-    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + args.summary_interval, args.summary_interval);
+    let mut ticker = tokio::time::interval_at(
+        tokio::time::Instant::now() + args.summary_interval,
+        args.summary_interval,
+    );
     let mut last = Instant::now();
     let shutdown = edge::seed::shutdown_signal();
     tokio::pin!(shutdown);

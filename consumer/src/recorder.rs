@@ -13,8 +13,8 @@ use telemetry::carrier::TraceExemplar;
 /// Bucket bounds in seconds: dense below one second for ms-level quantiles, then every 1 s bound
 /// from 1 to 10 (the seed's bins).
 pub const LATENCY_BUCKETS: [f64; 22] = [
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0,
-    7.0,
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25,
+    0.5, 0.75, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0,
 ];
 // 8, 9 and 10 follow; kept apart so the table above stays readable.
 const UPPER_BUCKETS: [f64; 3] = [8.0, 9.0, 10.0];
@@ -59,9 +59,10 @@ pub struct Recorder {
 
 impl Recorder {
     pub fn register(registry: &mut Registry) -> Self {
-        let latency = Family::<LegLabels, HistogramWithExemplars<TraceExemplar>>::new_with_constructor(|| {
-            HistogramWithExemplars::new(LATENCY_BUCKETS.into_iter().chain(UPPER_BUCKETS))
-        });
+        let latency =
+            Family::<LegLabels, HistogramWithExemplars<TraceExemplar>>::new_with_constructor(
+                || HistogramWithExemplars::new(LATENCY_BUCKETS.into_iter().chain(UPPER_BUCKETS)),
+            );
         let exchanges = Family::<OutcomeLabels, Counter>::default();
         registry.register_with_unit(
             "iotedge_exchange_latency",
@@ -69,19 +70,34 @@ impl Recorder {
             Unit::Seconds,
             latency.clone(),
         );
-        registry.register("iotedge_exchanges", "Exchanges by kind and outcome (ok|timeout|error)", exchanges.clone());
+        registry.register(
+            "iotedge_exchanges",
+            "Exchanges by kind and outcome (ok|timeout|error)",
+            exchanges.clone(),
+        );
         // One handle per statement: a Family guard lives to the end of its statement, and a
         // second get_or_create on the same family within it would wait on that guard.
         let series = |kind: &'static str| {
             let leg = |leg: &'static str| latency.get_or_create(&LegLabels { kind, leg }).clone();
-            let outcome = |outcome: &'static str| exchanges.get_or_create(&OutcomeLabels { kind, outcome }).clone();
+            let outcome = |outcome: &'static str| {
+                exchanges
+                    .get_or_create(&OutcomeLabels { kind, outcome })
+                    .clone()
+            };
             let c2p = leg("c2p");
             let p2c = leg("p2c");
             let total = leg("total");
             let ok = outcome("ok");
             let timeout = outcome("timeout");
             let error = outcome("error");
-            KindSeries { c2p, p2c, total, ok, timeout, error }
+            KindSeries {
+                c2p,
+                p2c,
+                total,
+                ok,
+                timeout,
+                error,
+            }
         };
         Self {
             interval: Arc::new(Mutex::new(IntervalStats::default())),
@@ -99,9 +115,17 @@ impl Recorder {
         match outcome {
             Outcome::Ok(sample) => {
                 // Cross-module legs use two wall clocks; a negative reading is clock noise.
-                series.c2p.observe((sample.c2p_ms / 1000.0).max(0.0), None, None);
-                series.p2c.observe((sample.p2c_ms / 1000.0).max(0.0), None, None);
-                series.total.observe(sample.total_ms / 1000.0, telemetry::current_trace_id(), None);
+                series
+                    .c2p
+                    .observe((sample.c2p_ms / 1000.0).max(0.0), None, None);
+                series
+                    .p2c
+                    .observe((sample.p2c_ms / 1000.0).max(0.0), None, None);
+                series.total.observe(
+                    sample.total_ms / 1000.0,
+                    telemetry::current_trace_id(),
+                    None,
+                );
                 series.ok.inc();
             }
             Outcome::Timeout => {
@@ -123,7 +147,10 @@ impl Recorder {
 
     /// The figures since the last call; the next interval starts empty.
     pub fn take_interval(&self) -> IntervalStats {
-        self.interval.lock().map(|mut i| i.take()).unwrap_or_default()
+        self.interval
+            .lock()
+            .map(|mut i| i.take())
+            .unwrap_or_default()
     }
 }
 
@@ -135,25 +162,55 @@ mod tests {
     fn table_and_metrics_agree() {
         let mut registry = Registry::default();
         let r = Recorder::register(&mut registry);
-        r.record(Kind::Method, Outcome::Ok(Sample { c2p_ms: 1.0, p2c_ms: 2.0, total_ms: 3.5 }));
+        r.record(
+            Kind::Method,
+            Outcome::Ok(Sample {
+                c2p_ms: 1.0,
+                p2c_ms: 2.0,
+                total_ms: 3.5,
+            }),
+        );
         r.record(Kind::Method, Outcome::Timeout);
         r.record(Kind::Message, Outcome::Error);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
-        assert!(text.contains(r#"iotedge_exchanges_total{kind="method",outcome="ok"} 1"#), "{text}");
+        assert!(
+            text.contains(r#"iotedge_exchanges_total{kind="method",outcome="ok"} 1"#),
+            "{text}"
+        );
         assert!(text.contains(r#"iotedge_exchanges_total{kind="method",outcome="timeout"} 1"#));
         assert!(text.contains(r#"iotedge_exchanges_total{kind="message",outcome="error"} 1"#));
-        assert!(text.contains(r#"iotedge_exchange_latency_seconds_bucket{le="0.005",kind="method",leg="total"} 1"#), "{text}");
-        assert!(text.contains(r#"iotedge_exchange_latency_seconds_bucket{le="10.0",kind="method",leg="total"} 1"#));
-        assert!(text.contains(r#"iotedge_exchange_latency_seconds_count{kind="method",leg="c2p"} 1"#));
+        assert!(
+            text.contains(
+                r#"iotedge_exchange_latency_seconds_bucket{le="0.005",kind="method",leg="total"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains(
+            r#"iotedge_exchange_latency_seconds_bucket{le="10.0",kind="method",leg="total"} 1"#
+        ));
+        assert!(
+            text.contains(r#"iotedge_exchange_latency_seconds_count{kind="method",leg="c2p"} 1"#)
+        );
         let interval = r.take_interval();
-        assert_eq!((interval.method.count(), interval.method.timeouts, interval.message.errors), (1, 1, 1));
+        assert_eq!(
+            (
+                interval.method.count(),
+                interval.method.timeouts,
+                interval.message.errors
+            ),
+            (1, 1, 1)
+        );
         assert_eq!(r.take_interval().method.count(), 0);
     }
 
     #[test]
     fn buckets_cover_the_seed_bins() {
-        let all: Vec<f64> = LATENCY_BUCKETS.iter().chain(&UPPER_BUCKETS).copied().collect();
+        let all: Vec<f64> = LATENCY_BUCKETS
+            .iter()
+            .chain(&UPPER_BUCKETS)
+            .copied()
+            .collect();
         for s in 1..=10 {
             assert!(all.contains(&(s as f64)), "{s}");
         }

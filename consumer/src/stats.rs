@@ -68,7 +68,9 @@ impl LegStats {
 
 /// The seed's 1-second bins of Total: `<1000, 1000 … 9000, >10000`.
 pub const BINS: usize = 11;
-const BIN_LABELS: [&str; BINS] = ["<1000", "1000", "2000", "3000", "4000", "5000", "6000", "7000", "8000", "9000", ">10000"];
+const BIN_LABELS: [&str; BINS] = [
+    "<1000", "1000", "2000", "3000", "4000", "5000", "6000", "7000", "8000", "9000", ">10000",
+];
 
 /// Figures of one kind over one interval.
 #[derive(Debug, Clone)]
@@ -92,7 +94,8 @@ impl Default for KindStats {
             bins: [0; BINS],
             timeouts: 0,
             errors: 0,
-            total_us: Histogram::new_with_bounds(1, 3_600_000_000, 3).unwrap_or_else(|_| unreachable!("valid bounds")),
+            total_us: Histogram::new_with_bounds(1, 3_600_000_000, 3)
+                .unwrap_or_else(|_| unreachable!("valid bounds")),
         }
     }
 }
@@ -104,7 +107,8 @@ impl KindStats {
         self.total.record(s.total_ms);
         let bin = ((s.total_ms / 1000.0).floor().max(0.0) as usize).min(BINS - 1);
         self.bins[bin] += 1;
-        self.total_us.saturating_record((s.total_ms * 1000.0).max(1.0) as u64);
+        self.total_us
+            .saturating_record((s.total_ms * 1000.0).max(1.0) as u64);
     }
 
     pub fn count(&self) -> u64 {
@@ -177,33 +181,69 @@ fn cell(v: Option<f64>) -> String {
 }
 
 /// Renders the seed's table for `kinds` (trailing spaces trimmed). `stamp` is the header time.
-pub fn render_table(stamp: &str, interval: Duration, stats: &IntervalStats, kinds: &[Kind], percentiles: bool) -> String {
+pub fn render_table(
+    stamp: &str,
+    interval: Duration,
+    stats: &IntervalStats,
+    kinds: &[Kind],
+    percentiles: bool,
+) -> String {
     let items: u64 = kinds.iter().map(|k| stats.kind(*k).count()).sum();
     let mut out = String::with_capacity(2048);
     let mut line = |s: String| {
         out.push_str(s.trim_end());
         out.push('\n');
     };
-    line(format!("{stamp} - {items} items in {}", interval_words(interval)));
+    line(format!(
+        "{stamp} - {items} items in {}",
+        interval_words(interval)
+    ));
     for &kind in kinds {
         let k = stats.kind(kind);
-        line(format!("{:<17}| Minimum    | Maximum    | Average    |", kind.title()));
+        line(format!(
+            "{:<17}| Minimum    | Maximum    | Average    |",
+            kind.title()
+        ));
         line("--------+--------+------------+------------+------------|".into());
-        for (i, (name, leg)) in [("C->P  ", &k.c2p), ("P->C  ", &k.p2c), ("Total ", &k.total)].into_iter().enumerate() {
-            let count = if i == 1 { format!("{:>7}", k.count()) } else { " ".repeat(7) };
-            let (min, max) = if leg.count > 0 { (Some(leg.min_ms), Some(leg.max_ms)) } else { (None, None) };
-            line(format!("{count} |  {name}| {} | {} | {} |", cell(min), cell(max), cell(leg.avg_ms())));
+        for (i, (name, leg)) in [("C->P  ", &k.c2p), ("P->C  ", &k.p2c), ("Total ", &k.total)]
+            .into_iter()
+            .enumerate()
+        {
+            let count = if i == 1 {
+                format!("{:>7}", k.count())
+            } else {
+                " ".repeat(7)
+            };
+            let (min, max) = if leg.count > 0 {
+                (Some(leg.min_ms), Some(leg.max_ms))
+            } else {
+                (None, None)
+            };
+            line(format!(
+                "{count} |  {name}| {} | {} | {} |",
+                cell(min),
+                cell(max),
+                cell(leg.avg_ms())
+            ));
         }
         line("--------+--------+------------+------------+------------|".into());
         line("Count   | Millis | Percentage".into());
         line("--------+--------+-------------".into());
         for (n, label) in k.bins.iter().zip(BIN_LABELS) {
-            let bar = if k.count() > 0 { ((*n as f64 / k.count() as f64) * 12.0).ceil() as usize } else { 0 };
+            let bar = if k.count() > 0 {
+                ((*n as f64 / k.count() as f64) * 12.0).ceil() as usize
+            } else {
+                0
+            };
             line(format!("{n:>7} | {label:>6} | {}", "█".repeat(bar)));
         }
         line("--------+--------+-------------".into());
         if percentiles {
-            let q = |x| k.total_quantile_ms(x).map(|v| format!("{v:.4}")).unwrap_or_else(|| "-".into());
+            let q = |x| {
+                k.total_quantile_ms(x)
+                    .map(|v| format!("{v:.4}"))
+                    .unwrap_or_else(|| "-".into())
+            };
             line(format!(
                 "Total p50 {} ms | p99 {} ms | timeouts {} | errors {}",
                 q(0.5),
@@ -237,7 +277,12 @@ struct JsonKind {
 }
 
 /// One JSON line with the interval's figures, for scripts.
-pub fn render_json(stamp: &str, interval: Duration, stats: &IntervalStats, kinds: &[Kind]) -> String {
+pub fn render_json(
+    stamp: &str,
+    interval: Duration,
+    stats: &IntervalStats,
+    kinds: &[Kind],
+) -> String {
     let leg = |l: &LegStats| JsonLeg {
         min_ms: (l.count > 0).then_some(l.min_ms),
         max_ms: (l.count > 0).then_some(l.max_ms),
@@ -257,9 +302,13 @@ pub fn render_json(stamp: &str, interval: Duration, stats: &IntervalStats, kinds
             total_p99_ms: k.total_quantile_ms(0.99),
             bins: k.bins,
         };
-        map.insert(kind.label().to_owned(), serde_json::to_value(j).unwrap_or_default());
+        map.insert(
+            kind.label().to_owned(),
+            serde_json::to_value(j).unwrap_or_default(),
+        );
     }
-    serde_json::json!({ "time": stamp, "interval_seconds": interval.as_secs_f64(), "kinds": map }).to_string()
+    serde_json::json!({ "time": stamp, "interval_seconds": interval.as_secs_f64(), "kinds": map })
+        .to_string()
 }
 
 #[cfg(test)]
@@ -267,7 +316,11 @@ mod tests {
     use super::*;
 
     fn sample(c2p: f64, p2c: f64) -> Sample {
-        Sample { c2p_ms: c2p, p2c_ms: p2c, total_ms: c2p + p2c }
+        Sample {
+            c2p_ms: c2p,
+            p2c_ms: p2c,
+            total_ms: c2p + p2c,
+        }
     }
 
     /// SEED.md's example, rebuilt from samples with the same min/max/avg and bins.
@@ -275,11 +328,22 @@ mod tests {
     fn renders_the_seed_layout() {
         let mut s = IntervalStats::default();
         // Messages: 4 samples whose totals fall in <1000 (2), 3000 and >10000.
-        for x in [sample(1.0952, 1.4906), sample(16.2191, 0.9817), sample(3000.0, 51.9430), sample(10019.3094, 2.9021)] {
+        for x in [
+            sample(1.0952, 1.4906),
+            sample(16.2191, 0.9817),
+            sample(3000.0, 51.9430),
+            sample(10019.3094, 2.9021),
+        ] {
             s.message.record(&x);
         }
         s.method.record(&sample(14.1958, 1.3131));
-        let table = render_table("2019-06-19T19:32:16.4161739+00:00", Duration::from_secs(60), &s, &[Kind::Message, Kind::Method], false);
+        let table = render_table(
+            "2019-06-19T19:32:16.4161739+00:00",
+            Duration::from_secs(60),
+            &s,
+            &[Kind::Message, Kind::Method],
+            false,
+        );
         let expected = "\
 2019-06-19T19:32:16.4161739+00:00 - 5 items in 1 minute
 Messages         | Minimum    | Maximum    | Average    |
@@ -335,7 +399,13 @@ Count   | Millis | Percentage
         assert!(table.contains("      0 |  P->C  |"));
         assert!(!table.contains("NaN") && !table.contains("E+308") && !table.contains('█'));
         assert!(table.contains("Total p50 - ms | p99 - ms | timeouts 0 | errors 0"));
-        let json: serde_json::Value = serde_json::from_str(&render_json("t", Duration::from_secs(5), &s, &[Kind::Method])).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&render_json(
+            "t",
+            Duration::from_secs(5),
+            &s,
+            &[Kind::Method],
+        ))
+        .unwrap();
         assert_eq!(json["kinds"]["method"]["count"], 0);
         assert!(json["kinds"]["method"]["total"]["avg_ms"].is_null());
     }
@@ -351,7 +421,9 @@ Count   | Millis | Percentage
         }
         assert_eq!(s.method.total.avg_ms(), Some(20.0));
         assert_eq!(s.message.total.avg_ms(), Some(2.0));
-        let json: serde_json::Value = serde_json::from_str(&render_json("t", Duration::from_secs(60), &s, &Kind::ALL)).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_str(&render_json("t", Duration::from_secs(60), &s, &Kind::ALL))
+                .unwrap();
         assert_eq!(json["kinds"]["method"]["total"]["avg_ms"], 20.0);
         assert_eq!(json["kinds"]["message"]["c2p"]["avg_ms"], 1.0);
         assert_eq!(json["kinds"]["message"]["count"], 3);
@@ -365,7 +437,13 @@ Count   | Millis | Percentage
         let taken = s.take();
         assert_eq!(taken.method.count(), 1);
         assert_eq!(taken.method.timeouts, 2);
-        assert_eq!(taken.method.total_quantile_ms(0.5).map(|v| (v * 10.0).round() / 10.0), Some(3.0));
+        assert_eq!(
+            taken
+                .method
+                .total_quantile_ms(0.5)
+                .map(|v| (v * 10.0).round() / 10.0),
+            Some(3.0)
+        );
         assert_eq!(s.method.count(), 0);
         assert_eq!(s.method.timeouts, 0);
         assert_eq!(s.method.total_quantile_ms(0.5), None);

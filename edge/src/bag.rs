@@ -47,7 +47,10 @@ impl PropertyBag {
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn remove(&mut self, key: &str) -> Option<String> {
@@ -177,6 +180,9 @@ mod tests {
     #[test]
     fn application_properties_exclude_system_ones() {
         let bag: PropertyBag = [("$.cid", "1"), ("color", "blue")].into_iter().collect();
-        assert_eq!(bag.application().collect::<Vec<_>>(), vec![("color", "blue")]);
+        assert_eq!(
+            bag.application().collect::<Vec<_>>(),
+            vec![("color", "blue")]
+        );
     }
 }

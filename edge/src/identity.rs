@@ -92,8 +92,9 @@ impl FromStr for ConnectionString {
         let shared_access_key = BASE64
             .decode(key.as_bytes())
             .map_err(|_| bad("SharedAccessKey is not base64"))?;
-        let gateway_host_name = field("GatewayHostName")
-            .ok_or_else(|| bad("GatewayHostName is missing: a module talks to its edge hub, not to IoT Hub"))?;
+        let gateway_host_name = field("GatewayHostName").ok_or_else(|| {
+            bad("GatewayHostName is missing: a module talks to its edge hub, not to IoT Hub")
+        })?;
         Ok(Self {
             host_name,
             device_id,
@@ -134,7 +135,13 @@ impl std::fmt::Debug for ModuleIdentity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ModuleIdentity")
             .field("iothub_hostname", &self.iothub_hostname)
-            .field("gateway", &format_args!("{}:{}/{}", self.gateway_hostname, self.mqtt_port, self.https_port))
+            .field(
+                "gateway",
+                &format_args!(
+                    "{}:{}/{}",
+                    self.gateway_hostname, self.mqtt_port, self.https_port
+                ),
+            )
             .field("id", &self.name())
             .field("trust", &self.trust)
             .finish_non_exhaustive()
@@ -150,18 +157,24 @@ impl ModuleIdentity {
     pub fn from_lookup(var: impl Fn(&str) -> Option<String>) -> Result<Self, IdentityError> {
         let port = |name: &'static str, default: u16| match var(name) {
             None => Ok(default),
-            Some(v) => v.parse().map_err(|_| IdentityError::Port { var: name, value: v }),
+            Some(v) => v.parse().map_err(|_| IdentityError::Port {
+                var: name,
+                value: v,
+            }),
         };
         let mqtt_port = port(MQTT_PORT_VAR, DEFAULT_MQTT_PORT)?;
         let https_port = port(HTTPS_PORT_VAR, DEFAULT_HTTPS_PORT)?;
         let edge: Vec<Option<String>> = EDGE_VARS.iter().map(|k| var(k)).collect();
-        if let [Some(hub), Some(gw), Some(device), Some(module), Some(genid), Some(uri)] = edge.as_slice() {
+        if let [Some(hub), Some(gw), Some(device), Some(module), Some(genid), Some(uri)] =
+            edge.as_slice()
+        {
             if let Some(scheme) = var("IOTEDGE_AUTHSCHEME") {
                 if !scheme.eq_ignore_ascii_case("sasToken") {
                     return Err(IdentityError::AuthScheme(scheme));
                 }
             }
-            let api = var("IOTEDGE_APIVERSION").unwrap_or_else(|| DEFAULT_WORKLOAD_API_VERSION.into());
+            let api =
+                var("IOTEDGE_APIVERSION").unwrap_or_else(|| DEFAULT_WORKLOAD_API_VERSION.into());
             let workload = WorkloadClient::new(uri, &api, module, genid)?;
             return Ok(Self {
                 iothub_hostname: hub.clone(),
@@ -174,12 +187,23 @@ impl ModuleIdentity {
                 trust: TrustSource::Workload,
             });
         }
-        let Some(cs) = var("EdgeHubConnectionString").or_else(|| var("IotHubConnectionString")) else {
-            let present: Vec<&str> = EDGE_VARS.iter().zip(&edge).filter(|(_, v)| v.is_some()).map(|(k, _)| *k).collect();
+        let Some(cs) = var("EdgeHubConnectionString").or_else(|| var("IotHubConnectionString"))
+        else {
+            let present: Vec<&str> = EDGE_VARS
+                .iter()
+                .zip(&edge)
+                .filter(|(_, v)| v.is_some())
+                .map(|(k, _)| *k)
+                .collect();
             let hint = if present.is_empty() {
                 String::new()
             } else {
-                let missing: Vec<&str> = EDGE_VARS.iter().zip(&edge).filter(|(_, v)| v.is_none()).map(|(k, _)| *k).collect();
+                let missing: Vec<&str> = EDGE_VARS
+                    .iter()
+                    .zip(&edge)
+                    .filter(|(_, v)| v.is_none())
+                    .map(|(k, _)| *k)
+                    .collect();
                 format!(" (IOTEDGE_* is incomplete: missing {})", missing.join(", "))
             };
             return Err(IdentityError::Missing(hint));
@@ -231,7 +255,8 @@ impl ModuleIdentity {
     /// A fresh SAS token valid for `ttl`, and its expiry (unix seconds).
     pub async fn token(&self, ttl: Duration) -> Result<(String, u64), IdentityError> {
         let expiry = sas::now_unix() + ttl.as_secs();
-        let audience = sas::module_audience(&self.iothub_hostname, &self.device_id, &self.module_id);
+        let audience =
+            sas::module_audience(&self.iothub_hostname, &self.device_id, &self.module_id);
         let data = sas::string_to_sign(&audience, expiry);
         let signature = match &self.credentials {
             Credentials::SharedKey(key) => sas::sign(key, &data),
@@ -246,10 +271,12 @@ impl ModuleIdentity {
             (TrustSource::Workload, Credentials::Workload(w)) => Ok(w.trust_bundle().await?),
             (TrustSource::Workload, Credentials::SharedKey(_)) => Err(IdentityError::NoCaFile),
             (TrustSource::PemFile(path), _) => {
-                tokio::fs::read_to_string(path).await.map_err(|source| IdentityError::CaFile {
-                    path: path.display().to_string(),
-                    source,
-                })
+                tokio::fs::read_to_string(path)
+                    .await
+                    .map_err(|source| IdentityError::CaFile {
+                        path: path.display().to_string(),
+                        source,
+                    })
             }
         }
     }
@@ -261,7 +288,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn lookup(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         move |k| map.get(k).cloned()
     }
 
@@ -297,14 +327,25 @@ mod tests {
 
     #[test]
     fn explains_what_is_missing() {
-        let e = ModuleIdentity::from_lookup(lookup(&[("IOTEDGE_DEVICEID", "d")])).unwrap_err().to_string();
-        assert!(e.contains("EdgeHubConnectionString") && e.contains("missing IOTEDGE_IOTHUBHOSTNAME"), "{e}");
-        let e = ModuleIdentity::from_lookup(lookup(&[("EdgeHubConnectionString", "HostName=h;DeviceId=d;ModuleId=m;SharedAccessKey=a2V5")]))
+        let e = ModuleIdentity::from_lookup(lookup(&[("IOTEDGE_DEVICEID", "d")]))
             .unwrap_err()
             .to_string();
+        assert!(
+            e.contains("EdgeHubConnectionString") && e.contains("missing IOTEDGE_IOTHUBHOSTNAME"),
+            "{e}"
+        );
+        let e = ModuleIdentity::from_lookup(lookup(&[(
+            "EdgeHubConnectionString",
+            "HostName=h;DeviceId=d;ModuleId=m;SharedAccessKey=a2V5",
+        )]))
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("GatewayHostName"), "{e}");
         let e = ModuleIdentity::from_lookup(lookup(&[
-            ("EdgeHubConnectionString", "HostName=h;DeviceId=d;ModuleId=m;SharedAccessKey=a2V5;GatewayHostName=g"),
+            (
+                "EdgeHubConnectionString",
+                "HostName=h;DeviceId=d;ModuleId=m;SharedAccessKey=a2V5;GatewayHostName=g",
+            ),
             ("EdgeModuleCACertificateFile", "x"),
             ("EDGEHUB_MQTT_PORT", "eighty"),
         ]))

@@ -76,7 +76,10 @@ impl MethodClient {
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(4)
             .build(https);
-        let base = format!("https://{}:{}", identity.gateway_hostname, identity.https_port);
+        let base = format!(
+            "https://{}:{}",
+            identity.gateway_hostname, identity.https_port
+        );
         Ok(Self {
             http,
             module_header: identity.name(),
@@ -152,12 +155,20 @@ impl MethodClient {
         };
         let (status, bytes) = tokio::time::timeout(deadline, exchange)
             .await
-            .map_err(|_| InvokeError::Timeout(format!("no answer from the gateway within {deadline:?}")))??;
-        let text = || String::from_utf8_lossy(&bytes).chars().take(500).collect::<String>();
+            .map_err(|_| {
+                InvokeError::Timeout(format!("no answer from the gateway within {deadline:?}"))
+            })??;
+        let text = || {
+            String::from_utf8_lossy(&bytes)
+                .chars()
+                .take(500)
+                .collect::<String>()
+        };
         match status {
             StatusCode::OK => {
-                let v: serde_json::Value = serde_json::from_slice(&bytes)
-                    .map_err(|e| InvokeError::Protocol(format!("body is not JSON ({e}): {}", text())))?;
+                let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+                    InvokeError::Protocol(format!("body is not JSON ({e}): {}", text()))
+                })?;
                 let status = v
                     .get("status")
                     .and_then(|s| s.as_i64())

@@ -18,5 +18,5 @@ pub mod workload;
 pub use bag::PropertyBag;
 pub use identity::{IdentityError, ModuleIdentity};
 pub use invoke::{InvokeError, MethodClient, MethodResult};
-pub use message::{MethodRequest, Message};
+pub use message::{Message, MethodRequest};
 pub use session::{Incoming, ModuleClient, SessionError};

@@ -116,7 +116,9 @@ impl SasToken {
         let signature = BASE64
             .decode(sig.as_bytes())
             .map_err(|_| SasError::Malformed("sig"))?;
-        let audience = percent_decode_str(&audience_raw).decode_utf8_lossy().into_owned();
+        let audience = percent_decode_str(&audience_raw)
+            .decode_utf8_lossy()
+            .into_owned();
         let parts: Vec<&str> = audience.split('/').collect();
         let dec = |s: &str| percent_decode_str(s).decode_utf8_lossy().into_owned();
         let (host, device, module) = match parts.as_slice() {
@@ -146,7 +148,10 @@ impl SasToken {
         keys: &[&[u8]],
         now_unix: u64,
     ) -> Result<(), SasError> {
-        if !accepted_hosts.iter().any(|h| h.eq_ignore_ascii_case(&self.host)) {
+        if !accepted_hosts
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case(&self.host))
+        {
             return Err(SasError::WrongHost(self.host.clone()));
         }
         if self.device != device || self.module.as_deref() != module {
@@ -196,7 +201,13 @@ mod tests {
     #[test]
     fn token_matches_the_test_vector() {
         let key = BASE64.decode(KEY_B64).unwrap();
-        let token = module_token(&key, "myhub.azure-devices.net", "dev1", "producer", 1_700_000_000);
+        let token = module_token(
+            &key,
+            "myhub.azure-devices.net",
+            "dev1",
+            "producer",
+            1_700_000_000,
+        );
         assert_eq!(
             token,
             "SharedAccessSignature sr=myhub.azure-devices.net%2Fdevices%2Fdev1%2Fmodules%2Fproducer\
@@ -213,13 +224,28 @@ mod tests {
         let hosts = ["hub.example", "localhost"];
         assert_eq!(parsed.verify(&hosts, "d", Some("m"), &[&key], 900), Ok(()));
         // Secondary key works too.
-        assert_eq!(parsed.verify(&hosts, "d", Some("m"), &[&other, &key], 900), Ok(()));
+        assert_eq!(
+            parsed.verify(&hosts, "d", Some("m"), &[&other, &key], 900),
+            Ok(())
+        );
         // Within the 5-minute skew, then expired.
         assert_eq!(parsed.verify(&hosts, "d", Some("m"), &[&key], 1299), Ok(()));
-        assert_eq!(parsed.verify(&hosts, "d", Some("m"), &[&key], 1300), Err(SasError::Expired(1000)));
-        assert_eq!(parsed.verify(&hosts, "d", Some("m"), &[&other], 900), Err(SasError::BadSignature));
-        assert!(matches!(parsed.verify(&hosts, "d", Some("x"), &[&key], 900), Err(SasError::WrongIdentity { .. })));
-        assert!(matches!(parsed.verify(&["elsewhere"], "d", Some("m"), &[&key], 900), Err(SasError::WrongHost(_))));
+        assert_eq!(
+            parsed.verify(&hosts, "d", Some("m"), &[&key], 1300),
+            Err(SasError::Expired(1000))
+        );
+        assert_eq!(
+            parsed.verify(&hosts, "d", Some("m"), &[&other], 900),
+            Err(SasError::BadSignature)
+        );
+        assert!(matches!(
+            parsed.verify(&hosts, "d", Some("x"), &[&key], 900),
+            Err(SasError::WrongIdentity { .. })
+        ));
+        assert!(matches!(
+            parsed.verify(&["elsewhere"], "d", Some("m"), &[&key], 900),
+            Err(SasError::WrongHost(_))
+        ));
     }
 
     #[test]
@@ -228,14 +254,23 @@ mod tests {
         let key = b"k".to_vec();
         let t = module_token(&key, "h", "d", "m", 1000).replace("%2F", "%2f");
         let parsed = SasToken::parse(&t).unwrap();
-        assert_eq!(parsed.verify(&["h"], "d", Some("m"), &[&key], 0), Err(SasError::BadSignature));
+        assert_eq!(
+            parsed.verify(&["h"], "d", Some("m"), &[&key], 0),
+            Err(SasError::BadSignature)
+        );
     }
 
     #[test]
     fn rejects_malformed_tokens() {
-        for bad in ["", "Bearer x", "SharedAccessSignature", "SharedAccessSignature sr=a&se=1",
-                    "SharedAccessSignature sr=h%2Fx&sig=AA%3D%3D&se=1", "SharedAccessSignature sr=h%2Fdevices%2Fd&sig=!!&se=1",
-                    "SharedAccessSignature sr=h%2Fdevices%2Fd&sig=AA%3D%3D&se=x"] {
+        for bad in [
+            "",
+            "Bearer x",
+            "SharedAccessSignature",
+            "SharedAccessSignature sr=a&se=1",
+            "SharedAccessSignature sr=h%2Fx&sig=AA%3D%3D&se=1",
+            "SharedAccessSignature sr=h%2Fdevices%2Fd&sig=!!&se=1",
+            "SharedAccessSignature sr=h%2Fdevices%2Fd&sig=AA%3D%3D&se=x",
+        ] {
             assert!(SasToken::parse(bad).is_err(), "{bad}");
         }
     }

@@ -29,7 +29,10 @@ pub struct TimeRequest {
 pub fn parse_flag(value: Option<&str>) -> bool {
     match value {
         None => true,
-        Some(v) => matches!(v.trim().to_ascii_lowercase().as_str(), "y" | "yes" | "true" | "on" | "1"),
+        Some(v) => matches!(
+            v.trim().to_ascii_lowercase().as_str(),
+            "y" | "yes" | "true" | "on" | "1"
+        ),
     }
 }
 
@@ -55,19 +58,43 @@ mod tests {
 
     #[test]
     fn flags_parse_like_the_seed() {
-        for t in [None, Some("y"), Some("YES"), Some("True"), Some("on"), Some("1"), Some(" true ")] {
+        for t in [
+            None,
+            Some("y"),
+            Some("YES"),
+            Some("True"),
+            Some("on"),
+            Some("1"),
+            Some(" true "),
+        ] {
             assert!(parse_flag(t), "{t:?}");
         }
-        for f in [Some("false"), Some("0"), Some("no"), Some(""), Some("enabled")] {
+        for f in [
+            Some("false"),
+            Some("0"),
+            Some("no"),
+            Some(""),
+            Some("enabled"),
+        ] {
             assert!(!parse_flag(f), "{f:?}");
         }
     }
 
     #[test]
     fn reply_is_the_seed_json() {
-        let r = TimeReply { utc_time: "2019-06-19T19:32:16.4161739Z".into(), trace: BTreeMap::new() };
-        assert_eq!(serde_json::to_string(&r).unwrap(), r#"{"UtcTime":"2019-06-19T19:32:16.4161739Z"}"#);
-        let parsed: TimeReply = serde_json::from_str(r#"{"UtcTime":"x","trace":{"traceparent":"00-a-b-01"}}"#).unwrap();
-        assert_eq!(parsed.trace.get("traceparent").map(String::as_str), Some("00-a-b-01"));
+        let r = TimeReply {
+            utc_time: "2019-06-19T19:32:16.4161739Z".into(),
+            trace: BTreeMap::new(),
+        };
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"UtcTime":"2019-06-19T19:32:16.4161739Z"}"#
+        );
+        let parsed: TimeReply =
+            serde_json::from_str(r#"{"UtcTime":"x","trace":{"traceparent":"00-a-b-01"}}"#).unwrap();
+        assert_eq!(
+            parsed.trace.get("traceparent").map(String::as_str),
+            Some("00-a-b-01")
+        );
     }
 }

@@ -5,8 +5,8 @@
 use crate::bag::{PropertyBag, OUTPUT_NAME};
 use crate::identity::{IdentityError, ModuleIdentity};
 use crate::message::{Message, MethodRequest};
-use crate::topic::{self, Topic};
 use crate::tls::{self, TlsError};
+use crate::topic::{self, Topic};
 use rumqttc::{
     AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, NetworkOptions, Packet, QoS,
     TlsConfiguration, Transport,
@@ -23,7 +23,11 @@ const TOKEN_RENEW_MARGIN: Duration = Duration::from_secs(300);
 const KEEP_ALIVE: Duration = Duration::from_secs(60);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
-const CLIENT_TYPE: &str = concat!("iotedge-method-vs-message/", env!("CARGO_PKG_VERSION"), " (rust)");
+const CLIENT_TYPE: &str = concat!(
+    "iotedge-method-vs-message/",
+    env!("CARGO_PKG_VERSION"),
+    " (rust)"
+);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -70,17 +74,28 @@ impl ModuleClient {
         let ca = identity.trust_bundle().await?;
         let tls = tls::client_config(&ca, &[])?;
         let (token, expiry) = identity.token(TOKEN_TTL).await?;
-        let mut options = MqttOptions::new(identity.name(), identity.gateway_hostname.clone(), identity.mqtt_port);
+        let mut options = MqttOptions::new(
+            identity.name(),
+            identity.gateway_hostname.clone(),
+            identity.mqtt_port,
+        );
         options
             .set_credentials(
-                topic::username(&identity.iothub_hostname, &identity.device_id, &identity.module_id, CLIENT_TYPE),
+                topic::username(
+                    &identity.iothub_hostname,
+                    &identity.device_id,
+                    &identity.module_id,
+                    CLIENT_TYPE,
+                ),
                 token,
             )
             .set_clean_session(false)
             .set_keep_alive(KEEP_ALIVE)
             .set_max_packet_size(MAX_PACKET_SIZE, MAX_PACKET_SIZE)
             .set_inflight(100)
-            .set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(Arc::new(tls))));
+            .set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+                Arc::new(tls),
+            )));
         let (client, mut eventloop) = AsyncClient::new(options, 256);
         let mut network = NetworkOptions::new();
         // Nagle would add 40-90 ms to every exchange (DESIGN.md §6).
@@ -97,7 +112,10 @@ impl ModuleClient {
             token_expiry: expiry,
         };
         tokio::spawn(driver.run(eventloop));
-        let events_prefix = format!("devices/{}/modules/{}/messages/events/", identity.device_id, identity.module_id);
+        let events_prefix = format!(
+            "devices/{}/modules/{}/messages/events/",
+            identity.device_id, identity.module_id
+        );
         Ok((
             Self {
                 client,
@@ -129,9 +147,19 @@ impl ModuleClient {
     }
 
     /// Answers a method request with a status and a JSON payload.
-    pub async fn respond(&self, request: &MethodRequest, status: u16, payload: impl Into<bytes::Bytes>) -> Result<(), SessionError> {
+    pub async fn respond(
+        &self,
+        request: &MethodRequest,
+        status: u16,
+        payload: impl Into<bytes::Bytes>,
+    ) -> Result<(), SessionError> {
         self.client
-            .publish_bytes(topic::method_response(status, &request.rid), QoS::AtLeastOnce, false, payload.into())
+            .publish_bytes(
+                topic::method_response(status, &request.rid),
+                QoS::AtLeastOnce,
+                false,
+                payload.into(),
+            )
             .await
             .map_err(|_| SessionError::Closed)
     }
@@ -198,7 +226,9 @@ impl Driver {
                     tracing::warn!(module = %name, error = %e, retry_in = ?backoff, "edge hub connection lost; reconnecting");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(BACKOFF_MAX);
-                    if self.token_expiry.saturating_sub(crate::sas::now_unix()) < TOKEN_RENEW_MARGIN.as_secs() {
+                    if self.token_expiry.saturating_sub(crate::sas::now_unix())
+                        < TOKEN_RENEW_MARGIN.as_secs()
+                    {
                         self.renew_token(&mut eventloop).await;
                     }
                 }
@@ -209,7 +239,11 @@ impl Driver {
     async fn renew_token(&mut self, eventloop: &mut EventLoop) {
         match self.identity.token(TOKEN_TTL).await {
             Ok((token, expiry)) => {
-                let username = eventloop.mqtt_options.credentials().map(|l| l.username).unwrap_or_default();
+                let username = eventloop
+                    .mqtt_options
+                    .credentials()
+                    .map(|l| l.username)
+                    .unwrap_or_default();
                 eventloop.mqtt_options.set_credentials(username, token);
                 self.token_expiry = expiry;
             }
@@ -223,7 +257,10 @@ impl Driver {
     async fn subscribe(&self) {
         let mut filters = Vec::new();
         if self.subscriptions.inputs {
-            filters.push(topic::inputs_filter(&self.identity.device_id, &self.identity.module_id));
+            filters.push(topic::inputs_filter(
+                &self.identity.device_id,
+                &self.identity.module_id,
+            ));
         }
         if self.subscriptions.methods {
             filters.push(topic::METHODS_SUBSCRIBE.to_owned());
@@ -231,7 +268,9 @@ impl Driver {
         if filters.is_empty() {
             return;
         }
-        let filters = filters.into_iter().map(|f| rumqttc::SubscribeFilter::new(f, QoS::AtLeastOnce));
+        let filters = filters
+            .into_iter()
+            .map(|f| rumqttc::SubscribeFilter::new(f, QoS::AtLeastOnce));
         if let Err(e) = self.client.subscribe_many(filters).await {
             tracing::error!(module = %self.identity.name(), error = %e, "cannot subscribe");
         }

@@ -101,7 +101,9 @@ fn parse_iothub(rest: &str) -> Option<Topic<'_>> {
     let rid = query_value(query, "$rid").unwrap_or("");
     let mut parts = path.split('/');
     Some(match (parts.next()?, parts.next()?, parts.next()) {
-        ("methods", "POST", Some(method)) if !method.is_empty() => Topic::MethodRequest { method, rid },
+        ("methods", "POST", Some(method)) if !method.is_empty() => {
+            Topic::MethodRequest { method, rid }
+        }
         ("methods", "res", Some(status)) => Topic::MethodResponse {
             status: status.parse().ok()?,
             rid,
@@ -217,9 +219,18 @@ mod tests {
     #[test]
     fn builds_topics() {
         let bag: PropertyBag = [("$.on", "out")].into_iter().collect();
-        assert_eq!(output("d", "m", &bag), "devices/d/modules/m/messages/events/%24.on=out");
-        assert_eq!(input("d", "m", "in", &PropertyBag::new()), "devices/d/modules/m/inputs/in");
-        assert_eq!(method_request("Get", "1"), "$iothub/methods/POST/Get/?$rid=1");
+        assert_eq!(
+            output("d", "m", &bag),
+            "devices/d/modules/m/messages/events/%24.on=out"
+        );
+        assert_eq!(
+            input("d", "m", "in", &PropertyBag::new()),
+            "devices/d/modules/m/inputs/in"
+        );
+        assert_eq!(
+            method_request("Get", "1"),
+            "$iothub/methods/POST/Get/?$rid=1"
+        );
         assert_eq!(method_response(200, "1"), "$iothub/methods/res/200/?$rid=1");
     }
 
@@ -233,13 +244,21 @@ mod tests {
         ] {
             assert_eq!(
                 parse(t),
-                Topic::Events { device: "d", module: Some("m"), bag },
+                Topic::Events {
+                    device: "d",
+                    module: Some("m"),
+                    bag
+                },
                 "{t}"
             );
         }
         assert_eq!(
             parse("devices/d/messages/events/a=1"),
-            Topic::Events { device: "d", module: None, bag: "a=1" }
+            Topic::Events {
+                device: "d",
+                module: None,
+                bag: "a=1"
+            }
         );
     }
 
@@ -247,26 +266,51 @@ mod tests {
     fn parses_inputs_methods_and_twin() {
         assert_eq!(
             parse("devices/d/modules/m/inputs/in1/a=1&%24.cdid=d"),
-            Topic::Input { device: "d", module: "m", input: "in1", bag: "a=1&%24.cdid=d" }
+            Topic::Input {
+                device: "d",
+                module: "m",
+                input: "in1",
+                bag: "a=1&%24.cdid=d"
+            }
         );
         assert_eq!(
             parse("devices/d/modules/m/inputs/in1"),
-            Topic::Input { device: "d", module: "m", input: "in1", bag: "" }
+            Topic::Input {
+                device: "d",
+                module: "m",
+                input: "in1",
+                bag: ""
+            }
         );
         assert_eq!(
             parse("$iothub/methods/POST/GetTimeMethod/?$rid=abc"),
-            Topic::MethodRequest { method: "GetTimeMethod", rid: "abc" }
+            Topic::MethodRequest {
+                method: "GetTimeMethod",
+                rid: "abc"
+            }
         );
         assert_eq!(
             parse("$iothub/methods/res/200/?$rid=abc"),
-            Topic::MethodResponse { status: 200, rid: "abc" }
+            Topic::MethodResponse {
+                status: 200,
+                rid: "abc"
+            }
         );
-        assert_eq!(parse("$iothub/twin/GET/?$rid=7"), Topic::TwinGet { rid: "7" });
+        assert_eq!(
+            parse("$iothub/twin/GET/?$rid=7"),
+            Topic::TwinGet { rid: "7" }
+        );
         assert_eq!(
             parse("$iothub/twin/PATCH/properties/reported/?$rid=8"),
             Topic::TwinReportedPatch { rid: "8" }
         );
-        for bad in ["", "devices//x", "devices/d/modules//inputs/x", "$iothub/methods/res/abc/?$rid=1", "foo/bar"] {
+        for bad in [
+            "",
+            "devices//x",
+            "devices/d/modules//inputs/x",
+            "$iothub/methods/res/abc/?$rid=1",
+            "foo/bar",
+        ] {
             assert_eq!(parse(bad), Topic::Unknown, "{bad}");
         }
     }
@@ -279,10 +323,16 @@ mod tests {
         assert_eq!(id.module.as_deref(), Some("producer"));
         assert_eq!(id.client_type.as_deref(), Some("rust/0.1 (x)"));
         let py = "h/dev1/consumer/?api-version=2019-10-01&DeviceClientType=azure-iot-device-iothub-py%2F2.14.0";
-        assert_eq!(parse_username(py).unwrap().module.as_deref(), Some("consumer"));
+        assert_eq!(
+            parse_username(py).unwrap().module.as_deref(),
+            Some("consumer")
+        );
         let legacy = parse_username("h/dev1/m/api-version=2018-06-30").unwrap();
         assert_eq!(legacy.module.as_deref(), Some("m"));
-        assert!(parse_username("h/dev1/?api-version=1").unwrap().module.is_none());
+        assert!(parse_username("h/dev1/?api-version=1")
+            .unwrap()
+            .module
+            .is_none());
         assert!(parse_username("h/dev1/m/?DeviceClientType=x").is_err());
         assert!(parse_username("garbage").is_err());
         assert!(parse_username("h/a/b/c/?api-version=1").is_err());

@@ -83,7 +83,9 @@ impl WorkloadClient {
     /// PEM certificates to trust for the gateway.
     pub async fn trust_bundle(&self) -> Result<String, WorkloadError> {
         let path = format!("/trust-bundle?api-version={}", self.api_version);
-        let reply = self.request("trust-bundle", Method::GET, &path, None).await?;
+        let reply = self
+            .request("trust-bundle", Method::GET, &path, None)
+            .await?;
         reply
             .get("certificate")
             .and_then(|c| c.as_str())

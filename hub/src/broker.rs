@@ -7,7 +7,9 @@ use crate::state::{Hub, Session};
 use bytes::{Bytes, BytesMut};
 use edge::sas::SasToken;
 use edge::topic::{self, Topic};
-use rumqttc::mqttbytes::v4::{ConnAck, Connect, ConnectReturnCode, Packet, PubAck, SubAck, SubscribeReasonCode, UnsubAck};
+use rumqttc::mqttbytes::v4::{
+    ConnAck, Connect, ConnectReturnCode, Packet, PubAck, SubAck, SubscribeReasonCode, UnsubAck,
+};
 use rumqttc::mqttbytes::{Error as CodecError, QoS};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -37,7 +39,12 @@ enum ConnError {
 }
 
 /// Accepts MQTT connections on `listener`, over TLS when `tls` is given.
-pub async fn serve(hub: Arc<Hub>, listener: TcpListener, tls: Option<TlsAcceptor>, slots: Arc<Semaphore>) {
+pub async fn serve(
+    hub: Arc<Hub>,
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    slots: Arc<Semaphore>,
+) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(s) => s,
@@ -58,18 +65,24 @@ pub async fn serve(hub: Arc<Hub>, listener: TcpListener, tls: Option<TlsAcceptor
         tokio::spawn(async move {
             let _permit = permit;
             match tls {
-                Some(acceptor) => match tokio::time::timeout(CONNECT_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(stream)) => connection(hub, stream, peer).await,
-                    Ok(Err(e)) => tracing::info!(%peer, error = %e, "TLS handshake failed"),
-                    Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
-                },
+                Some(acceptor) => {
+                    match tokio::time::timeout(CONNECT_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => connection(hub, stream, peer).await,
+                        Ok(Err(e)) => tracing::info!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
+                    }
+                }
                 None => connection(hub, stream, peer).await,
             }
         });
     }
 }
 
-async fn read_packet<R: AsyncRead + Unpin>(rd: &mut R, buf: &mut BytesMut, max: usize) -> Result<Packet, ConnError> {
+async fn read_packet<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    buf: &mut BytesMut,
+    max: usize,
+) -> Result<Packet, ConnError> {
     loop {
         match Packet::read(buf, max) {
             Ok(p) => return Ok(p),
@@ -79,7 +92,9 @@ async fn read_packet<R: AsyncRead + Unpin>(rd: &mut R, buf: &mut BytesMut, max: 
                     Ok(0) => return Err(ConnError::Eof),
                     Ok(_) => {}
                     // A client that drops TLS without close_notify has still just left.
-                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(ConnError::Eof),
+                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                        return Err(ConnError::Eof)
+                    }
                     Err(e) => return Err(e.into()),
                 }
             }
@@ -117,33 +132,75 @@ struct Refusal {
 }
 
 fn authenticate(hub: &Hub, connect: &Connect) -> Result<String, Refusal> {
-    let refuse = |code, reason, detail: String| Refusal { code, reason, detail };
-    let Some(login) = &connect.login else {
-        return Err(refuse(ConnectReturnCode::BadUserNamePassword, "no_credentials", "CONNECT has no username/password".into()));
+    let refuse = |code, reason, detail: String| Refusal {
+        code,
+        reason,
+        detail,
     };
-    let id = topic::parse_username(&login.username).map_err(|e| refuse(ConnectReturnCode::BadUserNamePassword, "bad_username", e.to_string()))?;
+    let Some(login) = &connect.login else {
+        return Err(refuse(
+            ConnectReturnCode::BadUserNamePassword,
+            "no_credentials",
+            "CONNECT has no username/password".into(),
+        ));
+    };
+    let id = topic::parse_username(&login.username).map_err(|e| {
+        refuse(
+            ConnectReturnCode::BadUserNamePassword,
+            "bad_username",
+            e.to_string(),
+        )
+    })?;
     let Some(module) = id.module else {
-        return Err(refuse(ConnectReturnCode::NotAuthorized, "not_a_module", format!("{} is a device identity; this hub serves modules", id.device)));
+        return Err(refuse(
+            ConnectReturnCode::NotAuthorized,
+            "not_a_module",
+            format!(
+                "{} is a device identity; this hub serves modules",
+                id.device
+            ),
+        ));
     };
     let expected_client_id = format!("{}/{}", id.device, module);
     if connect.client_id != expected_client_id {
         return Err(refuse(
             ConnectReturnCode::NotAuthorized,
             "client_id_mismatch",
-            format!("client id {:?} must equal {expected_client_id:?} (from the username)", connect.client_id),
+            format!(
+                "client id {:?} must equal {expected_client_id:?} (from the username)",
+                connect.client_id
+            ),
         ));
     }
     if id.device != hub.settings.device_id {
-        return Err(refuse(ConnectReturnCode::NotAuthorized, "unknown_device", format!("device {:?} is not this edge device", id.device)));
+        return Err(refuse(
+            ConnectReturnCode::NotAuthorized,
+            "unknown_device",
+            format!("device {:?} is not this edge device", id.device),
+        ));
     }
     let Some(keys) = hub.identities.keys(&module) else {
-        return Err(refuse(ConnectReturnCode::NotAuthorized, "unknown_module", format!("module {module:?} has no identity on this hub")));
+        return Err(refuse(
+            ConnectReturnCode::NotAuthorized,
+            "unknown_module",
+            format!("module {module:?} has no identity on this hub"),
+        ));
     };
-    let token = SasToken::parse(&login.password).map_err(|e| refuse(ConnectReturnCode::NotAuthorized, "bad_token", e.to_string()))?;
+    let token = SasToken::parse(&login.password)
+        .map_err(|e| refuse(ConnectReturnCode::NotAuthorized, "bad_token", e.to_string()))?;
     let keys: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
-    let hosts = [hub.settings.iothub_hostname.as_str(), hub.settings.gateway_hostname.as_str()];
+    let hosts = [
+        hub.settings.iothub_hostname.as_str(),
+        hub.settings.gateway_hostname.as_str(),
+    ];
     token
-        .verify(&hosts, &id.device, Some(&module), &keys, edge::sas::now_unix())
+        .verify(
+            &hosts,
+            &id.device,
+            Some(&module),
+            &keys,
+            edge::sas::now_unix(),
+        )
         .map_err(|e| {
             let reason = match e {
                 edge::sas::SasError::Expired(_) => "token_expired",
@@ -155,11 +212,20 @@ fn authenticate(hub: &Hub, connect: &Connect) -> Result<String, Refusal> {
     Ok(module)
 }
 
-async fn connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(hub: Arc<Hub>, stream: S, peer: SocketAddr) {
+async fn connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    hub: Arc<Hub>,
+    stream: S,
+    peer: SocketAddr,
+) {
     let (mut rd, mut wr) = tokio::io::split(stream);
     let max_packet = hub.settings.max_message_size + PACKET_SLACK;
     let mut buf = BytesMut::with_capacity(4096);
-    let connect = match tokio::time::timeout(CONNECT_TIMEOUT, read_packet(&mut rd, &mut buf, max_packet)).await {
+    let connect = match tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        read_packet(&mut rd, &mut buf, max_packet),
+    )
+    .await
+    {
         Ok(Ok(Packet::Connect(c))) => c,
         Ok(Ok(other)) => {
             tracing::info!(%peer, packet = ?packet_kind(&other), "first packet is not CONNECT; closing");
@@ -180,7 +246,10 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(hub: Arc
             tracing::warn!(%peer, client_id = %connect.client_id, reason = r.reason, detail = %r.detail, code = ?r.code, "connection refused");
             hub.metrics
                 .connect_failed
-                .get_or_create(&ConnectFailedLabels { id: connect.client_id.clone(), reason: r.reason })
+                .get_or_create(&ConnectFailedLabels {
+                    id: connect.client_id.clone(),
+                    reason: r.reason,
+                })
                 .inc();
             let mut out = BytesMut::new();
             if ConnAck::new(r.code, false).write(&mut out).is_ok() {
@@ -194,12 +263,29 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(hub: Arc
     let (tx, rx) = mpsc::channel(1024);
     let writer_task = tokio::spawn(writer(wr, rx));
     let name: Arc<str> = format!("{}/{module}", hub.settings.device_id).into();
-    let session = Arc::new(Session::new(hub.next_session_id(), module, name.clone(), tx.clone()));
-    if tx.send(Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, false))).await.is_err() {
+    let session = Arc::new(Session::new(
+        hub.next_session_id(),
+        module,
+        name.clone(),
+        tx.clone(),
+    ));
+    if tx
+        .send(Packet::ConnAck(ConnAck::new(
+            ConnectReturnCode::Success,
+            false,
+        )))
+        .await
+        .is_err()
+    {
         return;
     }
     hub.attach(session.clone());
-    hub.metrics.connect_success.get_or_create(&IdLabels { id: name.to_string() }).inc();
+    hub.metrics
+        .connect_success
+        .get_or_create(&IdLabels {
+            id: name.to_string(),
+        })
+        .inc();
     let keep_alive = Duration::from_secs(connect.keep_alive as u64).min(MAX_KEEP_ALIVE);
     tracing::info!(client = %name, %peer, keep_alive = ?keep_alive, "client connected");
 
@@ -210,7 +296,12 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(hub: Arc
     }
     session.close();
     hub.detach(&session);
-    hub.metrics.disconnects.get_or_create(&IdLabels { id: name.to_string() }).inc();
+    hub.metrics
+        .disconnects
+        .get_or_create(&IdLabels {
+            id: name.to_string(),
+        })
+        .inc();
     drop(tx);
     drop(session);
     // Let queued packets (e.g. a last PUBACK) go out, but not forever.
@@ -226,7 +317,11 @@ async fn session_loop<R: AsyncRead + Unpin>(
     keep_alive: Duration,
 ) -> Result<(), ConnError> {
     // MQTT-3.1.2-24: no packet within 1.5 × keep-alive means the client is gone.
-    let idle_limit = if keep_alive.is_zero() { Duration::from_secs(u32::MAX as u64) } else { keep_alive * 3 / 2 };
+    let idle_limit = if keep_alive.is_zero() {
+        Duration::from_secs(u32::MAX as u64)
+    } else {
+        keep_alive * 3 / 2
+    };
     loop {
         let packet = tokio::select! {
             r = tokio::time::timeout(idle_limit, read_packet(rd, buf, max_packet)) => match r {
@@ -235,11 +330,19 @@ async fn session_loop<R: AsyncRead + Unpin>(
             },
             _ = session.closed.notified() => return Err(ConnError::Protocol("replaced by a newer connection".into())),
         };
-        let reply = |p: Packet| async { session.outbound.send(p).await.map_err(|_| ConnError::Protocol("writer closed".into())) };
+        let reply = |p: Packet| async {
+            session
+                .outbound
+                .send(p)
+                .await
+                .map_err(|_| ConnError::Protocol("writer closed".into()))
+        };
         match packet {
             Packet::Publish(publish) => {
                 if publish.qos == QoS::ExactlyOnce {
-                    return Err(ConnError::Protocol("QoS 2 is not supported by IoT Hub/edgeHub".into()));
+                    return Err(ConnError::Protocol(
+                        "QoS 2 is not supported by IoT Hub/edgeHub".into(),
+                    ));
                 }
                 if publish.payload.len() > hub.settings.max_message_size {
                     return Err(ConnError::Protocol(format!(
@@ -257,7 +360,11 @@ async fn session_loop<R: AsyncRead + Unpin>(
             Packet::Subscribe(sub) => {
                 let mut codes = Vec::with_capacity(sub.filters.len());
                 for f in &sub.filters {
-                    let granted = if f.qos == QoS::AtMostOnce { QoS::AtMostOnce } else { QoS::AtLeastOnce };
+                    let granted = if f.qos == QoS::AtMostOnce {
+                        QoS::AtMostOnce
+                    } else {
+                        QoS::AtLeastOnce
+                    };
                     codes.push(SubscribeReasonCode::Success(granted));
                     classify_subscription(hub, session, &f.path, Some(granted));
                 }
@@ -272,8 +379,17 @@ async fn session_loop<R: AsyncRead + Unpin>(
             }
             Packet::PingReq => reply(Packet::PingResp).await?,
             Packet::Disconnect => return Ok(()),
-            Packet::Connect(_) => return Err(ConnError::Protocol("second CONNECT on one connection".into())),
-            other => return Err(ConnError::Protocol(format!("unexpected {:?} from a client", packet_kind(&other)))),
+            Packet::Connect(_) => {
+                return Err(ConnError::Protocol(
+                    "second CONNECT on one connection".into(),
+                ))
+            }
+            other => {
+                return Err(ConnError::Protocol(format!(
+                    "unexpected {:?} from a client",
+                    packet_kind(&other)
+                )))
+            }
         }
     }
 }
@@ -283,7 +399,13 @@ fn classify_subscription(hub: &Hub, session: &Session, filter: &str, granted: Op
     if filter == topic::METHODS_SUBSCRIBE {
         let v = granted.map(|q| q as u8 + 1).unwrap_or(0);
         session.methods.store(v, Ordering::SeqCst);
-    } else if filter == inputs || filter == format!("devices/{}/modules/{}/#", hub.settings.device_id, session.module) {
+    } else if filter == inputs
+        || filter
+            == format!(
+                "devices/{}/modules/{}/#",
+                hub.settings.device_id, session.module
+            )
+    {
         session.inputs.store(granted.is_some(), Ordering::SeqCst);
     } else if filter.starts_with("$iothub/twin/") {
         // Twin responses go to whoever asks; nothing to record.
@@ -292,14 +414,27 @@ fn classify_subscription(hub: &Hub, session: &Session, filter: &str, granted: Op
     }
 }
 
-async fn handle_publish(hub: &Arc<Hub>, session: &Arc<Session>, topic_name: &str, payload: Bytes) -> Result<(), ConnError> {
+async fn handle_publish(
+    hub: &Arc<Hub>,
+    session: &Arc<Session>,
+    topic_name: &str,
+    payload: Bytes,
+) -> Result<(), ConnError> {
     match topic::parse(topic_name) {
-        Topic::Events { device, module, bag } => {
+        Topic::Events {
+            device,
+            module,
+            bag,
+        } => {
             if device != hub.settings.device_id || module != Some(session.module.as_str()) {
-                return Err(ConnError::Protocol(format!("{} published on another identity's topic {topic_name:?}", session.name)));
+                return Err(ConnError::Protocol(format!(
+                    "{} published on another identity's topic {topic_name:?}",
+                    session.name
+                )));
             }
-            hub.route(session, bag, payload)
-                .map_err(|e| ConnError::Protocol(format!("bad property bag in {topic_name:?}: {e}")))?;
+            hub.route(session, bag, payload).map_err(|e| {
+                ConnError::Protocol(format!("bad property bag in {topic_name:?}: {e}"))
+            })?;
         }
         Topic::MethodResponse { status, rid } => {
             if !hub.method_response(rid, status, payload) {
@@ -307,15 +442,39 @@ async fn handle_publish(hub: &Arc<Hub>, session: &Arc<Session>, topic_name: &str
             }
         }
         Topic::TwinGet { rid } => {
-            hub.metrics.gettwin.get_or_create(&IdLabels { id: session.name.to_string() }).inc();
-            session.publish(topic::twin_response(200, rid, None), Bytes::from_static(EMPTY_TWIN), QoS::AtMostOnce).await;
+            hub.metrics
+                .gettwin
+                .get_or_create(&IdLabels {
+                    id: session.name.to_string(),
+                })
+                .inc();
+            session
+                .publish(
+                    topic::twin_response(200, rid, None),
+                    Bytes::from_static(EMPTY_TWIN),
+                    QoS::AtMostOnce,
+                )
+                .await;
         }
         Topic::TwinReportedPatch { rid } => {
-            hub.metrics.reported_properties.get_or_create(&IdLabels { id: session.name.to_string() }).inc();
+            hub.metrics
+                .reported_properties
+                .get_or_create(&IdLabels {
+                    id: session.name.to_string(),
+                })
+                .inc();
             let version = session.twin_version.fetch_add(1, Ordering::Relaxed) + 1;
-            session.publish(topic::twin_response(204, rid, Some(version)), Bytes::new(), QoS::AtMostOnce).await;
+            session
+                .publish(
+                    topic::twin_response(204, rid, Some(version)),
+                    Bytes::new(),
+                    QoS::AtMostOnce,
+                )
+                .await;
         }
-        _ => tracing::info!(client = %session.name, topic = topic_name, "publish to an unsupported topic ignored"),
+        _ => {
+            tracing::info!(client = %session.name, topic = topic_name, "publish to an unsupported topic ignored")
+        }
     }
     Ok(())
 }

@@ -3,7 +3,10 @@
 //! for the gateway hostname, `localhost` and 127.0.0.1, issued on every start.
 
 use anyhow::{bail, Context, Result};
-use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,13 +24,22 @@ pub struct CertFiles {
     pub ca: PathBuf,
 }
 
-pub fn load_or_generate(state_dir: &Path, files: Option<&CertFiles>, hostnames: &[String], alpn: &[&[u8]]) -> Result<ServerTls> {
+pub fn load_or_generate(
+    state_dir: &Path,
+    files: Option<&CertFiles>,
+    hostnames: &[String],
+    alpn: &[&[u8]],
+) -> Result<ServerTls> {
     let (chain, key, ca_path) = match files {
         Some(f) => {
             let chain = read_certs(&f.cert)?;
-            let key = rustls_pemfile::private_key(&mut std::fs::read(&f.key).with_context(|| format!("reading TLS key {}", f.key.display()))?.as_slice())
-                .with_context(|| format!("parsing TLS key {}", f.key.display()))?
-                .with_context(|| format!("no private key in {}", f.key.display()))?;
+            let key = rustls_pemfile::private_key(
+                &mut std::fs::read(&f.key)
+                    .with_context(|| format!("reading TLS key {}", f.key.display()))?
+                    .as_slice(),
+            )
+            .with_context(|| format!("parsing TLS key {}", f.key.display()))?
+            .with_context(|| format!("no private key in {}", f.key.display()))?;
             (chain, key, f.ca.clone())
         }
         None => generate(state_dir, hostnames)?,
@@ -38,11 +50,15 @@ pub fn load_or_generate(state_dir: &Path, files: Option<&CertFiles>, hostnames: 
         .with_single_cert(chain, key)
         .context("the TLS certificate and key do not match")?;
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    Ok(ServerTls { config: Arc::new(config), ca_path })
+    Ok(ServerTls {
+        config: Arc::new(config),
+        ca_path,
+    })
 }
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
-    let pem = std::fs::read(path).with_context(|| format!("reading certificate {}", path.display()))?;
+    let pem =
+        std::fs::read(path).with_context(|| format!("reading certificate {}", path.display()))?;
     let certs = rustls_pemfile::certs(&mut pem.as_slice())
         .collect::<std::result::Result<Vec<_>, _>>()
         .with_context(|| format!("parsing certificate {}", path.display()))?;
@@ -68,25 +84,43 @@ fn write_private(path: &Path, contents: &str) -> Result<()> {
 
 fn ca_params() -> Result<CertificateParams> {
     let mut params = CertificateParams::new(Vec::<String>::new())?;
-    params.distinguished_name.push(DnType::CommonName, "IoT Edge Method vs Message local hub CA");
+    params.distinguished_name.push(
+        DnType::CommonName,
+        "IoT Edge Method vs Message local hub CA",
+    );
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     Ok(params)
 }
 
-fn generate(state_dir: &Path, hostnames: &[String]) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>, PathBuf)> {
-    std::fs::create_dir_all(state_dir).with_context(|| format!("creating state directory {}", state_dir.display()))?;
+fn generate(
+    state_dir: &Path,
+    hostnames: &[String],
+) -> Result<(
+    Vec<CertificateDer<'static>>,
+    PrivateKeyDer<'static>,
+    PathBuf,
+)> {
+    std::fs::create_dir_all(state_dir)
+        .with_context(|| format!("creating state directory {}", state_dir.display()))?;
     let ca_path = state_dir.join("ca.pem");
     let ca_key_path = state_dir.join("ca.key");
     let (ca_pem, ca_key) = if ca_path.exists() && ca_key_path.exists() {
-        let key_pem = std::fs::read_to_string(&ca_key_path).with_context(|| format!("reading {}", ca_key_path.display()))?;
-        let key = KeyPair::from_pem(&key_pem).with_context(|| format!("parsing {}", ca_key_path.display()))?;
+        let key_pem = std::fs::read_to_string(&ca_key_path)
+            .with_context(|| format!("reading {}", ca_key_path.display()))?;
+        let key = KeyPair::from_pem(&key_pem)
+            .with_context(|| format!("parsing {}", ca_key_path.display()))?;
         (std::fs::read_to_string(&ca_path)?, key)
     } else {
         let key = KeyPair::generate()?;
         let cert = ca_params()?.self_signed(&key)?;
         write_private(&ca_key_path, &key.serialize_pem())?;
-        std::fs::write(&ca_path, cert.pem()).with_context(|| format!("writing {}", ca_path.display()))?;
+        std::fs::write(&ca_path, cert.pem())
+            .with_context(|| format!("writing {}", ca_path.display()))?;
         (cert.pem(), key)
     };
     // The issuer's name and key identifier are all a signature needs, and both are derived
@@ -100,14 +134,21 @@ fn generate(state_dir: &Path, hostnames: &[String]) -> Result<(Vec<CertificateDe
     }
     let server_key = KeyPair::generate()?;
     let mut params = CertificateParams::new(names)?;
-    params.distinguished_name.push(DnType::CommonName, hostnames.first().map(String::as_str).unwrap_or("localhost"));
+    params.distinguished_name.push(
+        DnType::CommonName,
+        hostnames.first().map(String::as_str).unwrap_or("localhost"),
+    );
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
     let cert = params.signed_by(&server_key, &issuer)?;
     let server_pem = format!("{}{}", cert.pem(), ca_pem);
     std::fs::write(state_dir.join("server.pem"), &server_pem)?;
     write_private(&state_dir.join("server.key"), &server_key.serialize_pem())?;
     let chain = vec![cert.der().clone(), read_certs(&ca_path)?.remove(0)];
-    let key = PrivateKeyDer::try_from(server_key.serialize_der()).map_err(|e| anyhow::anyhow!("server key: {e}"))?;
+    let key = PrivateKeyDer::try_from(server_key.serialize_der())
+        .map_err(|e| anyhow::anyhow!("server key: {e}"))?;
     Ok((chain, key, ca_path))
 }

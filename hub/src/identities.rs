@@ -47,9 +47,16 @@ pub fn new_key() -> String {
 impl Identities {
     /// Loads `path` if it exists, adds a key for every name in `ensure` that has none, and writes
     /// the file back when it changed.
-    pub fn load_or_create(path: &Path, iothub_hostname: &str, gateway_hostname: &str, device_id: &str, ensure: &[String]) -> Result<(Self, IdentitiesFile)> {
+    pub fn load_or_create(
+        path: &Path,
+        iothub_hostname: &str,
+        gateway_hostname: &str,
+        device_id: &str,
+        ensure: &[String],
+    ) -> Result<(Self, IdentitiesFile)> {
         let mut file = if path.exists() {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading identities {}", path.display()))?;
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading identities {}", path.display()))?;
             serde_json::from_str::<IdentitiesFile>(&text)
                 .with_context(|| format!("{} is not an identities file ({{\"deviceId\":…,\"modules\":{{\"name\":{{\"primaryKey\":\"base64\"}}}}}})", path.display()))?
         } else {
@@ -69,15 +76,25 @@ impl Identities {
         file.device_id = device_id.into();
         for name in ensure {
             if !file.modules.contains_key(name) {
-                file.modules.insert(name.clone(), ModuleKeys { primary_key: new_key(), secondary_key: Some(new_key()) });
+                file.modules.insert(
+                    name.clone(),
+                    ModuleKeys {
+                        primary_key: new_key(),
+                        secondary_key: Some(new_key()),
+                    },
+                );
                 changed = true;
             }
         }
         let mut keys = BTreeMap::new();
         for (name, k) in &file.modules {
-            let mut decoded = vec![BASE64.decode(&k.primary_key).with_context(|| format!("{}: primaryKey of {name} is not base64", path.display()))?];
+            let mut decoded = vec![BASE64.decode(&k.primary_key).with_context(|| {
+                format!("{}: primaryKey of {name} is not base64", path.display())
+            })?];
             if let Some(s) = &k.secondary_key {
-                decoded.push(BASE64.decode(s).with_context(|| format!("{}: secondaryKey of {name} is not base64", path.display()))?);
+                decoded.push(BASE64.decode(s).with_context(|| {
+                    format!("{}: secondaryKey of {name} is not base64", path.display())
+                })?);
             }
             keys.insert(name.clone(), decoded);
         }
@@ -86,7 +103,8 @@ impl Identities {
                 std::fs::create_dir_all(dir)?;
             }
             let text = serde_json::to_string_pretty(&file)?;
-            std::fs::write(path, text + "\n").with_context(|| format!("writing identities {}", path.display()))?;
+            std::fs::write(path, text + "\n")
+                .with_context(|| format!("writing identities {}", path.display()))?;
             #[cfg(unix)]
             {
                 use std::os::unix::fs::PermissionsExt;

@@ -48,7 +48,11 @@ pub struct Args {
     #[arg(long, env = "HUB_HOSTNAME", default_value = "localhost")]
     pub hostname: String,
     /// IoT Hub hostname the SAS tokens name (`sr`), as on a real device.
-    #[arg(long, env = "HUB_IOTHUB_HOSTNAME", default_value = "local-hub.azure-devices.net")]
+    #[arg(
+        long,
+        env = "HUB_IOTHUB_HOSTNAME",
+        default_value = "local-hub.azure-devices.net"
+    )]
     pub iothub_hostname: String,
     /// Edge device id.
     #[arg(long, env = "HUB_DEVICE_ID", default_value = "local-edge-device")]
@@ -132,8 +136,12 @@ async fn bind(ip: IpAddr, port: u16, what: &str) -> Result<TcpListener> {
 
 /// Starts every listener and returns once they are bound.
 pub async fn start(args: &Args) -> Result<RunningHub> {
-    let text = std::fs::read_to_string(&args.deployment)
-        .with_context(|| format!("reading the deployment manifest {}", args.deployment.display()))?;
+    let text = std::fs::read_to_string(&args.deployment).with_context(|| {
+        format!(
+            "reading the deployment manifest {}",
+            args.deployment.display()
+        )
+    })?;
     let manifest: serde_json::Value = serde_json::from_str(&text)
         .with_context(|| format!("{} is not valid JSON", args.deployment.display()))?;
     let routes = routes::RouteTable::from_manifest(&manifest)
@@ -141,23 +149,50 @@ pub async fn start(args: &Args) -> Result<RunningHub> {
     let mut names = manifest_modules(&manifest);
     names.extend(args.modules.iter().cloned());
     if names.is_empty() {
-        bail!("{} deploys no modules and --module names none: nobody could connect", args.deployment.display());
+        bail!(
+            "{} deploys no modules and --module names none: nobody could connect",
+            args.deployment.display()
+        );
     }
-    let identities_path = args.identities.clone().unwrap_or_else(|| args.state_dir.join("identities.json"));
-    let (identities, _) = identities::Identities::load_or_create(&identities_path, &args.iothub_hostname, &args.hostname, &args.device_id, &names)?;
+    let identities_path = args
+        .identities
+        .clone()
+        .unwrap_or_else(|| args.state_dir.join("identities.json"));
+    let (identities, _) = identities::Identities::load_or_create(
+        &identities_path,
+        &args.iothub_hostname,
+        &args.hostname,
+        &args.device_id,
+        &names,
+    )?;
 
     let cert_files = match (&args.tls_cert, &args.tls_key, &args.tls_ca) {
-        (Some(cert), Some(key), Some(ca)) => Some(certs::CertFiles { cert: cert.clone(), key: key.clone(), ca: ca.clone() }),
+        (Some(cert), Some(key), Some(ca)) => Some(certs::CertFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            ca: ca.clone(),
+        }),
         _ => None,
     };
     let hostnames = vec![args.hostname.clone()];
     let mqtt_tls = certs::load_or_generate(&args.state_dir, cert_files.as_ref(), &hostnames, &[])?;
-    let https_tls = certs::load_or_generate(&args.state_dir, cert_files.as_ref(), &hostnames, &[b"http/1.1"])?;
+    let https_tls = certs::load_or_generate(
+        &args.state_dir,
+        cert_files.as_ref(),
+        &hostnames,
+        &[b"http/1.1"],
+    )?;
 
     let mut registry = prometheus_client::registry::Registry::with_labels(
         [
-            (std::borrow::Cow::Borrowed("iothub"), std::borrow::Cow::Owned(args.iothub_hostname.clone())),
-            (std::borrow::Cow::Borrowed("edge_device"), std::borrow::Cow::Owned(args.device_id.clone())),
+            (
+                std::borrow::Cow::Borrowed("iothub"),
+                std::borrow::Cow::Owned(args.iothub_hostname.clone()),
+            ),
+            (
+                std::borrow::Cow::Borrowed("edge_device"),
+                std::borrow::Cow::Owned(args.device_id.clone()),
+            ),
         ]
         .into_iter(),
     );
@@ -178,14 +213,31 @@ pub async fn start(args: &Args) -> Result<RunningHub> {
 
     let mqtt_listener = bind(args.bind, args.mqtt_port, "MQTT/TLS").await?;
     let https_listener = bind(args.bind, args.https_port, "HTTPS").await?;
-    let metrics_server = telemetry::serve_metrics(SocketAddr::new(args.bind, args.metrics_port), Arc::new(registry))
-        .await
-        .with_context(|| format!("cannot serve /metrics on {}:{}", args.bind, args.metrics_port))?;
+    let metrics_server = telemetry::serve_metrics(
+        SocketAddr::new(args.bind, args.metrics_port),
+        Arc::new(registry),
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "cannot serve /metrics on {}:{}",
+            args.bind, args.metrics_port
+        )
+    })?;
     let mqtt = mqtt_listener.local_addr()?;
     let https = https_listener.local_addr()?;
     let mut tasks = vec![
-        tokio::spawn(broker::serve(hub.clone(), mqtt_listener, Some(tokio_rustls::TlsAcceptor::from(mqtt_tls.config)), slots.clone())),
-        tokio::spawn(methods::serve(hub.clone(), https_listener, tokio_rustls::TlsAcceptor::from(https_tls.config))),
+        tokio::spawn(broker::serve(
+            hub.clone(),
+            mqtt_listener,
+            Some(tokio_rustls::TlsAcceptor::from(mqtt_tls.config)),
+            slots.clone(),
+        )),
+        tokio::spawn(methods::serve(
+            hub.clone(),
+            https_listener,
+            tokio_rustls::TlsAcceptor::from(https_tls.config),
+        )),
         metrics_server.task,
     ];
     let plain_mqtt = match args.plain_mqtt_port {
@@ -232,7 +284,10 @@ fn write_endpoints(state_dir: &std::path::Path, hub: &RunningHub) -> Result<()> 
 /// Runs the hub until SIGINT/SIGTERM.
 pub async fn run(args: Args) -> Result<()> {
     let running = start(&args).await?;
-    let plain = running.plain_mqtt.map(|a| format!(" mqtt://{a} (plain, development)")).unwrap_or_default();
+    let plain = running
+        .plain_mqtt
+        .map(|a| format!(" mqtt://{a} (plain, development)"))
+        .unwrap_or_default();
     tracing::info!(
         "hub ready: mqtts://{} https://{} metrics http://{}/metrics{plain}; device {}; {} route(s); CA for clients: {}; identities: {}",
         running.mqtt,

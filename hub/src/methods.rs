@@ -41,14 +41,20 @@ pub async fn serve(hub: Arc<Hub>, listener: TcpListener, tls: TlsAcceptor) {
         tokio::spawn(async move {
             let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
                 Ok(Ok(s)) => s,
-                Ok(Err(e)) => return tracing::info!(%peer, error = %e, "HTTPS TLS handshake failed"),
+                Ok(Err(e)) => {
+                    return tracing::info!(%peer, error = %e, "HTTPS TLS handshake failed")
+                }
                 Err(_) => return tracing::info!(%peer, "HTTPS TLS handshake timed out"),
             };
             let service = service_fn(move |req| {
                 let hub = hub.clone();
                 async move { Ok::<_, std::convert::Infallible>(handle(&hub, req).await) }
             });
-            if let Err(e) = http1::Builder::new().keep_alive(true).serve_connection(TokioIo::new(stream), service).await {
+            if let Err(e) = http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
                 tracing::debug!(%peer, error = %e, "HTTPS connection ended with an error");
             }
         });
@@ -58,7 +64,10 @@ pub async fn serve(hub: Arc<Hub>, listener: TcpListener, tls: TlsAcceptor) {
 fn respond(status: StatusCode, body: Value) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
     *r.status_mut() = status;
-    r.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json; charset=utf-8"));
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json; charset=utf-8"),
+    );
     r
 }
 
@@ -73,7 +82,13 @@ fn bad_request(text: impl Into<String>) -> Response<Full<Bytes>> {
 
 /// `(device, Some(module))` or `(device, None)` from the request path.
 fn target(path: &str) -> Option<(String, Option<String>)> {
-    let dec = |s: &str| percent_decode_str(s).decode_utf8().ok().map(|c| c.into_owned()).filter(|s| !s.is_empty());
+    let dec = |s: &str| {
+        percent_decode_str(s)
+            .decode_utf8()
+            .ok()
+            .map(|c| c.into_owned())
+            .filter(|s| !s.is_empty())
+    };
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     match parts.as_slice() {
         ["twins", d, "modules", m, "methods"] => Some((dec(d)?, Some(dec(m)?))),
@@ -90,7 +105,8 @@ struct Call {
 }
 
 fn validate(body: &[u8]) -> Result<Call, String> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| format!("The request body is not valid JSON: {e}"))?;
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| format!("The request body is not valid JSON: {e}"))?;
     let name = v.get("methodName").and_then(Value::as_str).unwrap_or("");
     if name.is_empty() {
         return Err("methodName is required".into());
@@ -114,7 +130,10 @@ fn validate(body: &[u8]) -> Result<Call, String> {
         Some(p) => Bytes::from(p.to_string()),
     };
     if payload.len() > MAX_PAYLOAD {
-        return Err(format!("payload is {} bytes; the limit is {MAX_PAYLOAD}", payload.len()));
+        return Err(format!(
+            "payload is {} bytes; the limit is {MAX_PAYLOAD}",
+            payload.len()
+        ));
     }
     Ok(Call {
         name: name.to_owned(),
@@ -130,28 +149,61 @@ fn new_guid() -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
 }
 
 async fn handle(hub: &Arc<Hub>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     if req.method() != Method::POST {
-        return message(StatusCode::METHOD_NOT_ALLOWED, "only POST /twins/{deviceId}/modules/{moduleId}/methods is served here");
+        return message(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "only POST /twins/{deviceId}/modules/{moduleId}/methods is served here",
+        );
     }
     let Some((device, module)) = target(req.uri().path()) else {
-        return message(StatusCode::NOT_FOUND, format!("no such resource: {}", req.uri().path()));
+        return message(
+            StatusCode::NOT_FOUND,
+            format!("no such resource: {}", req.uri().path()),
+        );
     };
     // The caller: x-ms-edge-moduleId names it, the SAS token must prove it.
-    let caller = req.headers().get("x-ms-edge-moduleid").and_then(|v| v.to_str().ok()).and_then(|v| v.split_once('/')).map(|(d, m)| (d.to_owned(), m.to_owned()));
-    let Some((caller_device, caller_module)) = caller.filter(|(d, m)| !d.is_empty() && !m.is_empty()) else {
-        return message(StatusCode::BAD_REQUEST, "Invalid header value for x-ms-edge-moduleId");
+    let caller = req
+        .headers()
+        .get("x-ms-edge-moduleid")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once('/'))
+        .map(|(d, m)| (d.to_owned(), m.to_owned()));
+    let Some((caller_device, caller_module)) =
+        caller.filter(|(d, m)| !d.is_empty() && !m.is_empty())
+    else {
+        return message(
+            StatusCode::BAD_REQUEST,
+            "Invalid header value for x-ms-edge-moduleId",
+        );
     };
     if caller_device != hub.settings.device_id {
-        return message(StatusCode::UNAUTHORIZED, "Only modules on the same device can invoke DirectMethods");
+        return message(
+            StatusCode::UNAUTHORIZED,
+            "Only modules on the same device can invoke DirectMethods",
+        );
     }
-    let auth = req.headers().get(hyper::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let auth = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     if let Err(why) = check_token(hub, auth, &caller_device, &caller_module) {
         tracing::warn!(caller = %format!("{caller_device}/{caller_module}"), reason = %why, "method call refused");
-        return message(StatusCode::UNAUTHORIZED, format!("Unable to authenticate {caller_device}/{caller_module}: {why}"));
+        return message(
+            StatusCode::UNAUTHORIZED,
+            format!("Unable to authenticate {caller_device}/{caller_module}: {why}"),
+        );
     }
     let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
@@ -165,31 +217,59 @@ async fn handle(hub: &Arc<Hub>, req: Request<Incoming>) -> Response<Full<Bytes>>
         Some(m) => format!("{device}/{m}"),
         None => device.clone(),
     };
-    let labels = MethodLabels { from: caller_device.clone(), to: target_name.clone() };
+    let labels = MethodLabels {
+        from: caller_device.clone(),
+        to: target_name.clone(),
+    };
     hub.metrics.direct_methods.get_or_create(&labels).inc();
     let started = Instant::now();
     let response = invoke(hub, &device, module.as_deref(), &target_name, call).await;
-    hub.metrics.direct_method_duration.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
+    hub.metrics
+        .direct_method_duration
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
     response
 }
 
 fn check_token(hub: &Hub, auth: &str, device: &str, module: &str) -> Result<(), String> {
     let token = SasToken::parse(auth).map_err(|e| e.to_string())?;
-    let keys = hub.identities.keys(module).ok_or_else(|| format!("module {module:?} has no identity on this hub"))?;
+    let keys = hub
+        .identities
+        .keys(module)
+        .ok_or_else(|| format!("module {module:?} has no identity on this hub"))?;
     let keys: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
-    let hosts = [hub.settings.iothub_hostname.as_str(), hub.settings.gateway_hostname.as_str()];
-    token.verify(&hosts, device, Some(module), &keys, edge::sas::now_unix()).map_err(|e| e.to_string())
+    let hosts = [
+        hub.settings.iothub_hostname.as_str(),
+        hub.settings.gateway_hostname.as_str(),
+    ];
+    token
+        .verify(&hosts, device, Some(module), &keys, edge::sas::now_unix())
+        .map_err(|e| e.to_string())
 }
 
-async fn invoke(hub: &Arc<Hub>, device: &str, module: Option<&str>, target_name: &str, call: Call) -> Response<Full<Bytes>> {
-    let not_found = || message(StatusCode::NOT_FOUND, format!("Client {target_name} not found"));
+async fn invoke(
+    hub: &Arc<Hub>,
+    device: &str,
+    module: Option<&str>,
+    target_name: &str,
+    call: Call,
+) -> Response<Full<Bytes>> {
+    let not_found = || {
+        message(
+            StatusCode::NOT_FOUND,
+            format!("Client {target_name} not found"),
+        )
+    };
     let (Some(module), true) = (module, device == hub.settings.device_id) else {
         return not_found();
     };
     // Wait up to connectTimeout for the target to subscribe to methods.
     let deadline = Instant::now() + call.connect_timeout;
     let session = loop {
-        match hub.session(module).filter(|s| s.methods.load(Ordering::SeqCst) > 0) {
+        match hub
+            .session(module)
+            .filter(|s| s.methods.load(Ordering::SeqCst) > 0)
+        {
             Some(s) => break s,
             None if Instant::now() >= deadline => return not_found(),
             None => tokio::time::sleep(Duration::from_millis(50)).await,
@@ -197,8 +277,19 @@ async fn invoke(hub: &Arc<Hub>, device: &str, module: Option<&str>, target_name:
     };
     let rid = new_guid();
     let answer = hub.expect_method_response(&rid);
-    let qos = if session.methods.load(Ordering::SeqCst) > 1 { QoS::AtLeastOnce } else { QoS::AtMostOnce };
-    if !session.publish(edge::topic::method_request(&call.name, &rid), call.payload, qos).await {
+    let qos = if session.methods.load(Ordering::SeqCst) > 1 {
+        QoS::AtLeastOnce
+    } else {
+        QoS::AtMostOnce
+    };
+    if !session
+        .publish(
+            edge::topic::method_request(&call.name, &rid),
+            call.payload,
+            qos,
+        )
+        .await
+    {
         hub.forget_method(&rid);
         return not_found();
     }
@@ -208,13 +299,21 @@ async fn invoke(hub: &Arc<Hub>, device: &str, module: Option<&str>, target_name:
                 Value::Null
             } else {
                 // A module may answer with something that is not JSON; pass it on as a string.
-                serde_json::from_slice(&payload).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&payload).into_owned()))
+                serde_json::from_slice(&payload).unwrap_or_else(|_| {
+                    Value::String(String::from_utf8_lossy(&payload).into_owned())
+                })
             };
-            respond(StatusCode::OK, json!({ "status": status, "payload": payload }))
+            respond(
+                StatusCode::OK,
+                json!({ "status": status, "payload": payload }),
+            )
         }
         _ => {
             hub.forget_method(&rid);
-            message(StatusCode::GATEWAY_TIMEOUT, format!("Timed out waiting for device to respond to method request {rid}"))
+            message(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("Timed out waiting for device to respond to method request {rid}"),
+            )
         }
     }
 }
@@ -225,7 +324,10 @@ mod tests {
 
     #[test]
     fn parses_targets() {
-        assert_eq!(target("/twins/d/modules/m/methods"), Some(("d".into(), Some("m".into()))));
+        assert_eq!(
+            target("/twins/d/modules/m/methods"),
+            Some(("d".into(), Some("m".into())))
+        );
         assert_eq!(target("/twins/d%2Dx/methods"), Some(("d-x".into(), None)));
         assert_eq!(target("/twins//modules/m/methods"), None);
         assert_eq!(target("/other"), None);
@@ -236,7 +338,10 @@ mod tests {
         let ok = validate(br#"{"methodName":"m","payload":{"a":1}}"#).unwrap();
         assert_eq!(ok.response_timeout, Duration::from_secs(30));
         assert_eq!(&ok.payload[..], br#"{"a":1}"#);
-        assert!(validate(br#"{"methodName":"m","payload":null}"#).unwrap().payload.is_empty());
+        assert!(validate(br#"{"methodName":"m","payload":null}"#)
+            .unwrap()
+            .payload
+            .is_empty());
         for bad in [
             &br#"{"payload":1}"#[..],
             br#"not json"#,

@@ -63,7 +63,11 @@ pub struct QueueLabels {
 }
 
 fn duration_buckets() -> impl Iterator<Item = f64> {
-    [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0].into_iter()
+    [
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+        5.0, 10.0, 30.0,
+    ]
+    .into_iter()
 }
 
 #[derive(Clone)]
@@ -89,11 +93,19 @@ impl HubMetrics {
         let m = Self {
             messages_received: Family::default(),
             messages_sent: Family::default(),
-            message_send_duration: Family::new_with_constructor(|| Histogram::new(duration_buckets())),
+            message_send_duration: Family::new_with_constructor(|| {
+                Histogram::new(duration_buckets())
+            }),
             messages_dropped: Family::default(),
-            message_size: Family::new_with_constructor(|| Histogram::new([64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0].into_iter())),
+            message_size: Family::new_with_constructor(|| {
+                Histogram::new(
+                    [64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0],
+                )
+            }),
             direct_methods: Family::default(),
-            direct_method_duration: Family::new_with_constructor(|| Histogram::new(duration_buckets())),
+            direct_method_duration: Family::new_with_constructor(|| {
+                Histogram::new(duration_buckets())
+            }),
             connected_clients: Gauge::default(),
             connect_success: Family::default(),
             connect_failed: Family::default(),
@@ -103,24 +115,72 @@ impl HubMetrics {
             reported_properties: Family::default(),
         };
         let r = registry;
-        r.register("edgehub_messages_received", "Messages received from modules", m.messages_received.clone());
-        r.register("edgehub_messages_sent", "Messages sent to module inputs (or upstream)", m.messages_sent.clone());
+        r.register(
+            "edgehub_messages_received",
+            "Messages received from modules",
+            m.messages_received.clone(),
+        );
+        r.register(
+            "edgehub_messages_sent",
+            "Messages sent to module inputs (or upstream)",
+            m.messages_sent.clone(),
+        );
         r.register(
             "edgehub_message_send_duration_seconds",
             "Time to send a message to a module, including the wait for its PUBACK",
             m.message_send_duration.clone(),
         );
-        r.register("edgehub_messages_dropped", "Messages dropped: no_route, upstream (no cloud here), ttl_expiry, queue_overflow", m.messages_dropped.clone());
-        r.register("edgehub_message_size_bytes", "Size of messages received from modules", m.message_size.clone());
-        r.register("edgehub_direct_methods", "Direct methods routed", m.direct_methods.clone());
-        r.register("edgehub_direct_method_duration_seconds", "Direct method round trip through the hub", m.direct_method_duration.clone());
-        r.register("edgehub_connected_clients", "Connected MQTT clients", m.connected_clients.clone());
-        r.register("edgehub_client_connect_success", "Successful client connections", m.connect_success.clone());
-        r.register("edgehub_client_connect_failed", "Refused client connections", m.connect_failed.clone());
-        r.register("edgehub_client_disconnect", "Client disconnections", m.disconnects.clone());
-        r.register("edgehub_queue_length", "Messages waiting per endpoint", m.queue_length.clone());
+        r.register(
+            "edgehub_messages_dropped",
+            "Messages dropped: no_route, upstream (no cloud here), ttl_expiry, queue_overflow",
+            m.messages_dropped.clone(),
+        );
+        r.register(
+            "edgehub_message_size_bytes",
+            "Size of messages received from modules",
+            m.message_size.clone(),
+        );
+        r.register(
+            "edgehub_direct_methods",
+            "Direct methods routed",
+            m.direct_methods.clone(),
+        );
+        r.register(
+            "edgehub_direct_method_duration_seconds",
+            "Direct method round trip through the hub",
+            m.direct_method_duration.clone(),
+        );
+        r.register(
+            "edgehub_connected_clients",
+            "Connected MQTT clients",
+            m.connected_clients.clone(),
+        );
+        r.register(
+            "edgehub_client_connect_success",
+            "Successful client connections",
+            m.connect_success.clone(),
+        );
+        r.register(
+            "edgehub_client_connect_failed",
+            "Refused client connections",
+            m.connect_failed.clone(),
+        );
+        r.register(
+            "edgehub_client_disconnect",
+            "Client disconnections",
+            m.disconnects.clone(),
+        );
+        r.register(
+            "edgehub_queue_length",
+            "Messages waiting per endpoint",
+            m.queue_length.clone(),
+        );
         r.register("edgehub_gettwin", "Twin GET requests", m.gettwin.clone());
-        r.register("edgehub_reported_properties", "Reported-property updates", m.reported_properties.clone());
+        r.register(
+            "edgehub_reported_properties",
+            "Reported-property updates",
+            m.reported_properties.clone(),
+        );
         m
     }
 }

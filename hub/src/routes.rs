@@ -24,7 +24,11 @@ pub struct Route {
 }
 impl Route {
     pub fn matches(&self, source: &str, _props: &dyn MessageProperties) -> bool {
-        let pat = format!("{}/", self.source.trim_end_matches('*').trim_end_matches('/')).to_ascii_lowercase();
+        let pat = format!(
+            "{}/",
+            self.source.trim_end_matches('*').trim_end_matches('/')
+        )
+        .to_ascii_lowercase();
         format!("{source}/").to_ascii_lowercase().starts_with(&pat)
     }
 }
@@ -40,7 +44,10 @@ impl RouteTable {
             .ok_or_else(|| RouteError::Invalid("-".into(), "no routes".into()))?;
         let mut out = Vec::new();
         for (name, v) in routes {
-            let text = v.as_str().or_else(|| v.get("route").and_then(|r| r.as_str())).unwrap_or("");
+            let text = v
+                .as_str()
+                .or_else(|| v.get("route").and_then(|r| r.as_str()))
+                .unwrap_or("");
             out.push(Self::parse(name, text)?);
         }
         Ok(Self { routes: out })
@@ -52,11 +59,26 @@ impl RouteTable {
         let sink = if sink.trim() == "$upstream" {
             Sink::Upstream
         } else {
-            let p = sink.trim().strip_prefix("BrokeredEndpoint(\"/modules/").ok_or_else(bad)?.strip_suffix("\")").ok_or_else(bad)?;
+            let p = sink
+                .trim()
+                .strip_prefix("BrokeredEndpoint(\"/modules/")
+                .ok_or_else(bad)?
+                .strip_suffix("\")")
+                .ok_or_else(bad)?;
             let (m, i) = p.split_once("/inputs/").ok_or_else(bad)?;
-            Sink::Module { module: m.into(), input: i.into() }
+            Sink::Module {
+                module: m.into(),
+                input: i.into(),
+            }
         };
-        Ok(Route { name: name.into(), text: text.into(), source: source.trim().into(), sink, priority: 0, time_to_live_secs: None })
+        Ok(Route {
+            name: name.into(),
+            text: text.into(),
+            source: source.trim().into(),
+            sink,
+            priority: 0,
+            time_to_live_secs: None,
+        })
     }
     pub fn new(routes: Vec<Route>) -> Self {
         Self { routes }
@@ -64,9 +86,14 @@ impl RouteTable {
     pub fn routes(&self) -> &[Route] {
         &self.routes
     }
-    pub fn matching<'a>(&'a self, source: &'a str, _props: &'a dyn MessageProperties) -> impl Iterator<Item = &'a Route> + 'a {
+    pub fn matching<'a>(
+        &'a self,
+        source: &'a str,
+        _props: &'a dyn MessageProperties,
+    ) -> impl Iterator<Item = &'a Route> + 'a {
         self.routes.iter().filter(move |r| {
-            let pat = format!("{}/", r.source.trim_end_matches('*').trim_end_matches('/')).to_ascii_lowercase();
+            let pat = format!("{}/", r.source.trim_end_matches('*').trim_end_matches('/'))
+                .to_ascii_lowercase();
             format!("{source}/").to_ascii_lowercase().starts_with(&pat)
         })
     }

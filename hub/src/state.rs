@@ -1,8 +1,8 @@
 //! The hub's shared state: connected sessions, per-module delivery queues, pending method calls.
 
+use crate::identities::Identities;
 use crate::metrics::{DroppedLabels, HubMetrics, QueueLabels, SendDurationLabels, SentLabels};
 use crate::routes::{RouteTable, Sink};
-use crate::identities::Identities;
 use bytes::Bytes;
 use edge::bag::{PropertyBag, CONNECTION_DEVICE_ID, CONNECTION_MODULE_ID};
 use rumqttc::mqttbytes::v4::{Packet, Publish};
@@ -70,7 +70,12 @@ impl Session {
     }
 
     /// Publishes with QoS 1 and returns a receiver completed by the client's PUBACK.
-    pub async fn publish_acked(&self, topic: String, payload: Bytes, dup: bool) -> Option<oneshot::Receiver<()>> {
+    pub async fn publish_acked(
+        &self,
+        topic: String,
+        payload: Bytes,
+        dup: bool,
+    ) -> Option<oneshot::Receiver<()>> {
         let pkid = self.pkid();
         let (tx, rx) = oneshot::channel();
         if let Ok(mut acks) = self.acks.lock() {
@@ -167,7 +172,12 @@ impl crate::routes::MessageProperties for RoutingView<'_> {
 }
 
 impl Hub {
-    pub fn new(settings: Settings, identities: Identities, routes: RouteTable, metrics: HubMetrics) -> Arc<Self> {
+    pub fn new(
+        settings: Settings,
+        identities: Identities,
+        routes: RouteTable,
+        metrics: HubMetrics,
+    ) -> Arc<Self> {
         let hub = Arc::new(Self {
             settings,
             identities,
@@ -257,7 +267,12 @@ impl Hub {
     }
 
     /// Routes a message a module sent; returns how many endpoints took it.
-    pub fn route(self: &Arc<Self>, sender: &Session, bag_encoded: &str, body: Bytes) -> Result<usize, edge::bag::BagError> {
+    pub fn route(
+        self: &Arc<Self>,
+        sender: &Session,
+        bag_encoded: &str,
+        body: Bytes,
+    ) -> Result<usize, edge::bag::BagError> {
         let mut bag = PropertyBag::decode(bag_encoded)?;
         let output = bag.remove(edge::bag::OUTPUT_NAME);
         let device = &self.settings.device_id;
@@ -265,18 +280,33 @@ impl Hub {
         let route_output = output.clone().unwrap_or_default();
         self.metrics
             .messages_received
-            .get_or_create(&crate::metrics::ReceivedLabels { id: sender.name.to_string(), route_output: route_output.clone() })
+            .get_or_create(&crate::metrics::ReceivedLabels {
+                id: sender.name.to_string(),
+                route_output: route_output.clone(),
+            })
             .inc();
         self.metrics
             .message_size
-            .get_or_create(&crate::metrics::IdLabels { id: sender.name.to_string() })
+            .get_or_create(&crate::metrics::IdLabels {
+                id: sender.name.to_string(),
+            })
             .observe(body.len() as f64);
         let source = match &output {
             Some(o) => format!("/messages/modules/{module}/outputs/{o}"),
             None => format!("/messages/modules/{module}"),
         };
-        let view = RoutingView { device, module, output: output.as_deref(), bag: &bag };
-        let matched: Vec<&crate::routes::Route> = self.routes.routes().iter().filter(|r| r.matches(&source, &view)).collect();
+        let view = RoutingView {
+            device,
+            module,
+            output: output.as_deref(),
+            bag: &bag,
+        };
+        let matched: Vec<&crate::routes::Route> = self
+            .routes
+            .routes()
+            .iter()
+            .filter(|r| r.matches(&source, &view))
+            .collect();
         if matched.is_empty() {
             self.dropped("no_route", sender, &route_output);
             tracing::debug!(from = %sender.name, %source, "no route matches; message dropped");
@@ -293,8 +323,14 @@ impl Hub {
                         tracing::warn!(route = %route.name, "route sends to $upstream; there is no IoT Hub behind the local hub, so such messages are counted in edgehub_messages_dropped_total{{reason=\"upstream\"}} and dropped (logged once)");
                     }
                 }
-                Sink::Module { module: target, input } => {
-                    let ttl = route.time_to_live_secs.map(Duration::from_secs).unwrap_or(self.settings.default_ttl);
+                Sink::Module {
+                    module: target,
+                    input,
+                } => {
+                    let ttl = route
+                        .time_to_live_secs
+                        .map(Duration::from_secs)
+                        .unwrap_or(self.settings.default_ttl);
                     let routed = Routed {
                         topic: edge::topic::input(device, target, input, &bag),
                         body: body.clone(),
@@ -318,14 +354,20 @@ impl Hub {
     fn dropped(&self, reason: &'static str, sender: &Session, output: &str) {
         self.metrics
             .messages_dropped
-            .get_or_create(&DroppedLabels { reason, from: sender.name.to_string(), from_route_output: output.to_owned() })
+            .get_or_create(&DroppedLabels {
+                reason,
+                from: sender.name.to_string(),
+                from_route_output: output.to_owned(),
+            })
             .inc();
     }
 
     fn enqueue(self: &Arc<Self>, module: &str, routed: Routed) -> bool {
         let q = self.queue(module);
         let len = {
-            let Ok(mut items) = q.items.lock() else { return false };
+            let Ok(mut items) = q.items.lock() else {
+                return false;
+            };
             if items.len() >= self.settings.queue_size {
                 tracing::warn!(target_module = module, capacity = self.settings.queue_size, "delivery queue full; message dropped (edgehub_messages_dropped_total{{reason=\"queue_overflow\"}})");
                 return false;
@@ -341,7 +383,10 @@ impl Hub {
     fn queue_gauge(&self, module: &str) -> prometheus_client::metrics::gauge::Gauge {
         self.metrics
             .queue_length
-            .get_or_create(&QueueLabels { endpoint: format!("/modules/{module}/inputs"), priority: "0".into() })
+            .get_or_create(&QueueLabels {
+                endpoint: format!("/modules/{module}/inputs"),
+                priority: "0".into(),
+            })
             .clone()
     }
 
@@ -361,7 +406,11 @@ impl Hub {
     }
 
     pub fn method_response(&self, rid: &str, status: u16, payload: Bytes) -> bool {
-        let waiter = self.pending_methods.lock().ok().and_then(|mut p| p.remove(&rid.to_ascii_lowercase()));
+        let waiter = self
+            .pending_methods
+            .lock()
+            .ok()
+            .and_then(|mut p| p.remove(&rid.to_ascii_lowercase()));
         match waiter {
             Some(tx) => tx.send((status, payload)).is_ok(),
             None => false,
@@ -377,8 +426,14 @@ async fn deliver(hub: Arc<Hub>, queue: Arc<DeliveryQueue>) {
     let mut dup = false;
     loop {
         let notified = queue.wake.notified();
-        let head = queue.items.lock().ok().and_then(|items| items.front().map(|m| (m.topic.clone(), m.body.clone(), m.expires)));
-        let session = hub.session(&queue.module).filter(|s| s.inputs.load(Ordering::SeqCst) && !s.is_closed.load(Ordering::SeqCst));
+        let head = queue.items.lock().ok().and_then(|items| {
+            items
+                .front()
+                .map(|m| (m.topic.clone(), m.body.clone(), m.expires))
+        });
+        let session = hub
+            .session(&queue.module)
+            .filter(|s| s.inputs.load(Ordering::SeqCst) && !s.is_closed.load(Ordering::SeqCst));
         let (Some((topic, body, expires)), Some(session)) = (head, session) else {
             // Nothing to send or nobody to send to: wait for a message or a subscription.
             let _ = tokio::time::timeout(Duration::from_secs(1), notified).await;
@@ -388,7 +443,11 @@ async fn deliver(hub: Arc<Hub>, queue: Arc<DeliveryQueue>) {
             if let Some(m) = pop(&hub, &queue) {
                 hub.metrics
                     .messages_dropped
-                    .get_or_create(&DroppedLabels { reason: "ttl_expiry", from: m.from.to_string(), from_route_output: m.from_output })
+                    .get_or_create(&DroppedLabels {
+                        reason: "ttl_expiry",
+                        from: m.from.to_string(),
+                        from_route_output: m.from_output,
+                    })
                     .inc();
             }
             continue;
@@ -418,7 +477,12 @@ async fn deliver(hub: Arc<Hub>, queue: Arc<DeliveryQueue>) {
                         .inc();
                     hub.metrics
                         .message_send_duration
-                        .get_or_create(&SendDurationLabels { from: m.from.to_string(), to: to.clone(), from_route_output: m.from_output, to_route_input: m.input })
+                        .get_or_create(&SendDurationLabels {
+                            from: m.from.to_string(),
+                            to: to.clone(),
+                            from_route_output: m.from_output,
+                            to_route_input: m.input,
+                        })
                         .observe(elapsed);
                 }
             }

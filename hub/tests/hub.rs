@@ -35,10 +35,28 @@ async fn start_hub(name: &str, manifest: &str) -> anyhow::Result<TestHub> {
     std::fs::create_dir_all(&dir)?;
     std::fs::write(dir.join("deployment.json"), manifest)?;
     let args = hub::Args::parse_from([
-        "hub", "--bind", "127.0.0.1", "--mqtt-port", "0", "--https-port", "0", "--metrics-port", "0", "--plain-mqtt-port", "0", "--ack-timeout", "2s",
-        "--deployment", dir.join("deployment.json").to_str().unwrap(), "--state-dir", dir.to_str().unwrap(),
+        "hub",
+        "--bind",
+        "127.0.0.1",
+        "--mqtt-port",
+        "0",
+        "--https-port",
+        "0",
+        "--metrics-port",
+        "0",
+        "--plain-mqtt-port",
+        "0",
+        "--ack-timeout",
+        "2s",
+        "--deployment",
+        dir.join("deployment.json").to_str().unwrap(),
+        "--state-dir",
+        dir.to_str().unwrap(),
     ]);
-    Ok(TestHub { running: hub::start(&args).await?, dir })
+    Ok(TestHub {
+        running: hub::start(&args).await?,
+        dir,
+    })
 }
 
 impl TestHub {
@@ -46,13 +64,26 @@ impl TestHub {
         self.running.hub.identities.keys(module).unwrap()[0].clone()
     }
     fn identity(&self, module: &str) -> Arc<ModuleIdentity> {
-        let mut id = ModuleIdentity::with_key("local-hub.azure-devices.net", "localhost", "local-edge-device", module, self.key(module), self.running.ca_path.clone());
+        let mut id = ModuleIdentity::with_key(
+            "local-hub.azure-devices.net",
+            "localhost",
+            "local-edge-device",
+            module,
+            self.key(module),
+            self.running.ca_path.clone(),
+        );
         id.mqtt_port = self.running.mqtt.port();
         id.https_port = self.running.https.port();
         Arc::new(id)
     }
-    async fn client(&self, module: &str, subs: Subscriptions) -> (ModuleClient, mpsc::Receiver<Incoming>) {
-        ModuleClient::connect(self.identity(module), subs).await.unwrap()
+    async fn client(
+        &self,
+        module: &str,
+        subs: Subscriptions,
+    ) -> (ModuleClient, mpsc::Receiver<Incoming>) {
+        ModuleClient::connect(self.identity(module), subs)
+            .await
+            .unwrap()
     }
     fn metrics(&self) -> String {
         let mut s = String::new();
@@ -71,7 +102,13 @@ async fn recv_input(rx: &mut mpsc::Receiver<Incoming>) -> (String, Message) {
 
 /// A module that subscribed and proved it by receiving its own loop message.
 async fn loop_ok(client: &ModuleClient, rx: &mut mpsc::Receiver<Incoming>, tag: &str) {
-    client.send_output("loop", Message::new(Bytes::from(tag.to_owned())).with_correlation_id(tag)).await.unwrap();
+    client
+        .send_output(
+            "loop",
+            Message::new(Bytes::from(tag.to_owned())).with_correlation_id(tag),
+        )
+        .await
+        .unwrap();
     loop {
         let (input, m) = recv_input(rx).await;
         if m.correlation_id() == Some(tag) {
@@ -88,7 +125,10 @@ async fn tls_stream(hub: &TestHub) -> Box<dyn Stream> {
     let ca = std::fs::read_to_string(&hub.running.ca_path).unwrap();
     let config = edge::tls::client_config(&ca, &[]).unwrap();
     let tcp = TcpStream::connect(hub.running.mqtt).await.unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect("localhost".try_into().unwrap(), tcp).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
     Box::new(tls)
 }
 
@@ -118,12 +158,26 @@ async fn read(stream: &mut Box<dyn Stream>) -> Option<Packet> {
 fn connect_packet(client_id: &str, module: &str, password: String) -> Packet {
     let mut c = Connect::new(client_id);
     c.keep_alive = 30;
-    c.set_login(edge::topic::username("local-hub.azure-devices.net", "local-edge-device", module, "test"), password);
+    c.set_login(
+        edge::topic::username(
+            "local-hub.azure-devices.net",
+            "local-edge-device",
+            module,
+            "test",
+        ),
+        password,
+    );
     Packet::Connect(c)
 }
 
 fn token(key: &[u8], module: &str, expiry: u64) -> String {
-    edge::sas::module_token(key, "local-hub.azure-devices.net", "local-edge-device", module, expiry)
+    edge::sas::module_token(
+        key,
+        "local-hub.azure-devices.net",
+        "local-edge-device",
+        module,
+        expiry,
+    )
 }
 
 async fn connack(hub: &TestHub, packet: Packet) -> (Option<ConnectReturnCode>, Box<dyn Stream>) {
@@ -140,7 +194,15 @@ async fn connack(hub: &TestHub, packet: Packet) -> (Option<ConnectReturnCode>, B
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_get_edgehub_answers_and_spare_other_clients() {
     let hub = start_hub("refusals", MANIFEST).await.unwrap();
-    let (a, mut a_rx) = hub.client("a", Subscriptions { inputs: true, methods: false }).await;
+    let (a, mut a_rx) = hub
+        .client(
+            "a",
+            Subscriptions {
+                inputs: true,
+                methods: false,
+            },
+        )
+        .await;
     loop_ok(&a, &mut a_rx, "before").await;
     let now = edge::sas::now_unix();
     let good_key = hub.key("a");
@@ -148,50 +210,127 @@ async fn refusals_get_edgehub_answers_and_spare_other_clients() {
     // Wrong key, expired token, client id that does not match the token/username, unknown module.
     let wrong = BASE64.encode([7u8; 32]);
     let cases = [
-        ("wrong key", connect_packet("local-edge-device/a", "a", token(&BASE64.decode(wrong).unwrap(), "a", now + 3600))),
-        ("expired token", connect_packet("local-edge-device/a", "a", token(&good_key, "a", now - 301))),
-        ("client id mismatch", connect_packet("local-edge-device/b", "a", token(&good_key, "a", now + 3600))),
-        ("token for another module", connect_packet("local-edge-device/b", "b", token(&good_key, "a", now + 3600))),
-        ("unknown module", connect_packet("local-edge-device/ghost", "ghost", token(&good_key, "ghost", now + 3600))),
+        (
+            "wrong key",
+            connect_packet(
+                "local-edge-device/a",
+                "a",
+                token(&BASE64.decode(wrong).unwrap(), "a", now + 3600),
+            ),
+        ),
+        (
+            "expired token",
+            connect_packet("local-edge-device/a", "a", token(&good_key, "a", now - 301)),
+        ),
+        (
+            "client id mismatch",
+            connect_packet(
+                "local-edge-device/b",
+                "a",
+                token(&good_key, "a", now + 3600),
+            ),
+        ),
+        (
+            "token for another module",
+            connect_packet(
+                "local-edge-device/b",
+                "b",
+                token(&good_key, "a", now + 3600),
+            ),
+        ),
+        (
+            "unknown module",
+            connect_packet(
+                "local-edge-device/ghost",
+                "ghost",
+                token(&good_key, "ghost", now + 3600),
+            ),
+        ),
     ];
     for (what, packet) in cases {
         let (code, mut s) = connack(&hub, packet).await;
         assert_eq!(code, Some(ConnectReturnCode::NotAuthorized), "{what}");
-        assert!(read(&mut s).await.is_none(), "{what}: the hub must close the connection");
+        assert!(
+            read(&mut s).await.is_none(),
+            "{what}: the hub must close the connection"
+        );
     }
     // Still valid within the 5-minute clock skew.
-    let (code, _s) = connack(&hub, connect_packet("local-edge-device/b", "b", token(&hub.key("b"), "b", now - 200))).await;
+    let (code, _s) = connack(
+        &hub,
+        connect_packet(
+            "local-edge-device/b",
+            "b",
+            token(&hub.key("b"), "b", now - 200),
+        ),
+    )
+    .await;
     assert_eq!(code, Some(ConnectReturnCode::Success));
     // No credentials at all.
     let (code, _) = connack(&hub, Packet::Connect(Connect::new("local-edge-device/a"))).await;
     assert_eq!(code, Some(ConnectReturnCode::BadUserNamePassword));
 
     // A 300 KiB publish closes only that connection.
-    let (code, mut big) = connack(&hub, connect_packet("local-edge-device/b", "b", token(&hub.key("b"), "b", now + 3600))).await;
+    let (code, mut big) = connack(
+        &hub,
+        connect_packet(
+            "local-edge-device/b",
+            "b",
+            token(&hub.key("b"), "b", now + 3600),
+        ),
+    )
+    .await;
     assert_eq!(code, Some(ConnectReturnCode::Success));
-    let mut p = Publish::new("devices/local-edge-device/modules/b/messages/events/%24.on=x", QoS::AtLeastOnce, vec![0u8; 300 * 1024]);
+    let mut p = Publish::new(
+        "devices/local-edge-device/modules/b/messages/events/%24.on=x",
+        QoS::AtLeastOnce,
+        vec![0u8; 300 * 1024],
+    );
     p.pkid = 1;
     send(&mut big, Packet::Publish(p)).await;
-    assert!(read(&mut big).await.is_none(), "a 300 KiB message must close the connection");
+    assert!(
+        read(&mut big).await.is_none(),
+        "a 300 KiB message must close the connection"
+    );
     // QoS 2 likewise.
-    let (_, mut q2) = connack(&hub, connect_packet("local-edge-device/b", "b", token(&hub.key("b"), "b", now + 3600))).await;
-    let mut p = Publish::new("devices/local-edge-device/modules/b/messages/events/", QoS::ExactlyOnce, vec![1u8]);
+    let (_, mut q2) = connack(
+        &hub,
+        connect_packet(
+            "local-edge-device/b",
+            "b",
+            token(&hub.key("b"), "b", now + 3600),
+        ),
+    )
+    .await;
+    let mut p = Publish::new(
+        "devices/local-edge-device/modules/b/messages/events/",
+        QoS::ExactlyOnce,
+        vec![1u8],
+    );
     p.pkid = 1;
     send(&mut q2, Packet::Publish(p)).await;
-    assert!(read(&mut q2).await.is_none(), "QoS 2 must close the connection");
+    assert!(
+        read(&mut q2).await.is_none(),
+        "QoS 2 must close the connection"
+    );
 
     loop_ok(&a, &mut a_rx, "after").await;
     let metrics = common_metrics(&hub).await;
     assert!(metrics.contains(r#"reason="bad_signature""#), "{metrics}");
     assert!(metrics.contains(r#"reason="token_expired""#), "{metrics}");
-    assert!(metrics.contains(r#"reason="client_id_mismatch""#), "{metrics}");
+    assert!(
+        metrics.contains(r#"reason="client_id_mismatch""#),
+        "{metrics}"
+    );
     hub.running.stop();
 }
 
 async fn common_metrics(hub: &TestHub) -> String {
     let _ = hub.metrics();
     let mut s = TcpStream::connect(hub.running.metrics).await.unwrap();
-    s.write_all(b"GET /metrics HTTP/1.0\r\nAccept: text/plain\r\n\r\n").await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\nAccept: text/plain\r\n\r\n")
+        .await
+        .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).await.unwrap();
     out
@@ -201,24 +340,45 @@ async fn common_metrics(hub: &TestHub) -> String {
 async fn keep_alive_is_enforced_at_one_and_a_half_times() {
     let hub = start_hub("keepalive", MANIFEST).await.unwrap();
     let now = edge::sas::now_unix();
-    let Packet::Connect(mut c) = connect_packet("local-edge-device/b", "b", token(&hub.key("b"), "b", now + 3600)) else { unreachable!() };
+    let Packet::Connect(mut c) = connect_packet(
+        "local-edge-device/b",
+        "b",
+        token(&hub.key("b"), "b", now + 3600),
+    ) else {
+        unreachable!()
+    };
     c.keep_alive = 1;
     let (code, mut s) = connack(&hub, Packet::Connect(c)).await;
     assert_eq!(code, Some(ConnectReturnCode::Success));
     let started = std::time::Instant::now();
     assert!(read(&mut s).await.is_none());
     let waited = started.elapsed();
-    assert!(waited >= Duration::from_millis(1400) && waited < Duration::from_secs(5), "closed after {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(1400) && waited < Duration::from_secs(5),
+        "closed after {waited:?}"
+    );
     hub.running.stop();
 }
 
 /// Raw HTTPS POST to the hub's method endpoint; returns (status, body).
-async fn post_method(hub: &TestHub, path: &str, module_header: &str, auth: &str, body: &str) -> (u16, String) {
+async fn post_method(
+    hub: &TestHub,
+    path: &str,
+    module_header: &str,
+    auth: &str,
+    body: &str,
+) -> (u16, String) {
     let ca = std::fs::read_to_string(&hub.running.ca_path).unwrap();
     let config = edge::tls::client_config(&ca, &[]).unwrap();
     let tcp = TcpStream::connect(hub.running.https).await.unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect("localhost".try_into().unwrap(), tcp).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .unwrap();
     tokio::spawn(conn);
     let req = hyper::Request::post(path)
         .header("host", "localhost")
@@ -237,24 +397,51 @@ async fn post_method(hub: &TestHub, path: &str, module_header: &str, auth: &str,
 async fn direct_methods_answer_like_edgehub() {
     let hub = start_hub("methods", MANIFEST).await.unwrap();
     // b answers "Echo"; "silent" subscribes but never answers.
-    let (b, mut b_rx) = hub.client("b", Subscriptions { inputs: false, methods: true }).await;
+    let (b, mut b_rx) = hub
+        .client(
+            "b",
+            Subscriptions {
+                inputs: false,
+                methods: true,
+            },
+        )
+        .await;
     tokio::spawn(async move {
         while let Some(Incoming::Method(req)) = b_rx.recv().await {
             let _ = b.respond(&req, 201, req.payload.clone()).await;
         }
     });
-    let (_silent, _silent_rx) = hub.client("silent", Subscriptions { inputs: false, methods: true }).await;
+    let (_silent, _silent_rx) = hub
+        .client(
+            "silent",
+            Subscriptions {
+                inputs: false,
+                methods: true,
+            },
+        )
+        .await;
     let caller = MethodClient::new(hub.identity("a")).await.unwrap();
     let payload = serde_json::json!({"hello": "world"});
     // Wait until b's subscription is in.
     let mut answer = None;
     for _ in 0..100 {
-        match caller.invoke("local-edge-device", "b", "Echo", &payload, Duration::from_secs(5)).await {
+        match caller
+            .invoke(
+                "local-edge-device",
+                "b",
+                "Echo",
+                &payload,
+                Duration::from_secs(5),
+            )
+            .await
+        {
             Ok(r) => {
                 answer = Some(r);
                 break;
             }
-            Err(edge::InvokeError::NotFound(_)) => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(edge::InvokeError::NotFound(_)) => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
             Err(e) => panic!("{e}"),
         }
     }
@@ -263,13 +450,37 @@ async fn direct_methods_answer_like_edgehub() {
     assert_eq!(answer.payload, payload);
 
     // Unknown target: 404 with edgeHub's body.
-    match caller.invoke("local-edge-device", "nobody", "Echo", &payload, Duration::from_secs(5)).await {
-        Err(edge::InvokeError::NotFound(body)) => assert!(body.contains("Client local-edge-device/nobody not found"), "{body}"),
+    match caller
+        .invoke(
+            "local-edge-device",
+            "nobody",
+            "Echo",
+            &payload,
+            Duration::from_secs(5),
+        )
+        .await
+    {
+        Err(edge::InvokeError::NotFound(body)) => assert!(
+            body.contains("Client local-edge-device/nobody not found"),
+            "{body}"
+        ),
         other => panic!("expected 404, got {other:?}"),
     }
     // A target that never answers: 504 after responseTimeoutInSeconds (5 s, the minimum).
-    match caller.invoke("local-edge-device", "silent", "Echo", &payload, Duration::from_secs(5)).await {
-        Err(edge::InvokeError::Timeout(body)) => assert!(body.contains("Timed out waiting for device to respond to method request"), "{body}"),
+    match caller
+        .invoke(
+            "local-edge-device",
+            "silent",
+            "Echo",
+            &payload,
+            Duration::from_secs(5),
+        )
+        .await
+    {
+        Err(edge::InvokeError::Timeout(body)) => assert!(
+            body.contains("Timed out waiting for device to respond to method request"),
+            "{body}"
+        ),
         other => panic!("expected 504, got {other:?}"),
     }
 
@@ -280,24 +491,49 @@ async fn direct_methods_answer_like_edgehub() {
     // The caller's own token and header: fine.
     let (status, text) = post_method(&hub, path, "local-edge-device/a", &a_token, body).await;
     assert_eq!(status, 200, "{text}");
-    assert_eq!(serde_json::from_str::<serde_json::Value>(&text).unwrap(), serde_json::json!({"status":201,"payload":{"x":1}}));
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&text).unwrap(),
+        serde_json::json!({"status":201,"payload":{"x":1}})
+    );
     // x-ms-edge-moduleId names another module than the token proves: 401.
     let (status, text) = post_method(&hub, path, "local-edge-device/b", &a_token, body).await;
     assert_eq!(status, 401, "{text}");
     // Missing or malformed header: 400 with edgeHub's message.
     let (status, text) = post_method(&hub, path, "nonsense", &a_token, body).await;
-    assert_eq!((status, text.as_str()), (400, r#"{"message":"Invalid header value for x-ms-edge-moduleId"}"#));
+    assert_eq!(
+        (status, text.as_str()),
+        (
+            400,
+            r#"{"message":"Invalid header value for x-ms-edge-moduleId"}"#
+        )
+    );
     // Another device: 401.
     let (status, _) = post_method(&hub, path, "other-device/a", &a_token, body).await;
     assert_eq!(status, 401);
     // Wrong key: 401.
-    let (status, _) = post_method(&hub, path, "local-edge-device/a", &token(&[1u8; 32], "a", now + 3600), body).await;
+    let (status, _) = post_method(
+        &hub,
+        path,
+        "local-edge-device/a",
+        &token(&[1u8; 32], "a", now + 3600),
+        body,
+    )
+    .await;
     assert_eq!(status, 401);
     // Body violations: 400 with a JSON string.
-    for bad in [r#"{"payload":1}"#, r#"{"methodName":"Echo","responseTimeoutInSeconds":1}"#, "not json"] {
+    for bad in [
+        r#"{"payload":1}"#,
+        r#"{"methodName":"Echo","responseTimeoutInSeconds":1}"#,
+        "not json",
+    ] {
         let (status, text) = post_method(&hub, path, "local-edge-device/a", &a_token, bad).await;
         assert_eq!(status, 400, "{bad}: {text}");
-        assert!(serde_json::from_str::<serde_json::Value>(&text).unwrap().is_string(), "{text}");
+        assert!(
+            serde_json::from_str::<serde_json::Value>(&text)
+                .unwrap()
+                .is_string(),
+            "{text}"
+        );
     }
     let metrics = common_metrics(&hub).await;
     assert!(metrics.contains(r#"edgehub_direct_methods_total{iothub="local-hub.azure-devices.net",edge_device="local-edge-device",from="local-edge-device",to="local-edge-device/b"}"#), "{metrics}");
@@ -310,12 +546,22 @@ async fn messages_route_to_inputs_with_sender_identity_and_wait_for_offline_modu
     let (a, _a_rx) = hub.client("a", Subscriptions::default()).await;
     // b is offline: messages wait for it.
     for i in 0..3 {
-        let m = Message::new(Bytes::from(format!("m{i}"))).with_correlation_id(format!("c{i}")).with_property("k&=/ é", "v=&/ é");
+        let m = Message::new(Bytes::from(format!("m{i}")))
+            .with_correlation_id(format!("c{i}"))
+            .with_property("k&=/ é", "v=&/ é");
         a.send_output("toB", m).await.unwrap();
     }
     // Routed to $upstream: counted as dropped, not delivered.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let (b, mut b_rx) = hub.client("b", Subscriptions { inputs: true, methods: false }).await;
+    let (b, mut b_rx) = hub
+        .client(
+            "b",
+            Subscriptions {
+                inputs: true,
+                methods: false,
+            },
+        )
+        .await;
     for i in 0..3 {
         let (input, m) = recv_input(&mut b_rx).await;
         assert_eq!(input, "fromA");
@@ -324,29 +570,57 @@ async fn messages_route_to_inputs_with_sender_identity_and_wait_for_offline_modu
         assert_eq!(m.properties.get("k&=/ é"), Some("v=&/ é"));
         assert_eq!(m.properties.get("$.cdid"), Some("local-edge-device"));
         assert_eq!(m.properties.get("$.cmid"), Some("a"));
-        assert_eq!(m.properties.get("$.on"), None, "the output name is not forwarded");
+        assert_eq!(
+            m.properties.get("$.on"),
+            None,
+            "the output name is not forwarded"
+        );
     }
-    b.send_output("anything", Message::new(Bytes::from_static(b"up"))).await.unwrap();
-    a.send_output("nowhere", Message::new(Bytes::from_static(b"x"))).await.unwrap();
+    b.send_output("anything", Message::new(Bytes::from_static(b"up")))
+        .await
+        .unwrap();
+    a.send_output("nowhere", Message::new(Bytes::from_static(b"x")))
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let metrics = common_metrics(&hub).await;
     assert!(metrics.contains(r#"reason="upstream""#), "{metrics}");
     assert!(metrics.contains(r#"reason="no_route""#), "{metrics}");
-    assert!(metrics.contains("edgehub_messages_sent_total{"), "{metrics}");
+    assert!(
+        metrics.contains("edgehub_messages_sent_total{"),
+        "{metrics}"
+    );
     hub.running.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_and_truncated_bytes_close_only_that_connection() {
     let hub = start_hub("fuzz", MANIFEST).await.unwrap();
-    let (a, mut a_rx) = hub.client("a", Subscriptions { inputs: true, methods: false }).await;
+    let (a, mut a_rx) = hub
+        .client(
+            "a",
+            Subscriptions {
+                inputs: true,
+                methods: false,
+            },
+        )
+        .await;
     loop_ok(&a, &mut a_rx, "before").await;
     let plain = hub.running.plain_mqtt.unwrap();
     let mut rng = rand::rng();
     // A valid CONNECT, to truncate at every length.
     let mut valid = BytesMut::new();
-    connect_packet("local-edge-device/b", "b", token(&hub.key("b"), "b", edge::sas::now_unix() + 3600)).write(&mut valid, usize::MAX).unwrap();
-    let mut inputs: Vec<Vec<u8>> = (1..valid.len()).step_by(7).map(|n| valid[..n].to_vec()).collect();
+    connect_packet(
+        "local-edge-device/b",
+        "b",
+        token(&hub.key("b"), "b", edge::sas::now_unix() + 3600),
+    )
+    .write(&mut valid, usize::MAX)
+    .unwrap();
+    let mut inputs: Vec<Vec<u8>> = (1..valid.len())
+        .step_by(7)
+        .map(|n| valid[..n].to_vec())
+        .collect();
     for _ in 0..150 {
         let mut junk = vec![0u8; (rng.next_u32() % 512) as usize + 1];
         rng.fill_bytes(&mut junk);
@@ -361,11 +635,23 @@ async fn random_and_truncated_bytes_close_only_that_connection() {
         let _ = s.write_all(bytes).await;
         let _ = s.shutdown().await;
         let mut sink = Vec::new();
-        let _ = tokio::time::timeout(Duration::from_secs(12), s.read_to_end(&mut sink)).await.expect("the hub must close a junk connection");
+        let _ = tokio::time::timeout(Duration::from_secs(12), s.read_to_end(&mut sink))
+            .await
+            .expect("the hub must close a junk connection");
     }
     loop_ok(&a, &mut a_rx, "after").await;
-    let (_b, mut b_rx) = hub.client("b", Subscriptions { inputs: true, methods: false }).await;
-    a.send_output("toB", Message::new(Bytes::from_static(b"still fine"))).await.unwrap();
+    let (_b, mut b_rx) = hub
+        .client(
+            "b",
+            Subscriptions {
+                inputs: true,
+                methods: false,
+            },
+        )
+        .await;
+    a.send_output("toB", Message::new(Bytes::from_static(b"still fine")))
+        .await
+        .unwrap();
     let (_, m) = recv_input(&mut b_rx).await;
     assert_eq!(&m.body[..], b"still fine");
     hub.running.stop();
@@ -375,7 +661,10 @@ async fn random_and_truncated_bytes_close_only_that_connection() {
 async fn a_malformed_route_stops_the_hub_with_its_name() {
     let manifest = r#"{"modulesContent":{"$edgeAgent":{"properties.desired":{"modules":{"a":{}}}},
       "$edgeHub":{"properties.desired":{"routes":{"broken":"FROM /messages/* INTO Nowhere(\"x\")"}}}}}"#;
-    let err = start_hub("badroute", manifest).await.err().expect("must refuse to start");
+    let err = start_hub("badroute", manifest)
+        .await
+        .err()
+        .expect("must refuse to start");
     let text = format!("{err:#}");
     assert!(text.contains("broken"), "{text}");
 }

@@ -57,23 +57,45 @@ impl ProducerMetrics {
     pub fn register(registry: &mut Registry) -> Self {
         let handled = Family::<KindLabels, Counter>::default();
         let duration = Family::<KindLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new([0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.1, 1.0].into_iter())
+            Histogram::new(
+                [
+                    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+                    0.01, 0.1, 1.0,
+                ],
+            )
         });
-        registry.register("iotedge_requests_handled", "Requests the producer answered, by kind", handled.clone());
+        registry.register(
+            "iotedge_requests_handled",
+            "Requests the producer answered, by kind",
+            handled.clone(),
+        );
         registry.register(
             "iotedge_request_handle_duration_seconds",
             "Time from receiving a request to queueing its answer",
             duration.clone(),
         );
-        let get = |kind| (handled.get_or_create(&KindLabels { kind }).clone(), duration.get_or_create(&KindLabels { kind }).clone());
+        let get = |kind| {
+            (
+                handled.get_or_create(&KindLabels { kind }).clone(),
+                duration.get_or_create(&KindLabels { kind }).clone(),
+            )
+        };
         let (method_handled, method_duration) = get("method");
         let (message_handled, message_duration) = get("message");
-        Self { method_handled, message_handled, method_duration, message_duration }
+        Self {
+            method_handled,
+            message_handled,
+            method_duration,
+            message_duration,
+        }
     }
 }
 
 fn reply_body() -> TimeReply {
-    let mut reply = TimeReply { utc_time: edge::time::round_trip(Utc::now()), trace: Default::default() };
+    let mut reply = TimeReply {
+        utc_time: edge::time::round_trip(Utc::now()),
+        trace: Default::default(),
+    };
     telemetry::inject_current(|k, v| {
         reply.trace.insert(k.to_owned(), v);
     });
@@ -90,7 +112,11 @@ async fn on_method(client: &ModuleClient, metrics: &ProducerMetrics, request: Me
     }
     // The seed sent no payload; ours carries trace context.
     let carried: TimeRequest = serde_json::from_slice(&request.payload).unwrap_or_default();
-    let span = tracing::info_span!("handle GetTimeMethod", otel.kind = "server", kind = "method");
+    let span = tracing::info_span!(
+        "handle GetTimeMethod",
+        otel.kind = "server",
+        kind = "method"
+    );
     telemetry::set_remote_parent(&span, |k| carried.trace.get(k).map(String::as_str));
     async {
         let body = match serde_json::to_vec(&reply_body()) {
@@ -108,16 +134,30 @@ async fn on_method(client: &ModuleClient, metrics: &ProducerMetrics, request: Me
     .instrument(span)
     .await;
     metrics.method_handled.inc();
-    metrics.method_duration.observe(started.elapsed().as_secs_f64());
+    metrics
+        .method_duration
+        .observe(started.elapsed().as_secs_f64());
 }
 
-async fn on_message(client: &ModuleClient, metrics: &ProducerMetrics, input: &str, message: Message) {
+async fn on_message(
+    client: &ModuleClient,
+    metrics: &ProducerMetrics,
+    input: &str,
+    message: Message,
+) {
     let started = Instant::now();
     if input != MESSAGE_ENDPOINT {
-        tracing::debug!(input, "message on an input this producer does not serve; ignored");
+        tracing::debug!(
+            input,
+            "message on an input this producer does not serve; ignored"
+        );
         return;
     }
-    let span = tracing::info_span!("handle GetTimeMessage", otel.kind = "server", kind = "message");
+    let span = tracing::info_span!(
+        "handle GetTimeMessage",
+        otel.kind = "server",
+        kind = "message"
+    );
     telemetry::set_remote_parent(&span, |k| message.properties.get(k));
     async {
         let body = match serde_json::to_vec(&reply_body()) {
@@ -136,12 +176,15 @@ async fn on_message(client: &ModuleClient, metrics: &ProducerMetrics, input: &st
     .instrument(span)
     .await;
     metrics.message_handled.inc();
-    metrics.message_duration.observe(started.elapsed().as_secs_f64());
+    metrics
+        .message_duration
+        .observe(started.elapsed().as_secs_f64());
 }
 
 /// Runs until SIGTERM/Ctrl-C.
 pub async fn run(args: Args) -> Result<()> {
-    let mut trace_options = telemetry::TraceOptions::from_env("producer").map_err(anyhow::Error::msg)?;
+    let mut trace_options =
+        telemetry::TraceOptions::from_env("producer").map_err(anyhow::Error::msg)?;
     trace_options.sample_ratio = args.trace_sample_ratio;
     let tracing_guard = telemetry::init_tracing(&trace_options).map_err(anyhow::Error::msg)?;
     let identity = Arc::new(ModuleIdentity::from_env()?);
@@ -151,14 +194,30 @@ pub async fn run(args: Args) -> Result<()> {
     let metrics = ProducerMetrics::register(&mut registry);
     let server = telemetry::serve_metrics(args.metrics_addr, Arc::new(registry))
         .await
-        .with_context(|| format!("cannot serve /metrics on {} (set METRICS_ADDR)", args.metrics_addr))?;
+        .with_context(|| {
+            format!(
+                "cannot serve /metrics on {} (set METRICS_ADDR)",
+                args.metrics_addr
+            )
+        })?;
     tracing::info!("metrics at http://{}/metrics", server.local_addr);
     if let Some(path) = &args.metrics_addr_file {
-        std::fs::write(path, server.local_addr.to_string()).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(path, server.local_addr.to_string())
+            .with_context(|| format!("writing {}", path.display()))?;
     }
 
-    let (client, mut deliveries) = ModuleClient::connect(identity, Subscriptions { inputs: true, methods: true }).await?;
-    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + args.summary_interval, args.summary_interval);
+    let (client, mut deliveries) = ModuleClient::connect(
+        identity,
+        Subscriptions {
+            inputs: true,
+            methods: true,
+        },
+    )
+    .await?;
+    let mut ticker = tokio::time::interval_at(
+        tokio::time::Instant::now() + args.summary_interval,
+        args.summary_interval,
+    );
     let (mut methods, mut messages) = (0u64, 0u64);
     let shutdown = edge::seed::shutdown_signal();
     tokio::pin!(shutdown);
@@ -183,7 +242,10 @@ pub async fn run(args: Args) -> Result<()> {
             _ = &mut shutdown => break,
         }
     }
-    println!("{} - {methods} Method calls, {messages} Message calls", edge::time::round_trip_offset(Utc::now()));
+    println!(
+        "{} - {methods} Method calls, {messages} Message calls",
+        edge::time::round_trip_offset(Utc::now())
+    );
     tracing::info!("producer stopping");
     client.disconnect().await;
     tracing_guard.shutdown().await;

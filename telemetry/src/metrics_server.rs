@@ -30,7 +30,10 @@ pub struct MetricsServer {
 }
 
 /// Encodes the registry as the scraper asked (`Accept`).
-pub fn render(registry: &Registry, accept: &str) -> Result<(String, &'static str), std::fmt::Error> {
+pub fn render(
+    registry: &Registry,
+    accept: &str,
+) -> Result<(String, &'static str), std::fmt::Error> {
     let mut body = String::with_capacity(8 * 1024);
     if accept.contains("application/openmetrics-text") {
         prometheus_client::encoding::text::encode(&mut body, registry)?;
@@ -42,7 +45,10 @@ pub fn render(registry: &Registry, accept: &str) -> Result<(String, &'static str
 }
 
 /// Binds `addr` (port 0 picks a free one) and serves the registry until the task is aborted.
-pub async fn serve_metrics(addr: SocketAddr, registry: Arc<Registry>) -> std::io::Result<MetricsServer> {
+pub async fn serve_metrics(
+    addr: SocketAddr,
+    registry: Arc<Registry>,
+) -> std::io::Result<MetricsServer> {
     let listener = TcpListener::bind(addr).await?;
     let local_addr = listener.local_addr()?;
     let task = tokio::spawn(async move {
@@ -71,7 +77,10 @@ pub async fn serve_metrics(addr: SocketAddr, registry: Arc<Registry>) -> std::io
     Ok(MetricsServer { local_addr, task })
 }
 
-fn handle(registry: &Registry, req: &Request<Incoming>) -> Response<http_body_util::Full<hyper::body::Bytes>> {
+fn handle(
+    registry: &Registry,
+    req: &Request<Incoming>,
+) -> Response<http_body_util::Full<hyper::body::Bytes>> {
     let reply = |status: StatusCode, ctype: &str, body: String| {
         let mut r = Response::new(full(body));
         *r.status_mut() = status;
@@ -81,17 +90,37 @@ fn handle(registry: &Registry, req: &Request<Incoming>) -> Response<http_body_ut
         r
     };
     if req.method() != Method::GET {
-        return reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n".into());
+        return reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "GET only\n".into(),
+        );
     }
     match req.uri().path() {
         "/metrics" => {
-            let accept = req.headers().get(ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+            let accept = req
+                .headers()
+                .get(ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
             match render(registry, accept) {
                 Ok((body, ctype)) => reply(StatusCode::OK, ctype, body),
-                Err(_) => reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", "encoding failed\n".into()),
+                Err(_) => reply(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "text/plain",
+                    "encoding failed\n".into(),
+                ),
             }
         }
-        "/" | "/healthz" => reply(StatusCode::OK, "text/plain", "ok: metrics at /metrics\n".into()),
-        _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found: metrics are at /metrics\n".into()),
+        "/" | "/healthz" => reply(
+            StatusCode::OK,
+            "text/plain",
+            "ok: metrics at /metrics\n".into(),
+        ),
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found: metrics are at /metrics\n".into(),
+        ),
     }
 }

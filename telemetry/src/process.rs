@@ -18,7 +18,9 @@ impl ProcessCollector {
             .unwrap_or(0.0);
         // Boot time + the process's start tick would be exact; "when the collector was made"
         // is within milliseconds of it and needs no clock-tick rate.
-        Self { start_time_seconds: now }
+        Self {
+            start_time_seconds: now,
+        }
     }
 }
 
@@ -82,7 +84,12 @@ impl Collector for ProcessCollector {
         }
         if let Some(fds) = open_fds() {
             let g = ConstGauge::new(fds);
-            g.encode(encoder.encode_descriptor("process_open_fds", "Number of open file descriptors", None, g.metric_type())?)?;
+            g.encode(encoder.encode_descriptor(
+                "process_open_fds",
+                "Number of open file descriptors",
+                None,
+                g.metric_type(),
+            )?)?;
         }
         let start = ConstGauge::new(self.start_time_seconds);
         start.encode(encoder.encode_descriptor(

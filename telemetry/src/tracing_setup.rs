@@ -30,22 +30,31 @@ pub struct TraceOptions {
 impl TraceOptions {
     /// Logs only, no span export.
     pub fn disabled(service: &str) -> Self {
-        Self { service_name: service.to_owned(), endpoint: None, protocol: OtlpProtocol::HttpProtobuf, sample_ratio: None }
+        Self {
+            service_name: service.to_owned(),
+            endpoint: None,
+            protocol: OtlpProtocol::HttpProtobuf,
+            sample_ratio: None,
+        }
     }
 
     pub fn from_env(default_service: &str) -> Result<Self, String> {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
-        let protocol = match var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL").or_else(|| var("OTEL_EXPORTER_OTLP_PROTOCOL")).as_deref() {
+        let protocol = match var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+            .or_else(|| var("OTEL_EXPORTER_OTLP_PROTOCOL"))
+            .as_deref()
+        {
             None | Some("http/protobuf") => OtlpProtocol::HttpProtobuf,
             Some("grpc") => OtlpProtocol::Grpc,
-            Some(other) => {
-                return Err(format!(
-                    "OTEL_EXPORTER_OTLP_PROTOCOL={other:?} is not supported: use grpc or http/protobuf"
-                ))
-            }
+            Some(other) => return Err(format!(
+                "OTEL_EXPORTER_OTLP_PROTOCOL={other:?} is not supported: use grpc or http/protobuf"
+            )),
         };
         // The signal-specific endpoint is used as is; the generic one gets /v1/traces for HTTP.
-        let endpoint = match (var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"), var("OTEL_EXPORTER_OTLP_ENDPOINT")) {
+        let endpoint = match (
+            var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+            var("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        ) {
             (Some(e), _) => Some(e),
             (None, Some(base)) if protocol == OtlpProtocol::HttpProtobuf => {
                 Some(format!("{}/v1/traces", base.trim_end_matches('/')))
@@ -93,7 +102,10 @@ pub fn init_tracing(options: &TraceOptions) -> Result<Tracing, String> {
         .with_target(false)
         .with_ansi(std::io::stderr().is_terminal());
     let Some(endpoint) = options.endpoint.as_deref() else {
-        let _ = tracing_subscriber::registry().with(filter).with(fmt).try_init();
+        let _ = tracing_subscriber::registry()
+            .with(filter)
+            .with(fmt)
+            .try_init();
         return Ok(Tracing { provider: None });
     };
     let exporter = match options.protocol {
@@ -112,13 +124,18 @@ pub fn init_tracing(options: &TraceOptions) -> Result<Tracing, String> {
     .map_err(|e| format!("cannot set up the OTLP exporter for {endpoint}: {e}"))?;
     let resource = Resource::builder()
         .with_service_name(options.service_name.clone())
-        .with_attribute(opentelemetry::KeyValue::new("service.namespace", "iotedge-method-vs-message"))
+        .with_attribute(opentelemetry::KeyValue::new(
+            "service.namespace",
+            "iotedge-method-vs-message",
+        ))
         .build();
     let mut builder = SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
         .with_resource(resource);
     if let Some(ratio) = options.sample_ratio {
-        builder = builder.with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(ratio))));
+        builder = builder.with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+            ratio,
+        ))));
     }
     let provider = builder.build();
     let tracer = provider.tracer(options.service_name.clone());
@@ -128,5 +145,7 @@ pub fn init_tracing(options: &TraceOptions) -> Result<Tracing, String> {
         .with(tracing_opentelemetry::layer().with_tracer(tracer))
         .try_init();
     tracing::info!(endpoint, protocol = ?options.protocol, service = %options.service_name, "exporting traces over OTLP");
-    Ok(Tracing { provider: Some(provider) })
+    Ok(Tracing {
+        provider: Some(provider),
+    })
 }

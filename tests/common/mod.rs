@@ -44,7 +44,11 @@ impl FixedPorts {
             .open(std::env::temp_dir().join("mvm-fixed-ports.lock"))
             .unwrap();
         // Blocking exclusive lock, released when the guard drops.
-        FixedPorts(nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| e).unwrap())
+        FixedPorts(
+            nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
+                .map_err(|(_, e)| e)
+                .unwrap(),
+        )
     }
 }
 
@@ -57,17 +61,36 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(name: &str, mut cmd: Command) -> Proc {
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         // Only what the test sets: no stray IoT Edge or OTLP settings from the environment.
-        let explicit: Vec<String> = cmd.get_envs().map(|(k, _)| k.to_string_lossy().into_owned()).collect();
+        let explicit: Vec<String> = cmd
+            .get_envs()
+            .map(|(k, _)| k.to_string_lossy().into_owned())
+            .collect();
         for (k, _) in std::env::vars() {
             if (k.starts_with("IOTEDGE_") || k.starts_with("OTEL_")) && !explicit.contains(&k) {
                 cmd.env_remove(k);
             }
         }
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
         let out = Arc::new(Mutex::new(Vec::new()));
-        for stream in [child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>), child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>)].into_iter().flatten() {
+        for stream in [
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
             let out = out.clone();
             let name = name.to_owned();
             std::thread::spawn(move || {
@@ -79,7 +102,11 @@ impl Proc {
                 }
             });
         }
-        Proc { name: name.to_owned(), child, out }
+        Proc {
+            name: name.to_owned(),
+            child,
+            out,
+        }
     }
 
     pub fn output(&self) -> String {
@@ -95,9 +122,18 @@ impl Proc {
             }
             if let Ok(Some(s)) = self.child.try_wait() {
                 std::thread::sleep(Duration::from_millis(200));
-                panic!("{} exited ({s}) before the expected line:\n{}", self.name, self.output());
+                panic!(
+                    "{} exited ({s}) before the expected line:\n{}",
+                    self.name,
+                    self.output()
+                );
             }
-            assert!(Instant::now() < deadline, "{}: expected line not seen within {within:?}:\n{}", self.name, self.output());
+            assert!(
+                Instant::now() < deadline,
+                "{}: expected line not seen within {within:?}:\n{}",
+                self.name,
+                self.output()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -112,14 +148,21 @@ impl Proc {
             }
             if Instant::now() > deadline {
                 let _ = self.child.kill();
-                panic!("{} did not exit within {within:?}:\n{}", self.name, self.output());
+                panic!(
+                    "{} did not exit within {within:?}:\n{}",
+                    self.name,
+                    self.output()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
     }
 
     pub fn signal(&self, sig: &str) {
-        let _ = Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status();
     }
 
     pub fn terminate(&mut self) -> std::process::ExitStatus {
@@ -154,13 +197,26 @@ impl Hub {
     pub fn start(name: &str, manifest: &Path, mqtt: u16, https: u16, extra: &[&str]) -> Hub {
         let state = tempdir(name);
         let mut cmd = Command::new(bin());
-        cmd.args(["hub", "--bind", "127.0.0.1", "--hostname", "localhost", "--metrics-port", "0"])
-            .arg("--deployment")
-            .arg(manifest)
-            .arg("--state-dir")
-            .arg(&state)
-            .args(["--mqtt-port", &mqtt.to_string(), "--https-port", &https.to_string()])
-            .args(extra);
+        cmd.args([
+            "hub",
+            "--bind",
+            "127.0.0.1",
+            "--hostname",
+            "localhost",
+            "--metrics-port",
+            "0",
+        ])
+        .arg("--deployment")
+        .arg(manifest)
+        .arg("--state-dir")
+        .arg(&state)
+        .args([
+            "--mqtt-port",
+            &mqtt.to_string(),
+            "--https-port",
+            &https.to_string(),
+        ])
+        .args(extra);
         let mut proc = Proc::spawn("hub", cmd);
         let endpoints = state.join("endpoints.json");
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -172,11 +228,17 @@ impl Hub {
                 std::thread::sleep(Duration::from_millis(200));
                 panic!("hub exited ({s}):\n{}", proc.output());
             }
-            assert!(Instant::now() < deadline, "hub did not start:\n{}", proc.output());
+            assert!(
+                Instant::now() < deadline,
+                "hub did not start:\n{}",
+                proc.output()
+            );
             std::thread::sleep(Duration::from_millis(50));
         };
         let e: serde_json::Value = serde_json::from_str(&text).unwrap();
-        let identities: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(state.join("identities.json")).unwrap()).unwrap();
+        let identities: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(state.join("identities.json")).unwrap())
+                .unwrap();
         let port = |k: &str| e[k].as_u64().unwrap_or(0) as u16;
         Hub {
             mqtt: port("mqtt"),
@@ -191,7 +253,10 @@ impl Hub {
     }
 
     pub fn key(&self, module: &str) -> String {
-        self.identities["modules"][module]["primaryKey"].as_str().unwrap_or_else(|| panic!("no identity for {module}")).to_owned()
+        self.identities["modules"][module]["primaryKey"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no identity for {module}"))
+            .to_owned()
     }
 
     pub fn device(&self) -> String {
@@ -199,7 +264,10 @@ impl Hub {
     }
 
     pub fn iothub(&self) -> String {
-        self.identities["iothubHostname"].as_str().unwrap().to_owned()
+        self.identities["iothubHostname"]
+            .as_str()
+            .unwrap()
+            .to_owned()
     }
 
     pub fn connection_string(&self, module: &str) -> String {
@@ -209,8 +277,14 @@ impl Hub {
     /// The environment a module process gets in the local-development mode.
     pub fn module_env(&self, module: &str) -> BTreeMap<String, String> {
         BTreeMap::from([
-            ("EdgeHubConnectionString".into(), self.connection_string(module)),
-            ("EdgeModuleCACertificateFile".into(), self.ca.display().to_string()),
+            (
+                "EdgeHubConnectionString".into(),
+                self.connection_string(module),
+            ),
+            (
+                "EdgeModuleCACertificateFile".into(),
+                self.ca.display().to_string(),
+            ),
             ("EDGEHUB_MQTT_PORT".into(), self.mqtt.to_string()),
             ("EDGEHUB_HTTPS_PORT".into(), self.https.to_string()),
             ("METRICS_ADDR".into(), "127.0.0.1:0".into()),
@@ -218,28 +292,49 @@ impl Hub {
     }
 
     pub fn metrics_text(&self) -> String {
-        http_get(&format!("127.0.0.1:{}", self.metrics), "/metrics", "text/plain")
+        http_get(
+            &format!("127.0.0.1:{}", self.metrics),
+            "/metrics",
+            "text/plain",
+        )
     }
 }
 
 /// A bare HTTP/1.0 GET (no client library needed for our own /metrics).
 pub fn http_get(addr: &str, path: &str, accept: &str) -> String {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    let mut s =
+        std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\nAccept: {accept}\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nAccept: {accept}\r\n\r\n"
+    )
+    .unwrap();
     let mut body = String::new();
     s.read_to_string(&mut body).unwrap();
-    body.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or(body)
+    body.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or(body)
 }
 
 /// Parses the consumer's JSON summary lines seen so far.
 pub fn summaries(p: &Proc) -> Vec<serde_json::Value> {
-    p.out.lock().unwrap().iter().filter(|l| l.starts_with('{') && l.contains("\"kinds\"")).filter_map(|l| serde_json::from_str(l).ok()).collect()
+    p.out
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.starts_with('{') && l.contains("\"kinds\""))
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
 }
 
 /// Waits until a JSON summary satisfies `pred`.
-pub fn wait_for_summary(p: &mut Proc, within: Duration, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+pub fn wait_for_summary(
+    p: &mut Proc,
+    within: Duration,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
     let deadline = Instant::now() + within;
     loop {
         if let Some(s) = summaries(p).into_iter().find(|s| pred(s)) {
@@ -249,7 +344,12 @@ pub fn wait_for_summary(p: &mut Proc, within: Duration, pred: impl Fn(&serde_jso
             std::thread::sleep(Duration::from_millis(200));
             panic!("{} exited ({st}):\n{}", p.name, p.output());
         }
-        assert!(Instant::now() < deadline, "{}: no matching summary within {within:?}:\n{}", p.name, p.output());
+        assert!(
+            Instant::now() < deadline,
+            "{}: no matching summary within {within:?}:\n{}",
+            p.name,
+            p.output()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
