@@ -98,9 +98,7 @@ impl HubMetrics {
             }),
             messages_dropped: Family::default(),
             message_size: Family::new_with_constructor(|| {
-                Histogram::new(
-                    [64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0],
-                )
+                Histogram::new([64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0])
             }),
             direct_methods: Family::default(),
             direct_method_duration: Family::new_with_constructor(|| {

@@ -57,12 +57,10 @@ impl ProducerMetrics {
     pub fn register(registry: &mut Registry) -> Self {
         let handled = Family::<KindLabels, Counter>::default();
         let duration = Family::<KindLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new(
-                [
-                    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
-                    0.01, 0.1, 1.0,
-                ],
-            )
+            Histogram::new([
+                0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+                0.1, 1.0,
+            ])
         });
         registry.register(
             "iotedge_requests_handled",

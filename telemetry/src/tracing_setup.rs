@@ -46,9 +46,11 @@ impl TraceOptions {
         {
             None | Some("http/protobuf") => OtlpProtocol::HttpProtobuf,
             Some("grpc") => OtlpProtocol::Grpc,
-            Some(other) => return Err(format!(
+            Some(other) => {
+                return Err(format!(
                 "OTEL_EXPORTER_OTLP_PROTOCOL={other:?} is not supported: use grpc or http/protobuf"
-            )),
+            ))
+            }
         };
         // The signal-specific endpoint is used as is; the generic one gets /v1/traces for HTTP.
         let endpoint = match (
