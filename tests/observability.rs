@@ -285,19 +285,8 @@ async fn prometheus_otlp_and_the_dashboard_see_the_local_run() {
         .collect();
     assert!(!trace_ids.is_empty(), "no exemplars in Prometheus: {ex}");
 
-    // Every dashboard expression parses and returns data against this Prometheus.
-    let (ok, out) = run_python(&[
-        "tests/stack/query_dashboard.py",
-        "--prometheus",
-        &format!("http://127.0.0.1:{prom_port}"),
-    ]);
-    assert!(ok, "dashboard queries:\n{out}");
-
-    // Stop (flushes the exporters), then look at the spans.
-    run.signal("TERM");
-    let status = run.wait(Duration::from_secs(60));
-    assert!(status.success(), "{}", run.output());
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Spans are exported every 500 ms (OTEL_BSP_SCHEDULE_DELAY).
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let spans = sink.0.lock().unwrap().clone();
     let by_id: HashMap<&str, &ReceivedSpan> =
         spans.iter().map(|s| (s.span_id.as_str(), s)).collect();
@@ -336,6 +325,18 @@ async fn prometheus_otlp_and_the_dashboard_see_the_local_run() {
             .any(|t| spans.iter().any(|s| &s.trace_id == t)),
         "no exemplar trace id among the received spans"
     );
+
+    // Every dashboard expression parses and returns data against this Prometheus (issue 5).
+    let (ok, out) = run_python(&[
+        "tests/stack/query_dashboard.py",
+        "--prometheus",
+        &format!("http://127.0.0.1:{prom_port}"),
+    ]);
+    assert!(ok, "dashboard queries:\n{out}");
+
+    run.signal("TERM");
+    let status = run.wait(Duration::from_secs(60));
+    assert!(status.success(), "{}", run.output());
 }
 
 fn which(name: &str) -> Option<std::path::PathBuf> {
