@@ -14,7 +14,11 @@ fn manifest() -> serde_json::Value {
 
 /// Env variables a module binary reads: its clap arguments' env names plus identity, ports and OTLP.
 fn env_read_by(cmd: clap::Command) -> BTreeSet<String> {
-    let mut names: BTreeSet<String> = cmd.get_arguments().filter_map(|a| a.get_env()).map(|e| e.to_string_lossy().into_owned()).collect();
+    let mut names: BTreeSet<String> = cmd
+        .get_arguments()
+        .filter_map(|a| a.get_env())
+        .map(|e| e.to_string_lossy().into_owned())
+        .collect();
     names.extend(
         [
             edge::identity::MQTT_PORT_VAR,
@@ -39,12 +43,19 @@ fn routes_parse_and_connect_the_two_modules_by_the_names_they_use() {
     let m = manifest();
     let table = RouteTable::from_manifest(&m).unwrap();
     let modules: BTreeSet<String> = hub::manifest_modules(&m).into_iter().collect();
-    assert_eq!(modules, BTreeSet::from(["consumer".to_owned(), "producer".to_owned()]));
+    assert_eq!(
+        modules,
+        BTreeSet::from(["consumer".to_owned(), "producer".to_owned()])
+    );
     let mut links = BTreeSet::new();
     for r in table.routes() {
         match &r.sink {
             Sink::Module { module, input } => {
-                assert!(modules.contains(module), "route {} sends to undeployed module {module}", r.name);
+                assert!(
+                    modules.contains(module),
+                    "route {} sends to undeployed module {module}",
+                    r.name
+                );
                 assert_eq!(input, edge::seed::MESSAGE_ENDPOINT, "route {}", r.name);
                 links.insert(module.clone());
             }
@@ -61,19 +72,37 @@ fn routes_parse_and_connect_the_two_modules_by_the_names_they_use() {
 #[test]
 fn every_env_variable_is_one_the_module_reads() {
     let m = manifest();
-    for (module, cmd) in [("producer", producer::Args::command()), ("consumer", consumer::Args::command())] {
+    for (module, cmd) in [
+        ("producer", producer::Args::command()),
+        ("consumer", consumer::Args::command()),
+    ] {
         let known = env_read_by(cmd);
-        let env = m["modulesContent"]["$edgeAgent"]["properties.desired"]["modules"][module]["env"].as_object().cloned().unwrap_or_default();
+        let env = m["modulesContent"]["$edgeAgent"]["properties.desired"]["modules"][module]["env"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
         for (name, value) in &env {
             assert!(known.contains(name), "{module}: deployment.json sets {name}, which {module} does not read (it reads {known:?})");
-            assert!(value.get("value").is_some(), "{module}: {name} needs {{\"value\": …}}");
+            assert!(
+                value.get("value").is_some(),
+                "{module}: {name} needs {{\"value\": …}}"
+            );
         }
         if module == "consumer" {
             for flag in ["EnableMethod", "EnableMessage"] {
                 assert!(env.contains_key(flag), "consumer env lacks {flag}");
             }
         }
-        let create: serde_json::Value = serde_json::from_str(m["modulesContent"]["$edgeAgent"]["properties.desired"]["modules"][module]["settings"]["createOptions"].as_str().unwrap()).unwrap();
-        assert!(create["ExposedPorts"]["9600/tcp"].is_object(), "{module}: /metrics port not exposed");
+        let create: serde_json::Value = serde_json::from_str(
+            m["modulesContent"]["$edgeAgent"]["properties.desired"]["modules"][module]["settings"]
+                ["createOptions"]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
+        assert!(
+            create["ExposedPorts"]["9600/tcp"].is_object(),
+            "{module}: /metrics port not exposed"
+        );
     }
 }
