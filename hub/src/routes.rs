@@ -234,7 +234,8 @@ fn parse_source(route: &str, source: &str) -> Result<String, RouteError> {
                 && segment
                     .chars()
                     .all(|c| c.is_alphanumeric() || "_-.$:@".contains(c)));
-        if !ok && !(segment.is_empty() && source == "/") {
+        let root = segment.is_empty() && source == "/";
+        if !(ok || root) {
             return Err(syntax(
                 route,
                 format!("source {source:?} has an invalid segment {segment:?}"),
