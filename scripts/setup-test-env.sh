@@ -11,7 +11,6 @@ if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
   # The Debian package starts a service on :9090 where systemd runs; tests use their own instances.
   (service prometheus stop || systemctl stop prometheus || true) >/dev/null 2>&1
 fi
-if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import azure.iot.device, prometheus_client, check_jsonschema' 2>/dev/null; then
-  python3 -m venv .venv
-  .venv/bin/pip install -q --disable-pip-version-check -r tests/python/requirements.txt
-fi
+[ -x .venv/bin/python ] || python3 -m venv .venv
+# Every time: pins may have changed since the virtualenv was made (a no-op when they have not).
+.venv/bin/pip install -q --disable-pip-version-check -r tests/python/requirements.txt

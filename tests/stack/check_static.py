@@ -1,0 +1,744 @@
+#!/usr/bin/env python3
+"""Static checks of the observability stack and deployment files, for machines without Docker or
+Grafana. Lists every problem found and exits 1 if there is any.
+
+    .venv/bin/python tests/stack/check_static.py
+
+- docker-compose.yml: the compose-spec schema (`check-jsonschema --builtin-schema
+  vendor.compose-spec`), pinned images, healthchecks, mounts that exist, module identities that
+  match compose/identities.json, metrics ports that match prometheus.yml;
+- prometheus.yml: `promtool check config`, the fixed targets, `device`/`module` labels, exemplars;
+- grafana/: provisioning YAML, and for each dashboard unique panel ids and per-panel refIds,
+  datasource uids that provisioning defines, heatmaps fed with `format: heatmap`, exemplars on the
+  panels that promise trace links, template variables that exist and are used in every query;
+- deployment.json: an IoT Edge manifest (schema 1.1) with the seed's routes and the modules' env;
+- hub/producer/consumer Dockerfiles: BuildKit's parser (PyPI `dockerfile`) and hadolint, non-root
+  runtime, HEALTHCHECK, CONFIG/BASE_TAG build args; .dockerignore.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent  # the virtualenv's bin: check-jsonschema, hadolint
+
+PROBLEMS: list[str] = []
+
+
+def problem(where: str, msg: str) -> None:
+    PROBLEMS.append(f"{where}: {msg}")
+
+
+def load_yaml(rel: str):
+    try:
+        return yaml.safe_load((REPO / rel).read_text())
+    except (OSError, yaml.YAMLError) as e:
+        problem(rel, f"cannot read: {e}")
+        return None
+
+
+def load_json(rel: str):
+    try:
+        return json.loads((REPO / rel).read_text())
+    except (OSError, ValueError) as e:
+        problem(rel, f"cannot read: {e}")
+        return None
+
+
+def tool(name: str) -> str | None:
+    for candidate in (BIN / name, shutil.which(name)):
+        if candidate and Path(candidate).exists():
+            return str(candidate)
+    problem(name, "not installed (scripts/setup-test-env.sh installs it)")
+    return None
+
+
+def run(cmd: list[str], where: str) -> bool:
+    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    if r.returncode != 0:
+        out = (r.stdout + r.stderr).strip()
+        problem(where, f"`{' '.join(Path(cmd[0]).name if i == 0 else c for i, c in enumerate(cmd))}` failed:\n    "
+                + out.replace("\n", "\n    "))
+        return False
+    return True
+
+
+# ---------------------------------------------------------------------------------------------
+# Facts shared by the files (they must agree with each other)
+
+MODULE_METRICS_PORTS = {"producer": 9601, "consumer": 9602}
+PROM_TARGETS = {"hub:9600", "producer:9601", "consumer:9602"}
+SEED_ROUTES = {
+    "ConsumerToProducer": 'FROM /messages/modules/consumer/outputs/GetTimeMessage INTO BrokeredEndpoint("/modules/producer/inputs/GetTimeMessage")',
+    "ProducerToConsumer": 'FROM /messages/modules/producer/outputs/GetTimeMessage INTO BrokeredEndpoint("/modules/consumer/inputs/GetTimeMessage")',
+}
+SEED_FLAG_TRUE = {"y", "yes", "true", "on", "1"}
+HUMANTIME_RE = re.compile(r"^\s*(\d+(\.\d+)?\s*(ns|us|µs|ms|s|sec|secs|m|min|mins|h|hr|hrs|d)\s*)+$")
+
+
+# ---------------------------------------------------------------------------------------------
+# prometheus.yml
+
+def check_prometheus() -> dict:
+    rel = "prometheus.yml"
+    promtool = tool("promtool")
+    if promtool:
+        run([promtool, "check", "config", rel], rel)
+    text = (REPO / rel).read_text() if (REPO / rel).exists() else ""
+    cfg = load_yaml(rel) or {}
+    if "--enable-feature=exemplar-storage" not in text:
+        problem(rel, "should say (in a comment) that exemplars need --enable-feature=exemplar-storage")
+    if not re.search(r"^#\s*remote_write:", text, re.M):
+        problem(rel, "no commented remote_write example for fleets")
+    ex = ((cfg.get("storage") or {}).get("exemplars") or {}).get("max_exemplars")
+    if not isinstance(ex, int) or ex <= 0:
+        problem(rel, "storage.exemplars.max_exemplars must be a positive integer")
+    if (cfg.get("global") or {}).get("scrape_interval") != "5s":
+        problem(rel, "global.scrape_interval should be 5s (Grafana's timeInterval assumes it)")
+    jobs = {}
+    targets_seen = set()
+    for job in cfg.get("scrape_configs") or []:
+        name = job.get("job_name")
+        targets = [t for sc in job.get("static_configs") or [] for t in sc.get("targets") or []]
+        labels = {k: v for sc in job.get("static_configs") or [] for k, v in (sc.get("labels") or {}).items()}
+        targets_seen.update(targets)
+        jobs[name] = targets
+        if "device" not in labels:
+            problem(rel, f"job {name}: targets have no `device` label")
+        module_rule = any(r.get("target_label") == "module" for r in job.get("relabel_configs") or [])
+        if not module_rule and "module" not in labels:
+            problem(rel, f"job {name}: no `module` label (relabel from job or a static label)")
+    missing = PROM_TARGETS - targets_seen
+    if missing:
+        problem(rel, f"targets {sorted(missing)} missing (the local run rewrites exactly these strings)")
+    return jobs
+
+
+# ---------------------------------------------------------------------------------------------
+# grafana provisioning + dashboards
+
+GRAFANA_BUILTIN_VARS = {"__rate_interval", "__interval", "__interval_ms", "__range", "__range_s",
+                        "__range_ms", "__from", "__to", "__dashboard", "__org", "__user", "__name",
+                        "__auto", "__all", "timeFilter", "__timeFilter"}
+VAR_RE = re.compile(r"\$\{(\w+)(?::[^}]*)?\}|\[\[(\w+)(?::[^\]]*)?\]\]|\$(\w+)")
+SELECTOR_RE = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\s*\{([^}]*)\}")
+OUR_METRIC_RE = re.compile(r"\b((?:iotedge|edgehub|process)_[a-zA-Z0-9_:]+|up)\b(?!\s*[({])")
+
+
+def check_provisioning() -> tuple[dict, str | None]:
+    """Returns {uid: datasource} and the dashboards provider's path."""
+    uids: dict[str, dict] = {}
+    ds_dir = REPO / "grafana/provisioning/datasources"
+    files = sorted(ds_dir.glob("*.y*ml"))
+    if not files:
+        problem("grafana/provisioning/datasources", "no datasource provisioning file")
+    for f in files:
+        rel = str(f.relative_to(REPO))
+        doc = load_yaml(rel) or {}
+        if doc.get("apiVersion") != 1:
+            problem(rel, "apiVersion must be 1")
+        for ds in doc.get("datasources") or []:
+            uid = ds.get("uid")
+            if not uid:
+                problem(rel, f"datasource {ds.get('name')} has no uid (dashboards reference uids)")
+                continue
+            if uid in uids:
+                problem(rel, f"datasource uid {uid} defined twice")
+            uids[uid] = ds
+    prom = uids.get("prometheus")
+    if not prom or prom.get("type") != "prometheus":
+        problem("grafana/provisioning/datasources", "no Prometheus datasource with uid `prometheus`")
+    if "jaeger" not in uids:
+        problem("grafana/provisioning/datasources", "no trace datasource with uid `jaeger`")
+    if prom:
+        dests = (prom.get("jsonData") or {}).get("exemplarTraceIdDestinations") or []
+        if not any(d.get("name") == "trace_id" for d in dests):
+            problem("grafana/provisioning/datasources", "Prometheus has no exemplarTraceIdDestinations entry named trace_id")
+        for d in dests:
+            if d.get("datasourceUid") and d["datasourceUid"] not in uids:
+                problem("grafana/provisioning/datasources", f"exemplar destination uid {d['datasourceUid']} is not provisioned")
+        if (prom.get("jsonData") or {}).get("timeInterval") != "5s":
+            problem("grafana/provisioning/datasources", "Prometheus timeInterval should equal the scrape interval (5s)")
+
+    path = None
+    files = sorted((REPO / "grafana/provisioning/dashboards").glob("*.y*ml"))
+    if not files:
+        problem("grafana/provisioning/dashboards", "no dashboard provider file")
+    for f in files:
+        rel = str(f.relative_to(REPO))
+        doc = load_yaml(rel) or {}
+        for p in doc.get("providers") or []:
+            if p.get("type") != "file":
+                problem(rel, f"provider {p.get('name')}: type should be file")
+            path = (p.get("options") or {}).get("path") or path
+    if not path:
+        problem("grafana/provisioning/dashboards", "no provider with options.path")
+    return uids, path
+
+
+def panels_of(dashboard: dict):
+    for panel in dashboard.get("panels") or []:
+        yield panel
+        yield from panel.get("panels") or []
+
+
+def ds_uid(ds) -> str | None:
+    if isinstance(ds, dict):
+        return ds.get("uid")
+    if isinstance(ds, str):  # legacy: datasource by name
+        return "name:" + ds
+    return None
+
+
+def check_dashboard(rel: str, uids: dict) -> None:
+    d = load_json(rel)
+    if d is None:
+        return
+    if not d.get("uid"):
+        problem(rel, "dashboard has no uid")
+    variables = {v.get("name"): v for v in (d.get("templating") or {}).get("list") or []}
+    for needed in ("device", "module"):
+        if needed not in variables:
+            problem(rel, f"template variable `{needed}` missing")
+    used_vars: set[str] = set()
+
+    def check_ds(where: str, ds) -> None:
+        uid = ds_uid(ds)
+        if uid is None:
+            return
+        if uid not in uids:
+            problem(rel, f"{where}: datasource {ds!r} is not a provisioned uid ({sorted(uids)})")
+
+    def vars_in(where: str, text: str) -> None:
+        for m in VAR_RE.finditer(text):
+            name = m.group(1) or m.group(2) or m.group(3)
+            if name in GRAFANA_BUILTIN_VARS:
+                continue
+            used_vars.add(name)
+            if name not in variables:
+                problem(rel, f"{where}: uses ${name}, which is not a template variable")
+
+    for name, v in variables.items():
+        where = f"variable {name}"
+        check_ds(where, v.get("datasource"))
+        q = v.get("query")
+        q = q.get("query") if isinstance(q, dict) else q
+        if v.get("type") == "query":
+            if not q:
+                problem(rel, f"{where}: no query")
+            elif not q.strip().startswith("label_values("):
+                problem(rel, f"{where}: expected a label_values(...) query, got {q!r}")
+            vars_in(where, q or "")
+        if name == "module" and q and '$device' not in q:
+            problem(rel, f"{where}: should be filtered by $device")
+
+    ids: dict[int, str] = {}
+    boxes = []
+    for p in panels_of(d):
+        pid = p.get("id")
+        title = p.get("title", "")
+        where = f'panel {pid} "{title}"'
+        if not isinstance(pid, int):
+            problem(rel, f'panel "{title}": id must be an integer')
+        elif pid in ids:
+            problem(rel, f'{where}: id also used by "{ids[pid]}"')
+        else:
+            ids[pid] = title
+        gp = p.get("gridPos") or {}
+        if not all(isinstance(gp.get(k), int) for k in ("x", "y", "w", "h")):
+            problem(rel, f"{where}: gridPos needs integer x, y, w, h")
+        elif gp["x"] + gp["w"] > 24:
+            problem(rel, f"{where}: wider than the 24-column grid")
+        else:
+            for other_where, o in boxes:
+                if (gp["x"] < o["x"] + o["w"] and o["x"] < gp["x"] + gp["w"]
+                        and gp["y"] < o["y"] + o["h"] and o["y"] < gp["y"] + gp["h"]):
+                    problem(rel, f"{where}: overlaps {other_where}")
+            boxes.append((where, gp))
+        if p.get("type") == "row":
+            continue
+        check_ds(where, p.get("datasource"))
+        targets = p.get("targets") or []
+        if not targets:
+            problem(rel, f"{where}: no targets")
+        refids = [t.get("refId") for t in targets]
+        if any(not r for r in refids):
+            problem(rel, f"{where}: a target has no refId")
+        dup = {r for r in refids if r and refids.count(r) > 1}
+        if dup:
+            problem(rel, f"{where}: duplicate refId(s) {sorted(dup)}")
+        for t in targets:
+            twhere = f"{where} target {t.get('refId')}"
+            check_ds(twhere, t.get("datasource"))
+            expr = t.get("expr") or ""
+            if not expr:
+                problem(rel, f"{twhere}: no expr")
+                continue
+            vars_in(twhere, expr)
+            check_selectors(rel, twhere, expr)
+            if p.get("type") == "heatmap" and t.get("format") != "heatmap":
+                problem(rel, f"{twhere}: heatmap targets need format: heatmap")
+            if t.get("exemplar") and uid_type(uids, t.get("datasource") or p.get("datasource")) != "prometheus":
+                problem(rel, f"{twhere}: exemplars need the Prometheus datasource")
+            if t.get("exemplar") and t.get("instant"):
+                problem(rel, f"{twhere}: exemplars are shown on range queries, not instant ones")
+        if p.get("type") == "heatmap":
+            if (p.get("options") or {}).get("calculate") is not False:
+                problem(rel, f"{where}: heatmap of Prometheus buckets needs options.calculate=false")
+        promises = re.search(r"trace|exemplar", (p.get("description") or "") + " " + title, re.I)
+        latency_buckets = any("iotedge_exchange_latency_seconds_bucket" in (t.get("expr") or "")
+                              and not t.get("instant") for t in targets)
+        if (promises or latency_buckets) and not any(t.get("exemplar") for t in targets):
+            problem(rel, f"{where}: shows latency buckets or promises trace links but no target has exemplar: true")
+    for name in variables:
+        if name not in used_vars:
+            problem(rel, f"template variable `{name}` is defined but used nowhere")
+    if not any(p.get("type") == "heatmap" for p in panels_of(d)):
+        problem(rel, "no heatmap panel")
+
+
+def uid_type(uids: dict, ds) -> str | None:
+    uid = ds_uid(ds)
+    return (uids.get(uid) or {}).get("type") if uid else None
+
+
+def check_selectors(rel: str, where: str, expr: str) -> None:
+    """Every selector filters on $device; module metrics (iotedge_*, process_*) also on $module."""
+    selectors = SELECTOR_RE.findall(expr)
+    if not selectors:
+        problem(rel, f"{where}: no label selector (every query filters device=~\"$device\")")
+    for metric, matchers in selectors:
+        if 'device=~"$device"' not in matchers.replace(" ", ""):
+            problem(rel, f'{where}: {metric}{{...}} does not filter device=~"$device"')
+        if metric.startswith(("iotedge_", "process_")) and 'module=~"$module"' not in matchers.replace(" ", ""):
+            problem(rel, f'{where}: {metric}{{...}} does not filter module=~"$module"')
+    for m in OUR_METRIC_RE.finditer(expr):
+        problem(rel, f"{where}: {m.group(1)} without a label selector")
+
+
+# ---------------------------------------------------------------------------------------------
+# deployment.json
+
+def parse_create_options(where: str, value) -> dict:
+    if not isinstance(value, str):
+        problem("deployment.json", f"{where}: createOptions must be a string of JSON")
+        return {}
+    try:
+        opts = json.loads(value)
+    except ValueError as e:
+        problem("deployment.json", f"{where}: createOptions is not JSON: {e}")
+        return {}
+    if not isinstance(opts, dict):
+        problem("deployment.json", f"{where}: createOptions must be a JSON object")
+        return {}
+    if len(value) > 4096:
+        problem("deployment.json", f"{where}: createOptions longer than 4 KiB must be split (createOptions01...)")
+    return opts
+
+
+def host_ports(opts: dict) -> dict[str, list[str]]:
+    bindings = (opts.get("HostConfig") or {}).get("PortBindings") or {}
+    return {k: [b.get("HostPort") for b in v or []] for k, v in bindings.items()}
+
+
+def check_env(where: str, env) -> dict[str, str]:
+    out = {}
+    if not isinstance(env, dict):
+        problem("deployment.json", f"{where}: env must be an object")
+        return out
+    for k, v in env.items():
+        if not re.match(r"^[^+#$\s.]+$", k):
+            problem("deployment.json", f"{where}: env name {k!r} is not allowed by edgeAgent")
+        if not isinstance(v, dict) or set(v) != {"value"} or not isinstance(v["value"], (str, int, float, bool)):
+            problem("deployment.json", f'{where}: env {k} must be {{"value": string|number|bool}}')
+            continue
+        out[k] = str(v["value"])
+    return out
+
+
+def check_deployment() -> dict:
+    rel = "deployment.json"
+    m = load_json(rel)
+    if m is None:
+        return {}
+    mc = m.get("modulesContent")
+    if not isinstance(mc, dict):
+        problem(rel, "no modulesContent")
+        return {}
+    agent = (mc.get("$edgeAgent") or {}).get("properties.desired")
+    hub = (mc.get("$edgeHub") or {}).get("properties.desired")
+    if not isinstance(agent, dict) or not isinstance(hub, dict):
+        problem(rel, "needs $edgeAgent and $edgeHub properties.desired")
+        return {}
+    if agent.get("schemaVersion") != "1.1":
+        problem(rel, '$edgeAgent schemaVersion must be "1.1"')
+    runtime = agent.get("runtime") or {}
+    if runtime.get("type") != "docker" or not isinstance(runtime.get("settings"), dict):
+        problem(rel, "$edgeAgent runtime must be {type: docker, settings: {...}}")
+    enums = {"status": {"running", "stopped"}, "restartPolicy": {"never", "on-failure", "on-unhealthy", "always"},
+             "type": {"docker"}}
+    system = agent.get("systemModules") or {}
+    for name, required in (("edgeAgent", ("type", "settings")),
+                           ("edgeHub", ("type", "settings", "status", "restartPolicy"))):
+        sm = system.get(name)
+        if not isinstance(sm, dict):
+            problem(rel, f"systemModules.{name} missing")
+            continue
+        for key in required:
+            if key not in sm:
+                problem(rel, f"systemModules.{name}.{key} missing")
+        for key, allowed in enums.items():
+            if key in sm and sm[key] not in allowed:
+                problem(rel, f"systemModules.{name}.{key}={sm[key]!r} not one of {sorted(allowed)}")
+        settings = sm.get("settings") or {}
+        if not settings.get("image"):
+            problem(rel, f"systemModules.{name}.settings.image missing")
+        opts = parse_create_options(f"systemModules.{name}", settings.get("createOptions", "{}"))
+        if name == "edgeHub":
+            ports = host_ports(opts)
+            for port in ("8883/tcp", "443/tcp", "9600/tcp"):
+                if port not in ports:
+                    problem(rel, f"edgeHub createOptions does not publish {port}")
+                if port not in (opts.get("ExposedPorts") or {}):
+                    problem(rel, f"edgeHub createOptions does not expose {port}")
+    modules = agent.get("modules") or {}
+    envs = {}
+    for name in ("producer", "consumer"):
+        mod = modules.get(name)
+        where = f"modules.{name}"
+        if not isinstance(mod, dict):
+            problem(rel, f"{where} missing")
+            continue
+        for key in ("version", "type", "status", "restartPolicy", "settings"):
+            if key not in mod:
+                problem(rel, f"{where}.{key} missing")
+        for key, allowed in enums.items():
+            if key in mod and mod[key] not in allowed:
+                problem(rel, f"{where}.{key}={mod[key]!r} not one of {sorted(allowed)}")
+        settings = mod.get("settings") or {}
+        image = settings.get("image")
+        if image != f"${{{name.upper()}_IMAGE}}":
+            problem(rel, f"{where}.settings.image should be the placeholder ${{{name.upper()}_IMAGE}}, got {image!r}")
+        opts = parse_create_options(where, settings.get("createOptions"))
+        if "9600/tcp" not in (opts.get("ExposedPorts") or {}):
+            problem(rel, f"{where}: createOptions does not expose 9600/tcp")
+        if host_ports(opts).get("9600/tcp") != [str(MODULE_METRICS_PORTS[name])]:
+            problem(rel, f"{where}: 9600/tcp should be published on host port {MODULE_METRICS_PORTS[name]}")
+        env = check_env(where, mod.get("env"))
+        envs[name] = env
+        need = ["METRICS_ADDR", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_PROTOCOL",
+                "OTEL_SERVICE_NAME", "OTEL_TRACES_SAMPLER_ARG"]
+        if name == "consumer":
+            need += ["EnableMethod", "EnableMessage", "SUMMARY_INTERVAL", "EXCHANGE_TIMEOUT"]
+        for key in need:
+            if key not in env:
+                problem(rel, f"{where}: env {key} missing")
+        if env.get("METRICS_ADDR") not in (None, "0.0.0.0:9600"):
+            problem(rel, f"{where}: METRICS_ADDR should be 0.0.0.0:9600 in a container")
+        if env.get("OTEL_EXPORTER_OTLP_PROTOCOL") not in (None, "grpc", "http/protobuf"):
+            problem(rel, f"{where}: OTEL_EXPORTER_OTLP_PROTOCOL must be grpc or http/protobuf")
+        if env.get("OTEL_SERVICE_NAME") not in (None, name):
+            problem(rel, f"{where}: OTEL_SERVICE_NAME should be {name}")
+        if "OTEL_TRACES_SAMPLER_ARG" in env:
+            try:
+                ratio = float(env["OTEL_TRACES_SAMPLER_ARG"])
+                if not 0 <= ratio <= 1:
+                    raise ValueError
+            except ValueError:
+                problem(rel, f"{where}: OTEL_TRACES_SAMPLER_ARG must be a ratio in [0, 1]")
+        for key in ("EnableMethod", "EnableMessage"):
+            if key in env and env[key].strip().lower() not in SEED_FLAG_TRUE | {"false", "no", "off", "0", "n"}:
+                problem(rel, f"{where}: {key}={env[key]!r} is neither a seed true (y|yes|true|on|1) nor false")
+        for key in ("SUMMARY_INTERVAL", "EXCHANGE_TIMEOUT"):
+            if key in env and not HUMANTIME_RE.match(env[key]):
+                problem(rel, f"{where}: {key}={env[key]!r} is not a duration like 60s")
+    if modules.get("producer", {}).get("startupOrder", 0) > modules.get("consumer", {}).get("startupOrder", 2**32):
+        problem(rel, "producer should start before consumer (startupOrder)")
+    if hub.get("schemaVersion") not in ("1.0", "1.1", "1.2", "1.3"):
+        problem(rel, "$edgeHub schemaVersion must be 1.0..1.3")
+    routes = hub.get("routes") or {}
+    for name, route in SEED_ROUTES.items():
+        got = routes.get(name)
+        got = got.get("route") if isinstance(got, dict) else got
+        if got != route:
+            problem(rel, f"route {name} must be exactly the seed's {route!r}, got {got!r}")
+    ttl = (hub.get("storeAndForwardConfiguration") or {}).get("timeToLiveSecs")
+    if not isinstance(ttl, int) or ttl <= 0:
+        problem(rel, "$edgeHub storeAndForwardConfiguration.timeToLiveSecs must be a positive integer")
+    return envs
+
+
+# ---------------------------------------------------------------------------------------------
+# docker-compose.yml (+ compose/identities.json)
+
+def parse_connection_string(cs: str) -> dict[str, str]:
+    return dict(part.split("=", 1) for part in cs.split(";") if "=" in part)
+
+
+def check_identities() -> dict:
+    rel = "compose/identities.json"
+    ids = load_json(rel)
+    if ids is None:
+        return {}
+    if "DEV-ONLY" not in json.dumps(ids):
+        problem(rel, "must be labelled DEV-ONLY")
+    for name in ("producer", "consumer"):
+        keys = (ids.get("modules") or {}).get(name) or {}
+        for which in ("primaryKey", "secondaryKey"):
+            if which not in keys:
+                if which == "primaryKey":
+                    problem(rel, f"{name}.primaryKey missing")
+                continue
+            try:
+                if len(base64.b64decode(keys[which], validate=True)) != 32:
+                    problem(rel, f"{name}.{which} should be 32 random bytes")
+            except (binascii.Error, ValueError):
+                problem(rel, f"{name}.{which} is not base64")
+    return ids
+
+
+def flag_value(command: list[str], flag: str) -> str | None:
+    for i, arg in enumerate(command):
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1]
+        if arg == flag and i + 1 < len(command):
+            return command[i + 1]
+    return None
+
+
+def check_compose(ids: dict, dashboard_path: str | None, deployment_env: dict) -> None:
+    rel = "docker-compose.yml"
+    cj = tool("check-jsonschema")
+    if cj:
+        run([cj, "--builtin-schema", "vendor.compose-spec", rel], rel)
+    doc = load_yaml(rel) or {}
+    services = doc.get("services") or {}
+    for name in ("hub", "producer", "consumer", "prometheus", "grafana", "jaeger"):
+        if name not in services:
+            problem(rel, f"service {name} missing")
+    named_volumes = set((doc.get("volumes") or {}).keys())
+    for name, svc in services.items():
+        where = f"service {name}"
+        build = svc.get("build")
+        if build:
+            dockerfile = (REPO / (build.get("context") or ".") / (build.get("dockerfile") or "Dockerfile"))
+            if not dockerfile.exists():
+                problem(rel, f"{where}: build dockerfile {dockerfile.relative_to(REPO)} does not exist")
+            if (build.get("context") or ".") not in (".", "./"):
+                problem(rel, f"{where}: the build context must be the repository root")
+        else:
+            image = svc.get("image") or ""
+            tag = image.rsplit(":", 1)[1] if ":" in image.rsplit("/", 1)[-1] else ""
+            if not tag or tag == "latest":
+                problem(rel, f"{where}: image {image!r} is not pinned to a version")
+        hc = svc.get("healthcheck")
+        if not hc:
+            problem(rel, f"{where}: no healthcheck")
+        elif "test" not in hc and not build:
+            problem(rel, f"{where}: healthcheck without test needs an image with HEALTHCHECK (one we build)")
+        for vol in svc.get("volumes") or []:
+            src = (vol.split(":")[0] if isinstance(vol, str) else vol.get("source")) or ""
+            if src.startswith((".", "/")):
+                if not (REPO / src).exists():
+                    problem(rel, f"{where}: bind-mount source {src} does not exist")
+            elif src and src not in named_volumes:
+                problem(rel, f"{where}: volume {src} is not declared under volumes:")
+        for dep, cond in (svc.get("depends_on") or {}).items() if isinstance(svc.get("depends_on"), dict) else []:
+            if dep not in services:
+                problem(rel, f"{where}: depends on unknown service {dep}")
+            elif (cond or {}).get("condition") == "service_healthy" and not services[dep].get("healthcheck"):
+                problem(rel, f"{where}: waits for {dep} to be healthy, but {dep} has no healthcheck")
+
+    # hub <-> identities <-> modules
+    hub = services.get("hub") or {}
+    command = hub.get("command") or []
+    if isinstance(command, str):
+        command = command.split()
+    hostname = flag_value(command, "--hostname")
+    identities_path = flag_value(command, "--identities")
+    https_port = flag_value(command, "--https-port") or "443"
+    mqtt_port = flag_value(command, "--mqtt-port") or "8883"
+    if flag_value(command, "--state-dir") != "/var/lib/hub":
+        problem(rel, "hub: --state-dir should be /var/lib/hub (the shared volume with ca.pem)")
+    mounts = {(v.split(":")[1] if isinstance(v, str) else v.get("target")): (v.split(":")[0] if isinstance(v, str) else v.get("source"))
+              for v in hub.get("volumes") or []}
+    if identities_path and mounts.get(identities_path) not in ("./compose/identities.json", "compose/identities.json"):
+        problem(rel, f"hub: --identities {identities_path} is not a mount of ./compose/identities.json")
+    if not identities_path:
+        problem(rel, "hub: no --identities (the modules' connection strings need fixed keys)")
+    if ids:
+        if ids.get("gatewayHostname") != hostname:
+            problem(rel, f"hub --hostname {hostname!r} != identities gatewayHostname {ids.get('gatewayHostname')!r}")
+        iothub = flag_value(command, "--iothub-hostname") or "local-hub.azure-devices.net"
+        if ids.get("iothubHostname") != iothub:
+            problem(rel, f"identities iothubHostname {ids.get('iothubHostname')!r} != the hub's {iothub!r}")
+        device = flag_value(command, "--device-id") or "local-edge-device"
+        if ids.get("deviceId") != device:
+            problem(rel, f"identities deviceId {ids.get('deviceId')!r} != the hub's {device!r}")
+    prom_ports = {"producer": "9601", "consumer": "9602"}
+    for name in ("producer", "consumer"):
+        svc = services.get(name) or {}
+        env = {k: str(v) for k, v in (svc.get("environment") or {}).items()} if isinstance(svc.get("environment"), dict) else {}
+        where = f"service {name}"
+        cs = parse_connection_string(env.get("EdgeHubConnectionString", ""))
+        if not cs:
+            problem(rel, f"{where}: no EdgeHubConnectionString")
+        elif ids:
+            key = ((ids.get("modules") or {}).get(name) or {}).get("primaryKey")
+            expect = {"HostName": ids.get("iothubHostname"), "DeviceId": ids.get("deviceId"), "ModuleId": name,
+                      "SharedAccessKey": key, "GatewayHostName": ids.get("gatewayHostname")}
+            for k, v in expect.items():
+                if cs.get(k) != v:
+                    problem(rel, f"{where}: EdgeHubConnectionString {k}={cs.get(k)!r}, compose/identities.json says {v!r}")
+        if env.get("EdgeModuleCACertificateFile") != "/var/lib/hub/ca.pem":
+            problem(rel, f"{where}: EdgeModuleCACertificateFile should be /var/lib/hub/ca.pem")
+        if not any(isinstance(v, str) and v.startswith("hub-state:/var/lib/hub") and v.endswith(":ro")
+                   for v in svc.get("volumes") or []):
+            problem(rel, f"{where}: should mount hub-state:/var/lib/hub read-only")
+        if env.get("EDGEHUB_HTTPS_PORT", "443") != https_port:
+            problem(rel, f"{where}: EDGEHUB_HTTPS_PORT {env.get('EDGEHUB_HTTPS_PORT')} != hub --https-port {https_port}")
+        if env.get("EDGEHUB_MQTT_PORT", "8883") != mqtt_port:
+            problem(rel, f"{where}: EDGEHUB_MQTT_PORT {env.get('EDGEHUB_MQTT_PORT')} != hub --mqtt-port {mqtt_port}")
+        port = env.get("METRICS_ADDR", "").rsplit(":", 1)[-1]
+        if port != prom_ports[name]:
+            problem(rel, f"{where}: METRICS_ADDR port {port!r} != prometheus.yml target {name}:{prom_ports[name]}")
+        if env.get("OTEL_SERVICE_NAME") != name:
+            problem(rel, f"{where}: OTEL_SERVICE_NAME should be {name}")
+        if not env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").startswith("http://jaeger:"):
+            problem(rel, f"{where}: OTEL_EXPORTER_OTLP_ENDPOINT should point at the jaeger service")
+        # Everything the device deployment sets (but addresses) is set here too.
+        for k in deployment_env.get(name, {}):
+            if k not in env and k not in ("METRICS_ADDR",):
+                problem(rel, f"{where}: env {k} from deployment.json is not set")
+        if (svc.get("depends_on") or {}).get("hub", {}).get("condition") != "service_healthy":
+            problem(rel, f"{where}: should wait for the hub to be healthy (it writes ca.pem first)")
+
+    prom = services.get("prometheus") or {}
+    pcmd = prom.get("command") or []
+    if "--enable-feature=exemplar-storage" not in pcmd:
+        problem(rel, "prometheus: needs --enable-feature=exemplar-storage")
+    if not any(str(v).startswith("./prometheus.yml:") for v in prom.get("volumes") or []):
+        problem(rel, "prometheus: should mount ./prometheus.yml")
+
+    graf = services.get("grafana") or {}
+    genv = graf.get("environment") or {}
+    if str(genv.get("GF_AUTH_ANONYMOUS_ENABLED")).lower() != "true" or genv.get("GF_AUTH_ANONYMOUS_ORG_ROLE") != "Viewer":
+        problem(rel, "grafana: anonymous access should be on with the Viewer role")
+    home = genv.get("GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH")
+    gmounts = {(v.split(":")[1]): v.split(":")[0] for v in graf.get("volumes") or [] if isinstance(v, str)}
+    if gmounts.get("/etc/grafana/provisioning") != "./grafana/provisioning":
+        problem(rel, "grafana: ./grafana/provisioning must be mounted at /etc/grafana/provisioning")
+    if dashboard_path and gmounts.get(dashboard_path) != "./grafana/dashboards":
+        problem(rel, f"grafana: ./grafana/dashboards must be mounted at the provider path {dashboard_path}")
+    if not home:
+        problem(rel, "grafana: GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH not set")
+    else:
+        for target, src in gmounts.items():
+            if home.startswith(target.rstrip("/") + "/"):
+                local = REPO / src / home[len(target.rstrip("/")) + 1:]
+                if not local.exists():
+                    problem(rel, f"grafana: home dashboard {home} is {local.relative_to(REPO)}, which does not exist")
+                break
+        else:
+            problem(rel, f"grafana: home dashboard {home} is not inside a mounted directory")
+
+    jaeger = services.get("jaeger") or {}
+    if not str(jaeger.get("image", "")).startswith("jaegertracing/jaeger:2"):
+        problem(rel, "jaeger: expected Jaeger v2 (jaegertracing/jaeger:2.x)")
+
+
+# ---------------------------------------------------------------------------------------------
+# Dockerfiles and .dockerignore
+
+def check_dockerfiles() -> None:
+    try:
+        import dockerfile  # BuildKit's own parser, via PyPI `dockerfile`
+    except ImportError:
+        problem("Dockerfiles", "PyPI package `dockerfile` not installed (tests/python/requirements.txt)")
+        dockerfile = None
+    hadolint = tool("hadolint")
+    for name in ("hub", "producer", "consumer"):
+        rel = f"{name}/Dockerfile"
+        if not (REPO / rel).exists():
+            problem(rel, "missing")
+            continue
+        if hadolint:
+            run([hadolint, "--no-color", "--failure-threshold", "warning", rel], rel)
+        if dockerfile is None:
+            continue
+        try:
+            cmds = dockerfile.parse_file(str(REPO / rel))
+        except dockerfile.GoParseError as e:
+            problem(rel, f"BuildKit's parser rejects it: {e}")
+            continue
+        froms = [c for c in cmds if c.cmd.upper() == "FROM"]
+        if len(froms) < 2 or not froms[0].value[0].startswith("rust:") or not froms[-1].value[0].startswith("debian:"):
+            problem(rel, "expected a rust:* builder stage and a debian:* runtime stage")
+        args = {c.value[0].split("=")[0] for c in cmds if c.cmd.upper() == "ARG"}
+        for arg in ("CONFIG", "BASE_TAG"):
+            if arg not in args:
+                problem(rel, f"build arg {arg} missing")
+        last = max(i for i, c in enumerate(cmds) if c.cmd.upper() == "FROM")
+        final = cmds[last:]
+        users = [c.value[0] for c in final if c.cmd.upper() == "USER"]
+        if not users or users[-1].split(":")[0] in ("root", "0"):
+            problem(rel, "the runtime stage must switch to a non-root USER")
+        if not any(c.cmd.upper() == "HEALTHCHECK" for c in final):
+            problem(rel, "no HEALTHCHECK in the runtime stage")
+        entry = [c.value for c in final if c.cmd.upper() == "ENTRYPOINT"]
+        if not entry or entry[-1][0] != f"/usr/local/bin/{name}":
+            problem(rel, f"ENTRYPOINT should be /usr/local/bin/{name}")
+        runs = " ".join(" ".join(c.value) for c in cmds if c.cmd.upper() == "RUN")
+        if f"-p {name} --bin {name}" not in runs:
+            problem(rel, f"does not build `-p {name} --bin {name}`")
+        if "--locked" not in runs:
+            problem(rel, "cargo build should use --locked (Cargo.lock pins the dependencies)")
+    rel = ".dockerignore"
+    try:
+        lines = {l.strip() for l in (REPO / rel).read_text().splitlines() if l.strip() and not l.startswith("#")}
+    except OSError as e:
+        problem(rel, f"cannot read: {e}")
+        return
+    for needed in (".git", ".venv", ".state"):
+        if needed not in lines and f"**/{needed}" not in lines:
+            problem(rel, f"should exclude {needed}")
+    if "target" not in lines and "**/target" not in lines:
+        problem(rel, "should exclude target")
+    for kept in ("Cargo.toml", "Cargo.lock", "src", "hub", "producer", "consumer", "edge", "telemetry"):
+        if kept in lines:
+            problem(rel, f"excludes {kept}, which the image build needs")
+
+
+def main() -> int:
+    check_prometheus()
+    uids, dashboard_path = check_provisioning()
+    dashboards = sorted((REPO / "grafana/dashboards").glob("*.json"))
+    if not dashboards:
+        problem("grafana/dashboards", "no dashboards")
+    for f in dashboards:
+        check_dashboard(str(f.relative_to(REPO)), uids)
+    deployment_env = check_deployment()
+    ids = check_identities()
+    check_compose(ids, dashboard_path, deployment_env)
+    check_dockerfiles()
+    if PROBLEMS:
+        print(f"{len(PROBLEMS)} problem(s):")
+        for p in PROBLEMS:
+            print(f"- {p}")
+        return 1
+    print("stack files OK: docker-compose.yml, prometheus.yml, grafana/, deployment.json, Dockerfiles")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
