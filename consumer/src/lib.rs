@@ -6,7 +6,7 @@
 pub mod recorder;
 pub mod stats;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use clap::{Parser, ValueEnum};
@@ -318,19 +318,12 @@ pub async fn run(args: Args) -> Result<()> {
 
     let mut registry = telemetry::new_registry("consumer");
     let recorder = Recorder::register(&mut registry);
-    let server = telemetry::serve_metrics(args.metrics_addr, Arc::new(registry))
-        .await
-        .with_context(|| {
-            format!(
-                "cannot serve /metrics on {} (set METRICS_ADDR)",
-                args.metrics_addr
-            )
-        })?;
-    tracing::info!("metrics at http://{}/metrics", server.local_addr);
-    if let Some(path) = &args.metrics_addr_file {
-        std::fs::write(path, server.local_addr.to_string())
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
+    let _server = telemetry::serve_module_metrics(
+        args.metrics_addr,
+        registry,
+        args.metrics_addr_file.as_deref(),
+    )
+    .await?;
 
     let (client, mut deliveries) = ModuleClient::connect(
         identity.clone(),

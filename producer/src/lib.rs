@@ -2,7 +2,7 @@
 //! with the current UTC time (the seed's Producer.cs, DESIGN.md §4.1), instrumented.
 #![forbid(unsafe_code)]
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use chrono::Utc;
 use clap::Parser;
 use edge::seed::{TimeReply, TimeRequest, MESSAGE_ENDPOINT, METHOD_NAME};
@@ -190,19 +190,12 @@ pub async fn run(args: Args) -> Result<()> {
 
     let mut registry = telemetry::new_registry("producer");
     let metrics = ProducerMetrics::register(&mut registry);
-    let server = telemetry::serve_metrics(args.metrics_addr, Arc::new(registry))
-        .await
-        .with_context(|| {
-            format!(
-                "cannot serve /metrics on {} (set METRICS_ADDR)",
-                args.metrics_addr
-            )
-        })?;
-    tracing::info!("metrics at http://{}/metrics", server.local_addr);
-    if let Some(path) = &args.metrics_addr_file {
-        std::fs::write(path, server.local_addr.to_string())
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
+    let _server = telemetry::serve_module_metrics(
+        args.metrics_addr,
+        registry,
+        args.metrics_addr_file.as_deref(),
+    )
+    .await?;
 
     let (client, mut deliveries) = ModuleClient::connect(
         identity,

@@ -9,7 +9,7 @@ pub mod process;
 pub mod tracing_setup;
 
 pub use carrier::{current_trace_id, inject_current, set_remote_parent, TraceId};
-pub use metrics_server::{serve_metrics, MetricsServer};
+pub use metrics_server::{serve_metrics, serve_module_metrics, MetricsServer};
 pub use tracing_setup::{init_tracing, TraceOptions, Tracing};
 
 use prometheus_client::metrics::info::Info;

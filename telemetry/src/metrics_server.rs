@@ -124,3 +124,22 @@ fn handle(
         ),
     }
 }
+
+/// A module's /metrics: serves `registry` on `addr`, logs where, and writes the bound address to
+/// `addr_file` when asked (launchers that pass port 0 read it there).
+pub async fn serve_module_metrics(
+    addr: SocketAddr,
+    registry: Registry,
+    addr_file: Option<&std::path::Path>,
+) -> anyhow::Result<MetricsServer> {
+    use anyhow::Context as _;
+    let server = serve_metrics(addr, Arc::new(registry))
+        .await
+        .with_context(|| format!("cannot serve /metrics on {addr} (set METRICS_ADDR)"))?;
+    tracing::info!("metrics at http://{}/metrics", server.local_addr);
+    if let Some(path) = addr_file {
+        std::fs::write(path, server.local_addr.to_string())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(server)
+}
