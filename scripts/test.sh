@@ -8,4 +8,4 @@ cd "$(dirname "$0")/.."
 bash scripts/setup-test-env.sh
 export PATH="$PWD/.venv/bin:$PATH"
 cargo build --release --workspace --all-targets
-cargo test --release --workspace -- --test-threads=2
+cargo test --release --workspace --no-fail-fast -- --test-threads=2

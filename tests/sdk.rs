@@ -69,7 +69,12 @@ fn python_sdk_modules_exchange_methods_and_messages_through_the_hub() {
 fn the_python_seed_consumer_measures_our_producer() {
     let _ports = FixedPorts::lock();
     let hub = Hub::start("seed-consumer", &sdk_manifest(), 8883, 443, &[]);
-    let _producer = module("producer", &hub.module_env("producer"));
+    let mut producer = module("producer", &hub.module_env("producer"));
+    // The hub answers 404 until the producer has subscribed; don't count that start-up as errors.
+    producer.wait_for_line(Duration::from_secs(30), |l| {
+        l.contains("connected to edge hub")
+    });
+    std::thread::sleep(Duration::from_millis(500));
     let mut consumer = Proc::spawn(
         "seed_consumer",
         py("seed_consumer.py", &hub.state, &["--duration", "8"]),

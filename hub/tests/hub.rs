@@ -85,6 +85,22 @@ impl TestHub {
             .await
             .unwrap()
     }
+    /// Waits until `module` has subscribed to direct methods (connect returns before SUBACK).
+    async fn wait_for_methods_subscription(&self, module: &str) {
+        for _ in 0..200 {
+            let subscribed = self
+                .running
+                .hub
+                .session(module)
+                .is_some_and(|s| s.methods.load(std::sync::atomic::Ordering::SeqCst) > 0);
+            if subscribed {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("{module} never subscribed to methods");
+    }
+
     fn metrics(&self) -> String {
         let mut s = String::new();
         let _ = &self.dir;
@@ -420,6 +436,7 @@ async fn direct_methods_answer_like_edgehub() {
             },
         )
         .await;
+    hub.wait_for_methods_subscription("silent").await;
     let caller = MethodClient::new(hub.identity("a")).await.unwrap();
     let payload = serde_json::json!({"hello": "world"});
     // Wait until b's subscription is in.
