@@ -181,3 +181,60 @@ fn a_producer_that_stops_answering_is_counted_as_timeouts_and_the_loops_go_on() 
     assert!(consumer.terminate().success(), "{}", consumer.output());
     let _ = std::io::stdout().flush();
 }
+
+#[test]
+fn the_modules_reconnect_and_resubscribe_after_the_hub_restarts() {
+    let mut hub = Hub::start("restart", &seed_manifest(), 0, 0, &[]);
+    let (mqtt, https) = (hub.mqtt.to_string(), hub.https.to_string());
+    let _producer = module("producer", &hub.module_env("producer"));
+    let mut env = hub.module_env("consumer");
+    env.extend([
+        ("SUMMARY_INTERVAL".to_owned(), "2s".to_owned()),
+        ("SUMMARY_FORMAT".into(), "json".into()),
+        ("EXCHANGE_TIMEOUT".into(), "2s".into()),
+    ]);
+    let mut consumer = module("consumer", &env);
+    wait_for_summary(&mut consumer, Duration::from_secs(30), |s| {
+        count(s, "method", "count") > 0 && count(s, "message", "count") > 0
+    });
+    // The hub goes away and comes back on the same ports with the same state (CA, keys).
+    assert!(hub.proc.terminate().success());
+    let state = hub.state.clone();
+    let seen = summaries(&consumer).len();
+    std::thread::sleep(Duration::from_secs(3));
+    let mut cmd = std::process::Command::new(bin());
+    cmd.args([
+        "hub",
+        "--bind",
+        "127.0.0.1",
+        "--hostname",
+        "localhost",
+        "--metrics-port",
+        "0",
+    ])
+    .arg("--deployment")
+    .arg(seed_manifest())
+    .arg("--state-dir")
+    .arg(&state)
+    .args(["--mqtt-port", &mqtt, "--https-port", &https]);
+    let _hub2 = Proc::spawn("hub2", cmd);
+    // Both loops measure again: a later interval has successful exchanges of both kinds.
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let all = summaries(&consumer);
+        if all
+            .iter()
+            .skip(seen + 1)
+            .any(|s| count(s, "method", "count") > 0 && count(s, "message", "count") > 0)
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no recovery after the hub restarted:\n{}",
+            consumer.output()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(consumer.terminate().success(), "{}", consumer.output());
+}
