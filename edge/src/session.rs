@@ -182,17 +182,16 @@ impl Driver {
     async fn run(mut self, mut eventloop: EventLoop) {
         let mut backoff = BACKOFF_MIN;
         let name = self.identity.name();
+        // One timer for the whole session, moved when the token changes (not re-armed per event).
+        let renew = tokio::time::sleep_until(renew_at(self.token_expiry));
+        tokio::pin!(renew);
         loop {
-            let renew_in = Duration::from_secs(
-                self.token_expiry
-                    .saturating_sub(TOKEN_RENEW_MARGIN.as_secs())
-                    .saturating_sub(crate::sas::now_unix()),
-            );
             let event = tokio::select! {
                 event = eventloop.poll() => event,
-                _ = tokio::time::sleep(renew_in) => {
+                _ = &mut renew => {
                     tracing::info!(module = %name, "renewing the SAS token: reconnecting with a fresh one");
                     self.renew_token(&mut eventloop).await;
+                    renew.as_mut().reset(renew_at(self.token_expiry));
                     // Drop the connection; the next poll reconnects with the new password and
                     // re-sends anything unacknowledged.
                     eventloop.clean();
@@ -230,6 +229,7 @@ impl Driver {
                         < TOKEN_RENEW_MARGIN.as_secs()
                     {
                         self.renew_token(&mut eventloop).await;
+                        renew.as_mut().reset(renew_at(self.token_expiry));
                     }
                 }
             }
@@ -275,6 +275,14 @@ impl Driver {
             tracing::error!(module = %self.identity.name(), error = %e, "cannot subscribe");
         }
     }
+}
+
+/// When to reconnect with a fresh token: the margin before `expiry` (unix seconds).
+fn renew_at(expiry: u64) -> tokio::time::Instant {
+    let left = expiry
+        .saturating_sub(TOKEN_RENEW_MARGIN.as_secs())
+        .saturating_sub(crate::sas::now_unix());
+    tokio::time::Instant::now() + Duration::from_secs(left)
 }
 
 fn classify(topic_name: &str, payload: bytes::Bytes) -> Option<Incoming> {
