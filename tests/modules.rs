@@ -185,7 +185,7 @@ fn a_producer_that_stops_answering_is_counted_as_timeouts_and_the_loops_go_on() 
 #[test]
 fn the_modules_reconnect_and_resubscribe_after_the_hub_restarts() {
     let mut hub = Hub::start("restart", &seed_manifest(), 0, 0, &[]);
-    let (mqtt, https) = (hub.mqtt.to_string(), hub.https.to_string());
+    let (mqtt, https) = (hub.mqtt, hub.https);
     let _producer = module("producer", &hub.module_env("producer"));
     let mut env = hub.module_env("consumer");
     env.extend([
@@ -202,22 +202,7 @@ fn the_modules_reconnect_and_resubscribe_after_the_hub_restarts() {
     let state = hub.state.clone();
     let seen = summaries(&consumer).len();
     std::thread::sleep(Duration::from_secs(3));
-    let mut cmd = std::process::Command::new(bin());
-    cmd.args([
-        "hub",
-        "--bind",
-        "127.0.0.1",
-        "--hostname",
-        "localhost",
-        "--metrics-port",
-        "0",
-    ])
-    .arg("--deployment")
-    .arg(seed_manifest())
-    .arg("--state-dir")
-    .arg(&state)
-    .args(["--mqtt-port", &mqtt, "--https-port", &https]);
-    let _hub2 = Proc::spawn("hub2", cmd);
+    let _hub2 = Hub::start_in(state, &seed_manifest(), mqtt, https, &[]);
     // Both loops measure again: a later interval has successful exchanges of both kinds.
     let deadline = std::time::Instant::now() + Duration::from_secs(90);
     loop {

@@ -309,10 +309,7 @@ pub async fn run(args: Args) -> Result<()> {
     if args.summary_interval.is_zero() || args.exchange_timeout.is_zero() {
         bail!("SUMMARY_INTERVAL and EXCHANGE_TIMEOUT must be longer than zero");
     }
-    let mut trace_options =
-        telemetry::TraceOptions::from_env("consumer").map_err(anyhow::Error::msg)?;
-    trace_options.sample_ratio = args.trace_sample_ratio;
-    let tracing_guard = telemetry::init_tracing(&trace_options).map_err(anyhow::Error::msg)?;
+    let tracing_guard = telemetry::init_module_tracing("consumer", args.trace_sample_ratio)?;
     let identity = Arc::new(ModuleIdentity::from_env()?);
     tracing::info!(identity = ?identity, producer = %args.producer, method = args.enable_method, message = args.enable_message, "consumer starting");
 

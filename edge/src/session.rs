@@ -55,6 +55,25 @@ pub struct Subscriptions {
     pub methods: bool,
 }
 
+impl Subscriptions {
+    pub const NONE: Self = Self {
+        inputs: false,
+        methods: false,
+    };
+    pub const INPUTS: Self = Self {
+        inputs: true,
+        methods: false,
+    };
+    pub const METHODS: Self = Self {
+        inputs: false,
+        methods: true,
+    };
+    pub const ALL: Self = Self {
+        inputs: true,
+        methods: true,
+    };
+}
+
 /// A connected module: send outputs and method responses; deliveries arrive on the receiver
 /// returned by [`ModuleClient::connect`].
 #[derive(Clone)]

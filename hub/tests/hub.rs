@@ -210,15 +210,7 @@ async fn connack(hub: &TestHub, packet: Packet) -> (Option<ConnectReturnCode>, B
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_get_edgehub_answers_and_spare_other_clients() {
     let hub = start_hub("refusals", MANIFEST).await.unwrap();
-    let (a, mut a_rx) = hub
-        .client(
-            "a",
-            Subscriptions {
-                inputs: true,
-                methods: false,
-            },
-        )
-        .await;
+    let (a, mut a_rx) = hub.client("a", Subscriptions::INPUTS).await;
     loop_ok(&a, &mut a_rx, "before").await;
     let now = edge::sas::now_unix();
     let good_key = hub.key("a");
@@ -413,29 +405,13 @@ async fn post_method(
 async fn direct_methods_answer_like_edgehub() {
     let hub = start_hub("methods", MANIFEST).await.unwrap();
     // b answers "Echo"; "silent" subscribes but never answers.
-    let (b, mut b_rx) = hub
-        .client(
-            "b",
-            Subscriptions {
-                inputs: false,
-                methods: true,
-            },
-        )
-        .await;
+    let (b, mut b_rx) = hub.client("b", Subscriptions::METHODS).await;
     tokio::spawn(async move {
         while let Some(Incoming::Method(req)) = b_rx.recv().await {
             let _ = b.respond(&req, 201, req.payload.clone()).await;
         }
     });
-    let (_silent, _silent_rx) = hub
-        .client(
-            "silent",
-            Subscriptions {
-                inputs: false,
-                methods: true,
-            },
-        )
-        .await;
+    let (_silent, _silent_rx) = hub.client("silent", Subscriptions::METHODS).await;
     hub.wait_for_methods_subscription("silent").await;
     let caller = MethodClient::new(hub.identity("a")).await.unwrap();
     let payload = serde_json::json!({"hello": "world"});
@@ -560,7 +536,7 @@ async fn direct_methods_answer_like_edgehub() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_route_to_inputs_with_sender_identity_and_wait_for_offline_modules() {
     let hub = start_hub("routing", MANIFEST).await.unwrap();
-    let (a, _a_rx) = hub.client("a", Subscriptions::default()).await;
+    let (a, _a_rx) = hub.client("a", Subscriptions::NONE).await;
     // b is offline: messages wait for it.
     for i in 0..3 {
         let m = Message::new(Bytes::from(format!("m{i}")))
@@ -570,15 +546,7 @@ async fn messages_route_to_inputs_with_sender_identity_and_wait_for_offline_modu
     }
     // Routed to $upstream: counted as dropped, not delivered.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let (b, mut b_rx) = hub
-        .client(
-            "b",
-            Subscriptions {
-                inputs: true,
-                methods: false,
-            },
-        )
-        .await;
+    let (b, mut b_rx) = hub.client("b", Subscriptions::INPUTS).await;
     for i in 0..3 {
         let (input, m) = recv_input(&mut b_rx).await;
         assert_eq!(input, "fromA");
@@ -613,15 +581,7 @@ async fn messages_route_to_inputs_with_sender_identity_and_wait_for_offline_modu
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_and_truncated_bytes_close_only_that_connection() {
     let hub = start_hub("fuzz", MANIFEST).await.unwrap();
-    let (a, mut a_rx) = hub
-        .client(
-            "a",
-            Subscriptions {
-                inputs: true,
-                methods: false,
-            },
-        )
-        .await;
+    let (a, mut a_rx) = hub.client("a", Subscriptions::INPUTS).await;
     loop_ok(&a, &mut a_rx, "before").await;
     let plain = hub.running.plain_mqtt.unwrap();
     let mut rng = rand::rng();
@@ -657,15 +617,7 @@ async fn random_and_truncated_bytes_close_only_that_connection() {
             .expect("the hub must close a junk connection");
     }
     loop_ok(&a, &mut a_rx, "after").await;
-    let (_b, mut b_rx) = hub
-        .client(
-            "b",
-            Subscriptions {
-                inputs: true,
-                methods: false,
-            },
-        )
-        .await;
+    let (_b, mut b_rx) = hub.client("b", Subscriptions::INPUTS).await;
     a.send_output("toB", Message::new(Bytes::from_static(b"still fine")))
         .await
         .unwrap();

@@ -181,10 +181,7 @@ async fn on_message(
 
 /// Runs until SIGTERM/Ctrl-C.
 pub async fn run(args: Args) -> Result<()> {
-    let mut trace_options =
-        telemetry::TraceOptions::from_env("producer").map_err(anyhow::Error::msg)?;
-    trace_options.sample_ratio = args.trace_sample_ratio;
-    let tracing_guard = telemetry::init_tracing(&trace_options).map_err(anyhow::Error::msg)?;
+    let tracing_guard = telemetry::init_module_tracing("producer", args.trace_sample_ratio)?;
     let identity = Arc::new(ModuleIdentity::from_env()?);
     tracing::info!(identity = ?identity, "producer starting");
 
@@ -197,14 +194,7 @@ pub async fn run(args: Args) -> Result<()> {
     )
     .await?;
 
-    let (client, mut deliveries) = ModuleClient::connect(
-        identity,
-        Subscriptions {
-            inputs: true,
-            methods: true,
-        },
-    )
-    .await?;
+    let (client, mut deliveries) = ModuleClient::connect(identity, Subscriptions::ALL).await?;
     let mut ticker = tokio::time::interval_at(
         tokio::time::Instant::now() + args.summary_interval,
         args.summary_interval,

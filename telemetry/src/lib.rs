@@ -10,7 +10,7 @@ pub mod tracing_setup;
 
 pub use carrier::{current_trace_id, inject_current, set_remote_parent, TraceId};
 pub use metrics_server::{serve_metrics, serve_module_metrics, MetricsServer};
-pub use tracing_setup::{init_tracing, TraceOptions, Tracing};
+pub use tracing_setup::{init_module_tracing, init_tracing, TraceOptions, Tracing};
 
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;

@@ -151,3 +151,10 @@ pub fn init_tracing(options: &TraceOptions) -> Result<Tracing, String> {
         provider: Some(provider),
     })
 }
+
+/// A module's tracing: the standard `OTEL_*` environment, with `sample_ratio` when one is given.
+pub fn init_module_tracing(service: &str, sample_ratio: Option<f64>) -> anyhow::Result<Tracing> {
+    let mut options = TraceOptions::from_env(service).map_err(anyhow::Error::msg)?;
+    options.sample_ratio = sample_ratio.or(options.sample_ratio);
+    init_tracing(&options).map_err(anyhow::Error::msg)
+}

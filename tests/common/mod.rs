@@ -195,7 +195,12 @@ pub struct Hub {
 impl Hub {
     /// Starts `method-vs-message hub` on 127.0.0.1 with `manifest`; ports given as 0 are chosen freely.
     pub fn start(name: &str, manifest: &Path, mqtt: u16, https: u16, extra: &[&str]) -> Hub {
-        let state = tempdir(name);
+        Self::start_in(tempdir(name), manifest, mqtt, https, extra)
+    }
+
+    /// Starts a hub on an existing state directory (a restart keeps its CA and keys).
+    pub fn start_in(state: PathBuf, manifest: &Path, mqtt: u16, https: u16, extra: &[&str]) -> Hub {
+        let _ = std::fs::remove_file(state.join("endpoints.json"));
         let mut cmd = Command::new(bin());
         cmd.args([
             "hub",
