@@ -15,8 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// edgeHub's limit; rumqttc's default (10 KiB) is far below it.
-pub const MAX_PACKET_SIZE: usize = 256 * 1024 + 1024;
+/// edgeHub's message limit (body and topic) plus the packet's own header bytes; rumqttc's
+/// default (10 KiB) is far below it.
+pub const MAX_PACKET_SIZE: usize = crate::topic::MAX_MESSAGE_SIZE + 1024;
 const TOKEN_TTL: Duration = Duration::from_secs(3600);
 /// Reconnect with a fresh token this long before the old one expires.
 const TOKEN_RENEW_MARGIN: Duration = Duration::from_secs(300);

@@ -10,6 +10,77 @@ pub const TWIN_DESIRED_SUBSCRIBE: &str = "$iothub/twin/PATCH/properties/desired/
 /// The api-version our modules announce (the one the Python SDK uses).
 pub const API_VERSION: &str = "2019-10-01";
 
+/// MQTT writes a topic's length in two bytes: a longer topic cannot be encoded at all.
+pub const MAX_TOPIC_LEN: usize = u16::MAX as usize;
+/// IoT Hub's and edgeHub's message size limit. The hub applies it to body plus delivered
+/// topic (edgeHub counts body and properties), so every delivery fits a client that accepts
+/// [`crate::session::MAX_PACKET_SIZE`].
+pub const MAX_MESSAGE_SIZE: usize = 256 * 1024;
+
+/// Why a topic (with its body) cannot be delivered over MQTT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DeliveryError {
+    #[error("topic of {0} bytes is longer than MQTT's {MAX_TOPIC_LEN}-byte limit")]
+    TopicTooLong(usize),
+    #[error("message of {0} bytes (body and topic) exceeds the {MAX_MESSAGE_SIZE}-byte limit")]
+    TooLarge(usize),
+}
+
+/// Checks that `topic` with a body of `body_len` bytes can be encoded and delivered.
+pub fn check_deliverable(topic: &str, body_len: usize) -> Result<(), DeliveryError> {
+    if topic.len() > MAX_TOPIC_LEN {
+        return Err(DeliveryError::TopicTooLong(topic.len()));
+    }
+    let size = topic.len().saturating_add(body_len);
+    if size > MAX_MESSAGE_SIZE {
+        return Err(DeliveryError::TooLarge(size));
+    }
+    Ok(())
+}
+
+/// What a SUBSCRIBE filter asks for, classified in edgeHub's order (its `SessionStateParser`):
+/// method prefix, desired-properties prefix, C2D suffix, twin responses, then any
+/// `devices/{..}/modules/{..}/#` as module messages (inputs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subscription {
+    Methods,
+    DesiredPropertyUpdates,
+    C2D,
+    TwinResponses,
+    ModuleMessages,
+    Unknown,
+}
+
+pub fn classify_subscription(filter: &str) -> Subscription {
+    if filter.starts_with("$iothub/methods/POST/") {
+        Subscription::Methods
+    } else if filter.starts_with("$iothub/twin/PATCH/properties/desired/") {
+        Subscription::DesiredPropertyUpdates
+    } else if filter.ends_with("messages/devicebound/#") {
+        Subscription::C2D
+    } else if filter == TWIN_RESPONSES_SUBSCRIBE {
+        Subscription::TwinResponses
+    } else if is_module_messages_filter(filter) {
+        Subscription::ModuleMessages
+    } else {
+        Subscription::Unknown
+    }
+}
+
+/// edgeHub's `^devices/.+/modules/.+/#$`: `.` is any character but a newline, and may be `/`.
+fn is_module_messages_filter(filter: &str) -> bool {
+    let Some(middle) = filter
+        .strip_prefix("devices/")
+        .and_then(|r| r.strip_suffix("/#"))
+    else {
+        return false;
+    };
+    !middle.contains('\n')
+        && middle
+            .match_indices("/modules/")
+            .any(|(i, m)| i > 0 && i + m.len() < middle.len())
+}
+
 /// `devices/{d}/modules/{m}/messages/events/{bag}`: a module sends to one of its outputs.
 pub fn output(device: &str, module: &str, bag: &PropertyBag) -> String {
     let mut t = format!("devices/{device}/modules/{module}/messages/events/");
@@ -215,6 +286,45 @@ pub fn parse_username(username: &str) -> Result<UsernameIdentity, UsernameError>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn classifies_subscriptions_as_edgehub() {
+        use Subscription::*;
+        for (filter, want) in [
+            (METHODS_SUBSCRIBE, Methods),
+            ("$iothub/methods/POST/", Methods),
+            ("$iothub/methods/POST//somemorestuff", Methods),
+            ("x/$iothub/methods/POST/", Unknown),
+            (TWIN_DESIRED_SUBSCRIBE, DesiredPropertyUpdates),
+            ("devices/d/messages/devicebound/#", C2D),
+            (TWIN_RESPONSES_SUBSCRIBE, TwinResponses),
+            ("$iothub/twin/res/200", Unknown),
+            ("devices/d/modules/m/#", ModuleMessages),
+            ("devices/d/modules/m/inputs/#", ModuleMessages),
+            ("devices/d/x/modules/m/y/#", ModuleMessages),
+            ("devices//modules/m/#", Unknown),
+            ("devices/d/modules//#", Unknown),
+            ("devices/d/modules/m/+", Unknown),
+            ("devices/d\n/modules/m/#", Unknown),
+            ("#", Unknown),
+        ] {
+            assert_eq!(classify_subscription(filter), want, "{filter:?}");
+        }
+    }
+
+    #[test]
+    fn deliverable_topics_fit_mqtt_and_the_size_limit() {
+        assert!(check_deliverable(&"t".repeat(MAX_TOPIC_LEN), 0).is_ok());
+        assert_eq!(
+            check_deliverable(&"t".repeat(MAX_TOPIC_LEN + 1), 0),
+            Err(DeliveryError::TopicTooLong(MAX_TOPIC_LEN + 1))
+        );
+        assert!(check_deliverable("t", MAX_MESSAGE_SIZE - 1).is_ok());
+        assert_eq!(
+            check_deliverable("tt", MAX_MESSAGE_SIZE - 1),
+            Err(DeliveryError::TooLarge(MAX_MESSAGE_SIZE + 1))
+        );
+    }
 
     #[test]
     fn builds_topics() {

@@ -2,11 +2,13 @@
 //! outputs routed to inputs, method responses, twin GET/PATCH, keep-alive, and limits. Packets
 //! are parsed and written with rumqttc's codec, the same code the modules' client uses.
 
+use crate::admission::{Admission, Expelled, Ticket};
 use crate::metrics::{ConnectFailedLabels, IdLabels};
-use crate::state::{Hub, Session};
+use crate::refusals::{Protocol, Reason};
+use crate::state::{Hub, PublishError, RouteError, Session};
 use bytes::{Bytes, BytesMut};
 use edge::sas::SasToken;
-use edge::topic::{self, Topic};
+use edge::topic::{self, Subscription, Topic};
 use rumqttc::mqttbytes::v4::{
     ConnAck, Connect, ConnectReturnCode, Packet, PubAck, SubAck, SubscribeReasonCode, UnsubAck,
 };
@@ -17,13 +19,17 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, oneshot};
 use tokio_rustls::TlsAcceptor;
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_KEEP_ALIVE: Duration = Duration::from_secs(600);
 /// The topic and headers may add to a 256 KiB body; the body limit itself is checked separately.
 const PACKET_SLACK: usize = 64 * 1024;
+/// A stranger's first packet: a CONNECT with a SAS token is well under 2 KiB.
+const MAX_CONNECT_PACKET: usize = 16 * 1024;
+/// A client that does not read what the hub writes for this long is cut off, so a stalled
+/// reader cannot hold the hub's writer (and what waits on it) forever.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 const EMPTY_TWIN: &[u8] = br#"{"desired":{"$version":1},"reported":{"$version":1}}"#;
 
 #[derive(Debug, thiserror::Error)]
@@ -32,18 +38,24 @@ enum ConnError {
     Eof,
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
-    #[error("malformed MQTT: {0}")]
-    Codec(CodecError),
-    #[error("{0}")]
-    Protocol(String),
+    #[error("replaced by a newer connection")]
+    Replaced,
+    #[error("{1}")]
+    Refused(Reason, String),
+}
+
+impl From<CodecError> for ConnError {
+    fn from(e: CodecError) -> Self {
+        ConnError::Refused(Reason::MalformedPacket, format!("malformed MQTT: {e}"))
+    }
 }
 
 /// Accepts MQTT connections on `listener`, over TLS when `tls` is given.
-pub async fn serve(
+pub(crate) async fn serve(
     hub: Arc<Hub>,
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
-    slots: Arc<Semaphore>,
+    admission: Arc<Admission>,
 ) {
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -54,28 +66,48 @@ pub async fn serve(
                 continue;
             }
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, limit = hub.settings.max_connections, "connection limit reached; refusing a connection");
-            drop(stream);
-            continue;
-        };
+        let ticket = admission.arrive();
         let _ = stream.set_nodelay(true);
         let hub = hub.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
-            let _permit = permit;
             match tls {
                 Some(acceptor) => {
-                    match tokio::time::timeout(CONNECT_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => connection(hub, stream, peer).await,
-                        Ok(Err(e)) => tracing::info!(%peer, error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
+                    let handshake = tokio::select! {
+                        r = acceptor.accept(stream) => r,
+                        e = ticket.expelled() => return expelled(&hub, peer, e),
+                    };
+                    match handshake {
+                        Ok(stream) => connection(hub, stream, peer, ticket).await,
+                        Err(e) => hub.refusals.refuse(
+                            Protocol::Mqtt,
+                            Reason::TlsHandshake,
+                            Some(peer),
+                            "",
+                            &format_args!("TLS handshake failed: {e}"),
+                        ),
                     }
                 }
-                None => connection(hub, stream, peer).await,
+                None => connection(hub, stream, peer, ticket).await,
             }
         });
     }
+}
+
+/// An unauthenticated connection made way for newer ones, or ran out of time.
+fn expelled(hub: &Hub, peer: SocketAddr, e: Expelled) {
+    let (reason, detail) = match e {
+        Expelled::Evicted => (
+            Reason::UnauthenticatedLimit,
+            "closed an unauthenticated connection to make room for newer ones (--max-unauthenticated)",
+        ),
+        Expelled::Expired => (
+            Reason::AuthDeadline,
+            "no authenticated CONNECT within --auth-timeout",
+        ),
+    };
+    hub.refusals
+        .refuse(Protocol::Mqtt, reason, Some(peer), "", &detail);
 }
 
 async fn read_packet<R: AsyncRead + Unpin>(
@@ -98,26 +130,51 @@ async fn read_packet<R: AsyncRead + Unpin>(
                     Err(e) => return Err(e.into()),
                 }
             }
-            Err(e) => return Err(ConnError::Codec(e)),
+            Err(e) => return Err(e.into()),
         }
     }
 }
 
-/// Writes queued packets, batching what is ready before each flush.
-async fn writer<W: AsyncWrite + Unpin>(mut wr: W, mut rx: mpsc::Receiver<Packet>) {
+/// Writes queued packets, batching what is ready before each flush. Ends with the reason
+/// when the client stops reading or a packet cannot be encoded.
+async fn writer<W: AsyncWrite + Unpin>(
+    mut wr: W,
+    mut rx: mpsc::Receiver<Packet>,
+    failed: oneshot::Sender<ConnError>,
+) {
     let mut buf = BytesMut::with_capacity(8 * 1024);
     while let Some(packet) = rx.recv().await {
         let mut next = Some(packet);
         while let Some(p) = next.take() {
-            if p.write(&mut buf, usize::MAX).is_err() {
+            // Sizes were checked before queueing (`check_deliverable`); this is the backstop.
+            if let Err(e) = p.write(&mut buf, edge::session::MAX_PACKET_SIZE) {
+                let _ = failed.send(ConnError::Refused(
+                    Reason::Undeliverable,
+                    format!("cannot encode a {} for the client: {e}", packet_kind(&p)),
+                ));
                 return;
             }
             if buf.len() < 64 * 1024 {
                 next = rx.try_recv().ok();
             }
         }
-        if wr.write_all(&buf).await.is_err() || wr.flush().await.is_err() {
-            return;
+        let write = async {
+            wr.write_all(&buf).await?;
+            wr.flush().await
+        };
+        match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                let _ = failed.send(ConnError::Io(e));
+                return;
+            }
+            Err(_) => {
+                let _ = failed.send(ConnError::Refused(
+                    Reason::SlowReader,
+                    format!("the client read nothing for {WRITE_TIMEOUT:?}"),
+                ));
+                return;
+            }
         }
         buf.clear();
     }
@@ -127,7 +184,7 @@ async fn writer<W: AsyncWrite + Unpin>(mut wr: W, mut rx: mpsc::Receiver<Packet>
 /// Why a CONNECT is refused, with the CONNACK code edgeHub would send.
 struct Refusal {
     code: ConnectReturnCode,
-    reason: &'static str,
+    reason: Reason,
     detail: String,
 }
 
@@ -140,21 +197,21 @@ fn authenticate(hub: &Hub, connect: &Connect) -> Result<String, Refusal> {
     let Some(login) = &connect.login else {
         return Err(refuse(
             ConnectReturnCode::BadUserNamePassword,
-            "no_credentials",
+            Reason::NoCredentials,
             "CONNECT has no username/password".into(),
         ));
     };
     let id = topic::parse_username(&login.username).map_err(|e| {
         refuse(
             ConnectReturnCode::BadUserNamePassword,
-            "bad_username",
+            Reason::BadUsername,
             e.to_string(),
         )
     })?;
     let Some(module) = id.module else {
         return Err(refuse(
             ConnectReturnCode::NotAuthorized,
-            "not_a_module",
+            Reason::NotAModule,
             format!(
                 "{} is a device identity; this hub serves modules",
                 id.device
@@ -165,7 +222,7 @@ fn authenticate(hub: &Hub, connect: &Connect) -> Result<String, Refusal> {
     if connect.client_id != expected_client_id {
         return Err(refuse(
             ConnectReturnCode::NotAuthorized,
-            "client_id_mismatch",
+            Reason::ClientIdMismatch,
             format!(
                 "client id {:?} must equal {expected_client_id:?} (from the username)",
                 connect.client_id
@@ -175,19 +232,24 @@ fn authenticate(hub: &Hub, connect: &Connect) -> Result<String, Refusal> {
     if id.device != hub.settings.device_id {
         return Err(refuse(
             ConnectReturnCode::NotAuthorized,
-            "unknown_device",
+            Reason::UnknownDevice,
             format!("device {:?} is not this edge device", id.device),
         ));
     }
     let Some(keys) = hub.identities.keys(&module) else {
         return Err(refuse(
             ConnectReturnCode::NotAuthorized,
-            "unknown_module",
+            Reason::UnknownModule,
             format!("module {module:?} has no identity on this hub"),
         ));
     };
-    let token = SasToken::parse(&login.password)
-        .map_err(|e| refuse(ConnectReturnCode::NotAuthorized, "bad_token", e.to_string()))?;
+    let token = SasToken::parse(&login.password).map_err(|e| {
+        refuse(
+            ConnectReturnCode::NotAuthorized,
+            Reason::BadToken,
+            e.to_string(),
+        )
+    })?;
     let keys: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
     let hosts = [
         hub.settings.iothub_hostname.as_str(),
@@ -203,9 +265,9 @@ fn authenticate(hub: &Hub, connect: &Connect) -> Result<String, Refusal> {
         )
         .map_err(|e| {
             let reason = match e {
-                edge::sas::SasError::Expired(_) => "token_expired",
-                edge::sas::SasError::BadSignature => "bad_signature",
-                _ => "bad_token",
+                edge::sas::SasError::Expired(_) => Reason::TokenExpired,
+                edge::sas::SasError::BadSignature => Reason::BadSignature,
+                _ => Reason::BadToken,
             };
             refuse(ConnectReturnCode::NotAuthorized, reason, e.to_string())
         })?;
@@ -216,52 +278,88 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     hub: Arc<Hub>,
     stream: S,
     peer: SocketAddr,
+    ticket: Ticket,
 ) {
     let (mut rd, mut wr) = tokio::io::split(stream);
-    let max_packet = hub.settings.max_message_size + PACKET_SLACK;
     let mut buf = BytesMut::with_capacity(4096);
-    let connect = match tokio::time::timeout(
-        CONNECT_TIMEOUT,
-        read_packet(&mut rd, &mut buf, max_packet),
-    )
-    .await
-    {
-        Ok(Ok(Packet::Connect(c))) => c,
-        Ok(Ok(other)) => {
-            tracing::info!(%peer, packet = ?packet_kind(&other), "first packet is not CONNECT; closing");
-            return;
+    let first = tokio::select! {
+        r = read_packet(&mut rd, &mut buf, MAX_CONNECT_PACKET) => r,
+        e = ticket.expelled() => return expelled(&hub, peer, e),
+    };
+    let refuse = |reason, detail: &dyn std::fmt::Display| {
+        hub.refusals
+            .refuse(Protocol::Mqtt, reason, Some(peer), "", detail)
+    };
+    let connect = match first {
+        Ok(Packet::Connect(c)) => c,
+        Ok(other) => {
+            return refuse(
+                Reason::NotConnect,
+                &format_args!("first packet is {}, not CONNECT", packet_kind(&other)),
+            )
         }
-        Ok(Err(e)) => {
-            tracing::info!(%peer, error = %e, "closing a connection that did not CONNECT");
-            return;
-        }
-        Err(_) => {
-            tracing::info!(%peer, "no CONNECT within 10 s; closing");
-            return;
+        Err(ConnError::Eof) => return, // a port probe or a client that changed its mind
+        Err(e) => {
+            return refuse(
+                Reason::NotConnect,
+                &format_args!("closed before CONNECT: {e}"),
+            )
         }
     };
-    let module = match authenticate(&hub, &connect) {
+    let authenticated = authenticate(&hub, &connect).and_then(|module| {
+        if ticket.establish() {
+            Ok(module)
+        } else {
+            Err(Refusal {
+                code: ConnectReturnCode::ServiceUnavailable,
+                reason: Reason::ConnectionLimit,
+                detail: format!(
+                    "{} connections are established already (--max-connections)",
+                    hub.settings.max_connections
+                ),
+            })
+        }
+    });
+    let module = match authenticated {
         Ok(m) => m,
         Err(r) => {
-            tracing::warn!(%peer, client_id = %connect.client_id, reason = r.reason, detail = %r.detail, code = ?r.code, "connection refused");
+            // Only a known identity names the series, so strangers cannot grow the metric.
+            let known = hub
+                .identities
+                .is_client_id(&hub.settings.device_id, &connect.client_id);
+            hub.refusals.refuse(
+                Protocol::Mqtt,
+                r.reason,
+                Some(peer),
+                if known { &connect.client_id } else { "" },
+                &format_args!("CONNECT refused with {:?}: {}", r.code, r.detail),
+            );
             hub.metrics
                 .connect_failed
                 .get_or_create(&ConnectFailedLabels {
-                    id: connect.client_id.clone(),
-                    reason: r.reason,
+                    id: if known {
+                        connect.client_id.clone()
+                    } else {
+                        "unknown".into()
+                    },
+                    reason: r.reason.as_str(),
                 })
                 .inc();
             let mut out = BytesMut::new();
             if ConnAck::new(r.code, false).write(&mut out).is_ok() {
-                let _ = wr.write_all(&out).await;
-                let _ = wr.flush().await;
+                let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                    wr.write_all(&out).await?;
+                    wr.flush().await?;
+                    wr.shutdown().await
+                })
+                .await;
             }
-            let _ = wr.shutdown().await;
             return;
         }
     };
     let (tx, rx) = mpsc::channel(1024);
-    let writer_task = tokio::spawn(writer(wr, rx));
+    let (failed_tx, mut writer_failed) = oneshot::channel();
+    let writer_task = tokio::spawn(writer(wr, rx, failed_tx));
     let name: Arc<str> = format!("{}/{module}", hub.settings.device_id).into();
     let session = Arc::new(Session::new(
         hub.next_session_id(),
@@ -289,10 +387,29 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     let keep_alive = Duration::from_secs(connect.keep_alive as u64).min(MAX_KEEP_ALIVE);
     tracing::info!(client = %name, %peer, keep_alive = ?keep_alive, "client connected");
 
-    let result = session_loop(&hub, &session, &mut rd, &mut buf, max_packet, keep_alive).await;
-    match &result {
+    let max_packet = hub.settings.max_message_size + PACKET_SLACK;
+    let result = session_loop(
+        &hub,
+        &session,
+        &mut rd,
+        &mut buf,
+        max_packet,
+        keep_alive,
+        &mut writer_failed,
+    )
+    .await;
+    match result {
         Ok(()) | Err(ConnError::Eof) => tracing::info!(client = %name, "client disconnected"),
-        Err(e) => tracing::warn!(client = %name, error = %e, "closing the client's connection"),
+        Err(ConnError::Refused(reason, detail)) => {
+            hub.refusals.refuse(
+                Protocol::Mqtt,
+                reason,
+                Some(peer),
+                &name,
+                &format_args!("closing the connection: {detail}"),
+            );
+        }
+        Err(e) => tracing::info!(client = %name, "client connection ended: {e}"),
     }
     session.close();
     hub.detach(&session);
@@ -306,6 +423,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     drop(session);
     // Let queued packets (e.g. a last PUBACK) go out, but not forever.
     let _ = tokio::time::timeout(Duration::from_secs(1), writer_task).await;
+    drop(ticket);
 }
 
 async fn session_loop<R: AsyncRead + Unpin>(
@@ -315,6 +433,7 @@ async fn session_loop<R: AsyncRead + Unpin>(
     buf: &mut BytesMut,
     max_packet: usize,
     keep_alive: Duration,
+    writer_failed: &mut oneshot::Receiver<ConnError>,
 ) -> Result<(), ConnError> {
     // MQTT-3.1.2-24: no packet within 1.5 × keep-alive means the client is gone.
     let idle_limit = if keep_alive.is_zero() {
@@ -322,34 +441,34 @@ async fn session_loop<R: AsyncRead + Unpin>(
     } else {
         keep_alive * 3 / 2
     };
+    let violation = |detail: String| ConnError::Refused(Reason::ProtocolViolation, detail);
     loop {
         let packet = tokio::select! {
             r = tokio::time::timeout(idle_limit, read_packet(rd, buf, max_packet)) => match r {
                 Ok(p) => p?,
-                Err(_) => return Err(ConnError::Protocol(format!("keep-alive expired: nothing received for {idle_limit:?}"))),
+                Err(_) => return Err(ConnError::Refused(Reason::KeepAliveExpired, format!("keep-alive expired: nothing received for {idle_limit:?}"))),
             },
-            _ = session.closed.notified() => return Err(ConnError::Protocol("replaced by a newer connection".into())),
+            _ = session.closed.notified() => return Err(ConnError::Replaced),
+            e = &mut *writer_failed => return Err(e.unwrap_or(ConnError::Eof)),
         };
-        let reply = |p: Packet| async {
-            session
-                .outbound
-                .send(p)
-                .await
-                .map_err(|_| ConnError::Protocol("writer closed".into()))
-        };
+        let reply =
+            |p: Packet| async { session.outbound.send(p).await.map_err(|_| ConnError::Eof) };
         match packet {
             Packet::Publish(publish) => {
                 if publish.qos == QoS::ExactlyOnce {
-                    return Err(ConnError::Protocol(
+                    return Err(violation(
                         "QoS 2 is not supported by IoT Hub/edgeHub".into(),
                     ));
                 }
                 if publish.payload.len() > hub.settings.max_message_size {
-                    return Err(ConnError::Protocol(format!(
-                        "message of {} bytes exceeds the {} byte limit",
-                        publish.payload.len(),
-                        hub.settings.max_message_size
-                    )));
+                    return Err(ConnError::Refused(
+                        Reason::MessageTooLarge,
+                        format!(
+                            "message of {} bytes exceeds the {} byte limit",
+                            publish.payload.len(),
+                            hub.settings.max_message_size
+                        ),
+                    ));
                 }
                 handle_publish(hub, session, &publish.topic, publish.payload).await?;
                 if publish.qos == QoS::AtLeastOnce {
@@ -366,27 +485,23 @@ async fn session_loop<R: AsyncRead + Unpin>(
                         QoS::AtLeastOnce
                     };
                     codes.push(SubscribeReasonCode::Success(granted));
-                    classify_subscription(hub, session, &f.path, Some(granted));
+                    record_subscription(session, &f.path, Some(granted));
                 }
                 reply(Packet::SubAck(SubAck::new(sub.pkid, codes))).await?;
                 hub.wake(&session.module);
             }
             Packet::Unsubscribe(unsub) => {
                 for f in &unsub.topics {
-                    classify_subscription(hub, session, f, None);
+                    record_subscription(session, f, None);
                 }
                 reply(Packet::UnsubAck(UnsubAck::new(unsub.pkid))).await?;
             }
             Packet::PingReq => reply(Packet::PingResp).await?,
             Packet::Disconnect => return Ok(()),
-            Packet::Connect(_) => {
-                return Err(ConnError::Protocol(
-                    "second CONNECT on one connection".into(),
-                ))
-            }
+            Packet::Connect(_) => return Err(violation("second CONNECT on one connection".into())),
             other => {
-                return Err(ConnError::Protocol(format!(
-                    "unexpected {:?} from a client",
+                return Err(violation(format!(
+                    "unexpected {} from a client",
                     packet_kind(&other)
                 )))
             }
@@ -394,23 +509,21 @@ async fn session_loop<R: AsyncRead + Unpin>(
     }
 }
 
-fn classify_subscription(hub: &Hub, session: &Session, filter: &str, granted: Option<QoS>) {
-    let inputs = topic::inputs_filter(&hub.settings.device_id, &session.module);
-    if filter == topic::METHODS_SUBSCRIBE {
-        let v = granted.map(|q| q as u8 + 1).unwrap_or(0);
-        session.methods.store(v, Ordering::SeqCst);
-    } else if filter == inputs
-        || filter
-            == format!(
-                "devices/{}/modules/{}/#",
-                hub.settings.device_id, session.module
-            )
-    {
-        session.inputs.store(granted.is_some(), Ordering::SeqCst);
-    } else if filter.starts_with("$iothub/twin/") {
-        // Twin responses go to whoever asks; nothing to record.
-    } else {
-        tracing::debug!(client = %session.name, %filter, "subscription to an unknown topic accepted and ignored (as edgeHub does)");
+/// Records what a SUBSCRIBE (granted) or UNSUBSCRIBE (`None`) means, as edgeHub classifies
+/// filters: any `devices/{..}/modules/{..}/#` means the module's own inputs.
+fn record_subscription(session: &Session, filter: &str, granted: Option<QoS>) {
+    match topic::classify_subscription(filter) {
+        Subscription::Methods => {
+            let v = granted.map(|q| q as u8 + 1).unwrap_or(0);
+            session.methods.store(v, Ordering::SeqCst);
+        }
+        Subscription::ModuleMessages => session.inputs.store(granted.is_some(), Ordering::SeqCst),
+        // Twin responses go to whoever asks; there are no desired-property patches or C2D here.
+        Subscription::TwinResponses | Subscription::DesiredPropertyUpdates | Subscription::C2D => {}
+        Subscription::Unknown => {
+            let shown: String = filter.chars().take(200).collect();
+            tracing::info!(client = %session.name, "Ignoring unknown subscription to topic {shown:?} for client {}.", session.name);
+        }
     }
 }
 
@@ -427,13 +540,20 @@ async fn handle_publish(
             bag,
         } => {
             if device != hub.settings.device_id || module != Some(session.module.as_str()) {
-                return Err(ConnError::Protocol(format!(
-                    "{} published on another identity's topic {topic_name:?}",
-                    session.name
-                )));
+                return Err(ConnError::Refused(
+                    Reason::ForeignTopic,
+                    format!(
+                        "published on another identity's topic (devices/{}/modules/{})",
+                        shorten(device),
+                        shorten(module.unwrap_or(""))
+                    ),
+                ));
             }
-            hub.route(session, bag, payload).map_err(|e| {
-                ConnError::Protocol(format!("bad property bag in {topic_name:?}: {e}"))
+            hub.route(session, bag, payload).map_err(|e| match e {
+                RouteError::Bag(_) => ConnError::Refused(Reason::BadPropertyBag, e.to_string()),
+                RouteError::Undeliverable { .. } => {
+                    ConnError::Refused(Reason::Undeliverable, e.to_string())
+                }
             })?;
         }
         Topic::MethodResponse { status, rid } => {
@@ -448,13 +568,15 @@ async fn handle_publish(
                     id: session.name.to_string(),
                 })
                 .inc();
-            session
-                .publish(
-                    topic::twin_response(200, rid, None),
-                    Bytes::from_static(EMPTY_TWIN),
-                    QoS::AtMostOnce,
-                )
-                .await;
+            answer(
+                session
+                    .publish(
+                        topic::twin_response(200, rid, None),
+                        Bytes::from_static(EMPTY_TWIN),
+                        QoS::AtMostOnce,
+                    )
+                    .await,
+            )?;
         }
         Topic::TwinReportedPatch { rid } => {
             hub.metrics
@@ -464,19 +586,40 @@ async fn handle_publish(
                 })
                 .inc();
             let version = session.twin_version.fetch_add(1, Ordering::Relaxed) + 1;
-            session
-                .publish(
-                    topic::twin_response(204, rid, Some(version)),
-                    Bytes::new(),
-                    QoS::AtMostOnce,
-                )
-                .await;
+            answer(
+                session
+                    .publish(
+                        topic::twin_response(204, rid, Some(version)),
+                        Bytes::new(),
+                        QoS::AtMostOnce,
+                    )
+                    .await,
+            )?;
         }
         _ => {
-            tracing::info!(client = %session.name, topic = topic_name, "publish to an unsupported topic ignored")
+            tracing::info!(client = %session.name, topic = shorten(topic_name), "publish to an unsupported topic ignored")
         }
     }
     Ok(())
+}
+
+/// A reply the client's own request made impossible (e.g. a request id too long for a topic).
+fn answer(sent: Result<(), PublishError>) -> Result<(), ConnError> {
+    match sent {
+        Ok(()) | Err(PublishError::Closed) => Ok(()),
+        Err(PublishError::Undeliverable(e)) => Err(ConnError::Refused(
+            Reason::Undeliverable,
+            format!("its request asks for a reply that cannot be sent: {e}"),
+        )),
+    }
+}
+
+/// At most 100 characters of something a client sent, for a log line.
+fn shorten(s: &str) -> String {
+    match s.char_indices().nth(100) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_owned(),
+    }
 }
 
 fn packet_kind(p: &Packet) -> &'static str {

@@ -118,6 +118,14 @@ impl Identities {
         self.keys.get(module).map(Vec::as_slice)
     }
 
+    /// Whether `client_id` is `{device}/{module}` for a module with an identity here.
+    pub fn is_client_id(&self, device: &str, client_id: &str) -> bool {
+        client_id
+            .strip_prefix(device)
+            .and_then(|r| r.strip_prefix('/'))
+            .is_some_and(|m| self.keys(m).is_some())
+    }
+
     pub fn modules(&self) -> impl Iterator<Item = &str> {
         self.keys.keys().map(String::as_str)
     }

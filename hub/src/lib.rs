@@ -3,11 +3,13 @@
 //! direct methods over HTTPS, SAS authentication, and edgeHub's Prometheus metrics.
 #![forbid(unsafe_code)]
 
+mod admission;
 pub mod broker;
 pub mod certs;
 pub mod identities;
 pub mod methods;
 pub mod metrics;
+pub mod refusals;
 pub mod routes;
 pub mod state;
 
@@ -81,9 +83,33 @@ pub struct Args {
     /// Messages kept per target module while it is offline; beyond this they are dropped and counted.
     #[arg(long, env = "HUB_QUEUE_SIZE", default_value_t = 10_000)]
     pub queue_size: usize,
-    /// Most simultaneous MQTT connections.
+    /// Sends of one input message (first send and resends) without a PUBACK before it is
+    /// dropped and counted (edgehub_messages_dropped_total{reason="not_acknowledged"}), so one
+    /// message can never hold a module's queue forever.
+    #[arg(long, env = "HUB_MAX_DELIVERY_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_delivery_attempts: u32,
+    /// Most simultaneous authenticated MQTT connections; beyond it CONNECT gets CONNACK 3.
     #[arg(long, env = "HUB_MAX_CONNECTIONS", default_value_t = 1000)]
     pub max_connections: usize,
+    /// Most simultaneous connections that have not authenticated yet, per protocol (MQTT,
+    /// HTTPS). When full, a new connection closes the oldest unauthenticated one, so a flood
+    /// cannot lock modules out.
+    #[arg(long, env = "HUB_MAX_UNAUTHENTICATED", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_unauthenticated: u64,
+    /// Time from accepting a connection to its authentication (TLS handshake and CONNECT, or
+    /// TLS handshake and a request with a valid token); later, the connection is closed.
+    #[arg(long, env = "HUB_AUTH_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub auth_timeout: Duration,
+    /// Most simultaneous authenticated HTTPS connections (method callers); beyond it 503.
+    #[arg(long, env = "HUB_MAX_HTTPS_CONNECTIONS", default_value_t = 64)]
+    pub max_https_connections: usize,
+    /// Time for an HTTPS request's headers to arrive, counted from when the connection starts
+    /// waiting for them; also how long an idle keep-alive connection stays open.
+    #[arg(long, env = "HUB_HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub http_header_timeout: Duration,
+    /// Time for an HTTPS request's body to arrive once its headers are in.
+    #[arg(long, env = "HUB_HTTP_BODY_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub http_body_timeout: Duration,
 }
 
 /// A running hub: its actual addresses (ports chosen when 0 was asked for).
@@ -207,9 +233,21 @@ pub async fn start(args: &Args) -> Result<RunningHub> {
         default_ttl: default_ttl(&manifest),
         max_message_size: 256 * 1024,
         max_connections: args.max_connections,
+        max_delivery_attempts: args.max_delivery_attempts,
     };
     let hub = Hub::new(settings, identities, routes, metrics);
-    let slots = Arc::new(tokio::sync::Semaphore::new(args.max_connections));
+    let unauthenticated = usize::try_from(args.max_unauthenticated).unwrap_or(usize::MAX);
+    let mqtt_admission =
+        admission::Admission::new(unauthenticated, args.max_connections, args.auth_timeout);
+    let https_admission = admission::Admission::new(
+        unauthenticated,
+        args.max_https_connections,
+        args.auth_timeout,
+    );
+    let http_limits = methods::HttpLimits {
+        header_timeout: args.http_header_timeout,
+        body_timeout: args.http_body_timeout,
+    };
 
     let mqtt_listener = bind(args.bind, args.mqtt_port, "MQTT/TLS").await?;
     let https_listener = bind(args.bind, args.https_port, "HTTPS").await?;
@@ -231,12 +269,14 @@ pub async fn start(args: &Args) -> Result<RunningHub> {
             hub.clone(),
             mqtt_listener,
             Some(tokio_rustls::TlsAcceptor::from(mqtt_tls.config)),
-            slots.clone(),
+            mqtt_admission.clone(),
         )),
         tokio::spawn(methods::serve(
             hub.clone(),
             https_listener,
             tokio_rustls::TlsAcceptor::from(https_tls.config),
+            https_admission,
+            http_limits,
         )),
         metrics_server.task,
     ];
@@ -244,7 +284,12 @@ pub async fn start(args: &Args) -> Result<RunningHub> {
         Some(port) => {
             let l = bind(args.bind, port, "plain MQTT").await?;
             let addr = l.local_addr()?;
-            tasks.push(tokio::spawn(broker::serve(hub.clone(), l, None, slots)));
+            tasks.push(tokio::spawn(broker::serve(
+                hub.clone(),
+                l,
+                None,
+                mqtt_admission,
+            )));
             Some(addr)
         }
         None => None,

@@ -1,7 +1,9 @@
 //! Direct methods between modules: HTTPS `POST /twins/{d}/modules/{m}/methods` checked and answered
 //! as edgeHub's TwinsController does (PROTOCOL.md §3), forwarded over MQTT to the target module.
 
+use crate::admission::{Admission, Expelled, Ticket};
 use crate::metrics::MethodLabels;
+use crate::refusals::{Protocol, Reason};
 use crate::state::Hub;
 use bytes::Bytes;
 use edge::sas::SasToken;
@@ -10,11 +12,12 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use percent_encoding::percent_decode_str;
 use rand::RngCore;
 use rumqttc::mqttbytes::QoS;
 use serde_json::{json, Value};
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,9 +26,24 @@ use tokio_rustls::TlsAcceptor;
 
 const MAX_BODY: usize = 256 * 1024;
 const MAX_PAYLOAD: usize = 128 * 1024;
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub async fn serve(hub: Arc<Hub>, listener: TcpListener, tls: TlsAcceptor) {
+/// Deadlines of the HTTPS side (the accept-to-authenticated deadline is the admission's).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HttpLimits {
+    /// For a request's headers, counted from when the connection starts waiting for them (so
+    /// it is also how long an idle keep-alive connection stays open).
+    pub header_timeout: Duration,
+    /// For a request's body once its headers are in.
+    pub body_timeout: Duration,
+}
+
+pub(crate) async fn serve(
+    hub: Arc<Hub>,
+    listener: TcpListener,
+    tls: TlsAcceptor,
+    admission: Arc<Admission>,
+    limits: HttpLimits,
+) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(s) => s,
@@ -35,30 +53,91 @@ pub async fn serve(hub: Arc<Hub>, listener: TcpListener, tls: TlsAcceptor) {
                 continue;
             }
         };
+        let ticket = Arc::new(admission.arrive());
         let _ = stream.set_nodelay(true);
         let hub = hub.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    return tracing::info!(%peer, error = %e, "HTTPS TLS handshake failed")
-                }
-                Err(_) => return tracing::info!(%peer, "HTTPS TLS handshake timed out"),
+            let refuse = |reason, detail: &dyn std::fmt::Display| {
+                hub.refusals
+                    .refuse(Protocol::Https, reason, Some(peer), "", detail)
             };
-            let service = service_fn(move |req| {
-                let hub = hub.clone();
-                async move { Ok::<_, std::convert::Infallible>(handle(&hub, req).await) }
-            });
-            if let Err(e) = http1::Builder::new()
+            let handshake = tokio::select! {
+                r = tls.accept(stream) => r,
+                e = ticket.expelled() => return expelled(&hub, peer, e),
+            };
+            let stream = match handshake {
+                Ok(s) => s,
+                Err(e) => {
+                    return refuse(
+                        Reason::TlsHandshake,
+                        &format_args!("TLS handshake failed: {e}"),
+                    )
+                }
+            };
+            let service = {
+                let (hub, ticket) = (hub.clone(), ticket.clone());
+                service_fn(move |req| {
+                    let (hub, ticket) = (hub.clone(), ticket.clone());
+                    async move {
+                        let mut response = handle(&hub, &ticket, peer, limits, req).await;
+                        if !ticket.is_established() {
+                            // A stranger gets its answer and the connection closes.
+                            response.headers_mut().insert(
+                                hyper::header::CONNECTION,
+                                hyper::header::HeaderValue::from_static("close"),
+                            );
+                        }
+                        Ok::<_, std::convert::Infallible>(response)
+                    }
+                })
+            };
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
                 .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!(%peer, error = %e, "HTTPS connection ended with an error");
+                .serve_connection(TokioIo::new(stream), service);
+            let result = tokio::select! {
+                r = conn => r,
+                e = ticket.expelled() => return expelled(&hub, peer, e),
+            };
+            match result {
+                Ok(()) => {}
+                Err(e) if e.is_timeout() && !ticket.is_established() => refuse(
+                    Reason::HeaderTimeout,
+                    &format_args!(
+                        "request headers not received within {:?}",
+                        limits.header_timeout
+                    ),
+                ),
+                Err(e) if e.is_timeout() => {
+                    tracing::debug!(%peer, "idle HTTPS connection closed after {:?}", limits.header_timeout)
+                }
+                Err(e) if e.is_parse() || e.is_parse_too_large() => {
+                    refuse(Reason::BadRequest, &format_args!("malformed HTTP: {e}"))
+                }
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "HTTPS connection ended with an error")
+                }
             }
         });
     }
+}
+
+/// An unauthenticated connection made way for newer ones, or ran out of time.
+fn expelled(hub: &Hub, peer: SocketAddr, e: Expelled) {
+    let (reason, detail) = match e {
+        Expelled::Evicted => (
+            Reason::UnauthenticatedLimit,
+            "closed an unauthenticated connection to make room for newer ones (--max-unauthenticated)",
+        ),
+        Expelled::Expired => (
+            Reason::AuthDeadline,
+            "no authenticated request within --auth-timeout",
+        ),
+    };
+    hub.refusals
+        .refuse(Protocol::Https, reason, Some(peer), "", &detail);
 }
 
 fn respond(status: StatusCode, body: Value) -> Response<Full<Bytes>> {
@@ -159,14 +238,30 @@ fn new_guid() -> String {
     )
 }
 
-async fn handle(hub: &Arc<Hub>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn handle(
+    hub: &Arc<Hub>,
+    ticket: &Ticket,
+    peer: SocketAddr,
+    limits: HttpLimits,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let refuse = |reason: Reason, caller: &str, detail: &str| {
+        hub.refusals
+            .refuse(Protocol::Https, reason, Some(peer), caller, &detail)
+    };
     if req.method() != Method::POST {
+        refuse(
+            Reason::MethodNotAllowed,
+            "",
+            &format!("{} is not served", req.method()),
+        );
         return message(
             StatusCode::METHOD_NOT_ALLOWED,
             "only POST /twins/{deviceId}/modules/{moduleId}/methods is served here",
         );
     }
     let Some((device, module)) = target(req.uri().path()) else {
+        refuse(Reason::NoSuchResource, "", "no such resource");
         return message(
             StatusCode::NOT_FOUND,
             format!("no such resource: {}", req.uri().path()),
@@ -182,12 +277,23 @@ async fn handle(hub: &Arc<Hub>, req: Request<Incoming>) -> Response<Full<Bytes>>
     let Some((caller_device, caller_module)) =
         caller.filter(|(d, m)| !d.is_empty() && !m.is_empty())
     else {
+        refuse(
+            Reason::BadCallerHeader,
+            "",
+            "x-ms-edge-moduleId is missing or not {device}/{module}",
+        );
         return message(
             StatusCode::BAD_REQUEST,
             "Invalid header value for x-ms-edge-moduleId",
         );
     };
+    let caller_name = format!("{caller_device}/{caller_module}");
     if caller_device != hub.settings.device_id {
+        refuse(
+            Reason::OtherDevice,
+            "",
+            "the caller names another device than this edge device",
+        );
         return message(
             StatusCode::UNAUTHORIZED,
             "Only modules on the same device can invoke DirectMethods",
@@ -199,19 +305,61 @@ async fn handle(hub: &Arc<Hub>, req: Request<Incoming>) -> Response<Full<Bytes>>
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     if let Err(why) = check_token(hub, auth, &caller_device, &caller_module) {
-        tracing::warn!(caller = %format!("{caller_device}/{caller_module}"), reason = %why, "method call refused");
+        let known = hub.identities.keys(&caller_module).is_some();
+        refuse(
+            Reason::Unauthorized,
+            if known { &caller_name } else { "" },
+            &why,
+        );
         return message(
             StatusCode::UNAUTHORIZED,
             format!("Unable to authenticate {caller_device}/{caller_module}: {why}"),
         );
     }
-    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => return bad_request(format!("The request body is larger than {MAX_BODY} bytes")),
+    if !ticket.establish() {
+        refuse(
+            Reason::ConnectionLimit,
+            &caller_name,
+            "every HTTPS connection place is taken (--max-https-connections)",
+        );
+        return message(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Too many connections to the hub; retry later",
+        );
+    }
+    let body = tokio::time::timeout(
+        limits.body_timeout,
+        Limited::new(req.into_body(), MAX_BODY).collect(),
+    )
+    .await;
+    let body = match body {
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(_)) => {
+            refuse(
+                Reason::BodyTooLarge,
+                &caller_name,
+                &format!("request body larger than {MAX_BODY} bytes"),
+            );
+            return bad_request(format!("The request body is larger than {MAX_BODY} bytes"));
+        }
+        Err(_) => {
+            refuse(
+                Reason::BodyTimeout,
+                &caller_name,
+                &format!("request body not received within {:?}", limits.body_timeout),
+            );
+            return bad_request(format!(
+                "The request body was not received within {:?}",
+                limits.body_timeout
+            ));
+        }
     };
     let call = match validate(&body) {
         Ok(c) => c,
-        Err(why) => return bad_request(why),
+        Err(why) => {
+            refuse(Reason::BadRequest, &caller_name, &why);
+            return bad_request(why);
+        }
     };
     let target_name = match &module {
         Some(m) => format!("{device}/{m}"),
@@ -224,6 +372,13 @@ async fn handle(hub: &Arc<Hub>, req: Request<Incoming>) -> Response<Full<Bytes>>
     hub.metrics.direct_methods.get_or_create(&labels).inc();
     let started = Instant::now();
     let response = invoke(hub, &device, module.as_deref(), &target_name, call).await;
+    if response.status() == StatusCode::NOT_FOUND {
+        refuse(
+            Reason::TargetNotFound,
+            &caller_name,
+            &format!("method target {target_name} is not connected or not subscribed to methods"),
+        );
+    }
     hub.metrics
         .direct_method_duration
         .get_or_create(&labels)
@@ -282,13 +437,14 @@ async fn invoke(
     } else {
         QoS::AtMostOnce
     };
-    if !session
+    if session
         .publish(
             edge::topic::method_request(&call.name, &rid),
             call.payload,
             qos,
         )
         .await
+        .is_err()
     {
         hub.forget_method(&rid);
         return not_found();

@@ -86,6 +86,7 @@ pub struct HubMetrics {
     pub queue_length: Family<QueueLabels, Gauge>,
     pub gettwin: Family<IdLabels, Counter>,
     pub reported_properties: Family<IdLabels, Counter>,
+    pub refusals: Family<crate::refusals::RefusalLabels, Counter>,
 }
 
 impl HubMetrics {
@@ -111,6 +112,7 @@ impl HubMetrics {
             queue_length: Family::default(),
             gettwin: Family::default(),
             reported_properties: Family::default(),
+            refusals: Family::default(),
         };
         let r = registry;
         r.register(
@@ -130,7 +132,7 @@ impl HubMetrics {
         );
         r.register(
             "edgehub_messages_dropped",
-            "Messages dropped: no_route, upstream (no cloud here), ttl_expiry, queue_overflow",
+            "Messages dropped: no_route, upstream (no cloud here), ttl_expiry, queue_overflow, undeliverable, not_acknowledged",
             m.messages_dropped.clone(),
         );
         r.register(
@@ -178,6 +180,11 @@ impl HubMetrics {
             "edgehub_reported_properties",
             "Reported-property updates",
             m.reported_properties.clone(),
+        );
+        r.register(
+            "edgehub_refusals",
+            "Connections, requests and messages the hub refused, by protocol and reason",
+            m.refusals.clone(),
         );
         m
     }

@@ -2,9 +2,11 @@
 
 use crate::identities::Identities;
 use crate::metrics::{DroppedLabels, HubMetrics, QueueLabels, SendDurationLabels, SentLabels};
+use crate::refusals::Refusals;
 use crate::routes::{RouteTable, Sink};
 use bytes::Bytes;
 use edge::bag::{PropertyBag, CONNECTION_DEVICE_ID, CONNECTION_MODULE_ID};
+use edge::topic::{check_deliverable, DeliveryError};
 use rumqttc::mqttbytes::v4::{Packet, Publish};
 use rumqttc::mqttbytes::QoS;
 use std::collections::{HashMap, VecDeque};
@@ -24,6 +26,23 @@ pub struct Settings {
     pub default_ttl: Duration,
     pub max_message_size: usize,
     pub max_connections: usize,
+    /// Sends of one input message (the first and the resends) before it is dropped, so one
+    /// message a module never acknowledges cannot hold its queue forever.
+    pub max_delivery_attempts: u32,
+}
+
+/// Why a message a module sent cannot be routed; the sender is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    #[error("bad property bag: {0}")]
+    Bag(#[from] edge::bag::BagError),
+    #[error("cannot be delivered to {target}/inputs/{input}: {error}")]
+    Undeliverable {
+        target: String,
+        input: String,
+        #[source]
+        error: DeliveryError,
+    },
 }
 
 /// A module's live MQTT connection.
@@ -75,7 +94,8 @@ impl Session {
         topic: String,
         payload: Bytes,
         dup: bool,
-    ) -> Option<oneshot::Receiver<()>> {
+    ) -> Result<oneshot::Receiver<()>, PublishError> {
+        check_deliverable(&topic, payload.len())?;
         let pkid = self.pkid();
         let (tx, rx) = oneshot::channel();
         if let Ok(mut acks) = self.acks.lock() {
@@ -84,17 +104,29 @@ impl Session {
         let mut publish = Publish::from_bytes(topic, QoS::AtLeastOnce, payload);
         publish.pkid = pkid;
         publish.dup = dup;
-        self.outbound.send(Packet::Publish(publish)).await.ok()?;
-        Some(rx)
+        self.outbound
+            .send(Packet::Publish(publish))
+            .await
+            .map_err(|_| PublishError::Closed)?;
+        Ok(rx)
     }
 
     /// Publishes with the given QoS, not waiting for an acknowledgement.
-    pub async fn publish(&self, topic: String, payload: Bytes, qos: QoS) -> bool {
+    pub async fn publish(
+        &self,
+        topic: String,
+        payload: Bytes,
+        qos: QoS,
+    ) -> Result<(), PublishError> {
+        check_deliverable(&topic, payload.len())?;
         let mut publish = Publish::from_bytes(topic, qos, payload);
         if qos != QoS::AtMostOnce {
             publish.pkid = self.pkid();
         }
-        self.outbound.send(Packet::Publish(publish)).await.is_ok()
+        self.outbound
+            .send(Packet::Publish(publish))
+            .await
+            .map_err(|_| PublishError::Closed)
     }
 
     pub fn acknowledged(&self, pkid: u16) {
@@ -108,6 +140,15 @@ impl Session {
         self.is_closed.store(true, Ordering::SeqCst);
         self.closed.notify_waiters();
     }
+}
+
+/// Why a PUBLISH to a module did not go out.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error(transparent)]
+    Undeliverable(#[from] DeliveryError),
+    #[error("the connection closed")]
+    Closed,
 }
 
 /// A message waiting for delivery to one module input.
@@ -133,6 +174,7 @@ pub struct Hub {
     pub identities: Identities,
     pub routes: RouteTable,
     pub metrics: HubMetrics,
+    pub refusals: Refusals,
     sessions: Mutex<HashMap<String, Arc<Session>>>,
     queues: Mutex<HashMap<String, Arc<DeliveryQueue>>>,
     pending_methods: Mutex<HashMap<String, oneshot::Sender<(u16, Bytes)>>>,
@@ -178,11 +220,13 @@ impl Hub {
         routes: RouteTable,
         metrics: HubMetrics,
     ) -> Arc<Self> {
+        let refusals = Refusals::new(metrics.refusals.clone());
         let hub = Arc::new(Self {
             settings,
             identities,
             routes,
             metrics,
+            refusals,
             sessions: Mutex::new(HashMap::new()),
             queues: Mutex::new(HashMap::new()),
             pending_methods: Mutex::new(HashMap::new()),
@@ -266,13 +310,15 @@ impl Hub {
         q
     }
 
-    /// Routes a message a module sent; returns how many endpoints took it.
+    /// Routes a message a module sent; returns how many endpoints took it. Every delivery is
+    /// built and checked before any is queued: a message that cannot reach one of its targets
+    /// is refused whole (before the PUBACK), never queued to block that module's input.
     pub fn route(
         self: &Arc<Self>,
         sender: &Session,
         bag_encoded: &str,
         body: Bytes,
-    ) -> Result<usize, edge::bag::BagError> {
+    ) -> Result<usize, RouteError> {
         let mut bag = PropertyBag::decode(bag_encoded)?;
         let output = bag.remove(edge::bag::OUTPUT_NAME);
         let device = &self.settings.device_id;
@@ -314,11 +360,12 @@ impl Hub {
         }
         bag.insert(CONNECTION_DEVICE_ID, device.as_str());
         bag.insert(CONNECTION_MODULE_ID, module);
-        let mut taken = 0;
+        let mut deliveries = Vec::with_capacity(matched.len());
+        let mut upstream = 0;
         for route in matched {
             match &route.sink {
                 Sink::Upstream => {
-                    self.dropped("upstream", sender, &route_output);
+                    upstream += 1;
                     if !self.upstream_logged.swap(true, Ordering::Relaxed) {
                         tracing::warn!(route = %route.name, "route sends to $upstream; there is no IoT Hub behind the local hub, so such messages are counted in edgehub_messages_dropped_total{{reason=\"upstream\"}} and dropped (logged once)");
                     }
@@ -331,8 +378,16 @@ impl Hub {
                         .time_to_live_secs
                         .map(Duration::from_secs)
                         .unwrap_or(self.settings.default_ttl);
+                    let topic = edge::topic::input(device, target, input, &bag);
+                    check_deliverable(&topic, body.len()).map_err(|error| {
+                        RouteError::Undeliverable {
+                            target: target.clone(),
+                            input: input.clone(),
+                            error,
+                        }
+                    })?;
                     let routed = Routed {
-                        topic: edge::topic::input(device, target, input, &bag),
+                        topic,
                         body: body.clone(),
                         from: sender.name.clone(),
                         from_output: route_output.clone(),
@@ -340,12 +395,19 @@ impl Hub {
                         priority: route.priority,
                         expires: Instant::now() + ttl,
                     };
-                    if self.enqueue(target, routed) {
-                        taken += 1;
-                    } else {
-                        self.dropped("queue_overflow", sender, &route_output);
-                    }
+                    deliveries.push((target, routed));
                 }
+            }
+        }
+        for _ in 0..upstream {
+            self.dropped("upstream", sender, &route_output);
+        }
+        let mut taken = 0;
+        for (target, routed) in deliveries {
+            if self.enqueue(target, routed) {
+                taken += 1;
+            } else {
+                self.dropped("queue_overflow", sender, &route_output);
             }
         }
         Ok(taken)
@@ -419,11 +481,13 @@ impl Hub {
 }
 
 /// Delivers one module's queue in order, one message in flight, each acknowledged by PUBACK
-/// before the next (edgeHub's `DeviceMessageHandler` semantics).
+/// before the next (edgeHub's `DeviceMessageHandler` semantics). A message that cannot be sent,
+/// or is sent `max_delivery_attempts` times without a PUBACK, is dropped, counted and logged,
+/// so the queue always moves.
 async fn deliver(hub: Arc<Hub>, queue: Arc<DeliveryQueue>) {
     let device = hub.settings.device_id.clone();
     let to = format!("{device}/{}", queue.module);
-    let mut dup = false;
+    let mut attempts: u32 = 0;
     loop {
         let notified = queue.wake.notified();
         let head = queue.items.lock().ok().and_then(|items| {
@@ -440,29 +504,38 @@ async fn deliver(hub: Arc<Hub>, queue: Arc<DeliveryQueue>) {
             continue;
         };
         if Instant::now() > expires {
-            if let Some(m) = pop(&hub, &queue) {
-                hub.metrics
-                    .messages_dropped
-                    .get_or_create(&DroppedLabels {
-                        reason: "ttl_expiry",
-                        from: m.from.to_string(),
-                        from_route_output: m.from_output,
-                    })
-                    .inc();
-            }
+            attempts = 0;
+            // Expiry is what the time-to-live is for: counted, not logged per message.
+            drop_head(&hub, &queue, "ttl_expiry", None);
+            continue;
+        }
+        if attempts >= hub.settings.max_delivery_attempts {
+            attempts = 0;
+            let why = format!(
+                "sent {} times without a PUBACK within {:?}",
+                hub.settings.max_delivery_attempts, hub.settings.ack_timeout
+            );
+            drop_head(&hub, &queue, "not_acknowledged", Some(&why));
             continue;
         }
         let started = Instant::now();
-        let Some(ack) = session.publish_acked(topic, body, dup).await else {
-            continue; // the connection went away; wait for the next one
+        let ack = match session.publish_acked(topic, body, attempts > 0).await {
+            Ok(ack) => ack,
+            Err(PublishError::Undeliverable(e)) => {
+                attempts = 0;
+                drop_head(&hub, &queue, "undeliverable", Some(&e));
+                continue;
+            }
+            Err(PublishError::Closed) => continue, // wait for the next connection
         };
+        attempts += 1;
         let outcome = tokio::select! {
             r = tokio::time::timeout(hub.settings.ack_timeout, ack) => r.ok().and_then(|r| r.ok()),
             _ = session.closed.notified() => None,
         };
         match outcome {
             Some(()) => {
-                dup = false;
+                attempts = 0;
                 if let Some(m) = pop(&hub, &queue) {
                     let elapsed = started.elapsed().as_secs_f64();
                     hub.metrics
@@ -487,12 +560,34 @@ async fn deliver(hub: Arc<Hub>, queue: Arc<DeliveryQueue>) {
                 }
             }
             None => {
-                dup = true;
                 if !session.is_closed.load(Ordering::SeqCst) {
-                    tracing::warn!(client = %session.name, timeout = ?hub.settings.ack_timeout, "Message completion response not received; will resend");
+                    tracing::warn!(client = %session.name, timeout = ?hub.settings.ack_timeout, attempt = attempts, of = hub.settings.max_delivery_attempts, "Message completion response not received; will resend");
                 }
             }
         }
+    }
+}
+
+/// Removes the queue's head for good: counted in `edgehub_messages_dropped_total{reason}` and
+/// logged once with the module, the input and why.
+fn drop_head(
+    hub: &Hub,
+    queue: &DeliveryQueue,
+    reason: &'static str,
+    why: Option<&dyn std::fmt::Display>,
+) {
+    if let Some(m) = pop(hub, queue) {
+        if let Some(why) = why {
+            tracing::warn!(target_module = %queue.module, input = %m.input, from = %m.from, reason, "message dropped: {why}");
+        }
+        hub.metrics
+            .messages_dropped
+            .get_or_create(&DroppedLabels {
+                reason,
+                from: m.from.to_string(),
+                from_route_output: m.from_output,
+            })
+            .inc();
     }
 }
 
