@@ -11,8 +11,12 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// One server certificate and key, loaded or issued once, presented by both listeners.
 pub struct ServerTls {
-    pub config: Arc<rustls::ServerConfig>,
+    /// MQTT over TLS (no ALPN, as edgeHub on 8883).
+    pub mqtt: Arc<rustls::ServerConfig>,
+    /// HTTPS, offering `http/1.1` by ALPN.
+    pub https: Arc<rustls::ServerConfig>,
     /// The PEM file clients must trust.
     pub ca_path: PathBuf,
 }
@@ -28,7 +32,6 @@ pub fn load_or_generate(
     state_dir: &Path,
     files: Option<&CertFiles>,
     hostnames: &[String],
-    alpn: &[&[u8]],
 ) -> Result<ServerTls> {
     let (chain, key, ca_path) = match files {
         Some(f) => {
@@ -44,14 +47,16 @@ pub fn load_or_generate(
         }
         None => generate(state_dir, hostnames)?,
     };
-    let mut config = rustls::ServerConfig::builder_with_provider(edge::tls::provider())
+    let mqtt = rustls::ServerConfig::builder_with_provider(edge::tls::provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(chain, key)
         .context("the TLS certificate and key do not match")?;
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let mut https = mqtt.clone();
+    https.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(ServerTls {
-        config: Arc::new(config),
+        mqtt: Arc::new(mqtt),
+        https: Arc::new(https),
         ca_path,
     })
 }

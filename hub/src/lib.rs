@@ -201,13 +201,7 @@ pub async fn start(args: &Args) -> Result<RunningHub> {
         _ => None,
     };
     let hostnames = vec![args.hostname.clone()];
-    let mqtt_tls = certs::load_or_generate(&args.state_dir, cert_files.as_ref(), &hostnames, &[])?;
-    let https_tls = certs::load_or_generate(
-        &args.state_dir,
-        cert_files.as_ref(),
-        &hostnames,
-        &[b"http/1.1"],
-    )?;
+    let tls = certs::load_or_generate(&args.state_dir, cert_files.as_ref(), &hostnames)?;
 
     let mut registry = prometheus_client::registry::Registry::with_labels(
         [
@@ -268,13 +262,13 @@ pub async fn start(args: &Args) -> Result<RunningHub> {
         tokio::spawn(broker::serve(
             hub.clone(),
             mqtt_listener,
-            Some(tokio_rustls::TlsAcceptor::from(mqtt_tls.config)),
+            Some(tokio_rustls::TlsAcceptor::from(tls.mqtt)),
             mqtt_admission.clone(),
         )),
         tokio::spawn(methods::serve(
             hub.clone(),
             https_listener,
-            tokio_rustls::TlsAcceptor::from(https_tls.config),
+            tokio_rustls::TlsAcceptor::from(tls.https),
             https_admission,
             http_limits,
         )),
@@ -300,7 +294,7 @@ pub async fn start(args: &Args) -> Result<RunningHub> {
         https,
         plain_mqtt,
         metrics: metrics_server.local_addr,
-        ca_path: mqtt_tls.ca_path,
+        ca_path: tls.ca_path,
         identities_path,
         tasks,
     };
