@@ -40,6 +40,8 @@ enum ConnError {
     Io(#[from] std::io::Error),
     #[error("replaced by a newer connection")]
     Replaced,
+    #[error("{0}")]
+    Fault(String),
     #[error("{1}")]
     Refused(Reason, String),
 }
@@ -442,6 +444,9 @@ async fn session_loop<R: AsyncRead + Unpin>(
         keep_alive * 3 / 2
     };
     let violation = |detail: String| ConnError::Refused(Reason::ProtocolViolation, detail);
+    // Fault injection: close this module's connection this long after it connected.
+    let disconnect = hub.faults.disconnect_every(&session.module);
+    let disconnect_at = tokio::time::Instant::now() + disconnect.unwrap_or(Duration::MAX / 4);
     loop {
         let packet = tokio::select! {
             r = tokio::time::timeout(idle_limit, read_packet(rd, buf, max_packet)) => match r {
@@ -450,6 +455,10 @@ async fn session_loop<R: AsyncRead + Unpin>(
             },
             _ = session.closed.notified() => return Err(ConnError::Replaced),
             e = &mut *writer_failed => return Err(e.unwrap_or(ConnError::Eof)),
+            _ = tokio::time::sleep_until(disconnect_at), if disconnect.is_some() => {
+                hub.faults.disconnected(&session.module);
+                return Err(ConnError::Fault(format!("disconnect:{} injected after {:?}", session.module, disconnect.unwrap_or_default())));
+            }
         };
         let reply =
             |p: Packet| async { session.outbound.send(p).await.map_err(|_| ConnError::Eof) };
@@ -475,7 +484,12 @@ async fn session_loop<R: AsyncRead + Unpin>(
                     reply(Packet::PubAck(PubAck::new(publish.pkid))).await?;
                 }
             }
-            Packet::PubAck(ack) => session.acknowledged(ack.pkid),
+            Packet::PubAck(ack) => {
+                // A lost PUBACK (fault injection) leaves the delivery to time out and resend.
+                if !(session.awaits(ack.pkid) && hub.faults.lose_ack(&session.module)) {
+                    session.acknowledged(ack.pkid);
+                }
+            }
             Packet::Subscribe(sub) => {
                 let mut codes = Vec::with_capacity(sub.filters.len());
                 for f in &sub.filters {

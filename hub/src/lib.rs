@@ -6,6 +6,7 @@
 mod admission;
 pub mod broker;
 pub mod certs;
+pub mod faults;
 pub mod identities;
 pub mod methods;
 pub mod metrics;
@@ -107,6 +108,12 @@ pub struct Args {
     /// waiting for them; also how long an idle keep-alive connection stays open.
     #[arg(long, env = "HUB_HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub http_header_timeout: Duration,
+    /// Inject a fault on purpose (repeatable; env: specs separated by `;`). Forms:
+    /// delay:messages=8ms, delay:methods=10ms~2ms, drop:messages=0.1, drop:methods=0.1,
+    /// lose-ack:MODULE=0.05, tls-fail:https=0.02, disconnect:MODULE=30s. Each injection is
+    /// counted in edgehub_faults_injected_total{fault}.
+    #[arg(long = "fault", env = "HUB_FAULTS", value_name = "SPEC", value_delimiter = ';', value_parser = parse_fault)]
+    pub faults: Vec<faults::Fault>,
     /// Time for an HTTPS request's body to arrive once its headers are in.
     #[arg(long, env = "HUB_HTTP_BODY_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub http_body_timeout: Duration,
@@ -130,6 +137,10 @@ impl RunningHub {
             t.abort();
         }
     }
+}
+
+fn parse_fault(spec: &str) -> Result<faults::Fault, faults::FaultError> {
+    spec.parse()
 }
 
 fn default_ttl(manifest: &serde_json::Value) -> Duration {
@@ -228,7 +239,11 @@ pub async fn start(args: &Args) -> Result<RunningHub> {
         max_message_size: 256 * 1024,
         max_connections: args.max_connections,
         max_delivery_attempts: args.max_delivery_attempts,
+        faults: args.faults.clone(),
     };
+    for fault in &args.faults {
+        tracing::warn!(%fault, "fault injection on: {fault:?} (counted in edgehub_faults_injected_total{{fault=\"{fault}\"}})");
+    }
     let hub = Hub::new(settings, identities, routes, metrics);
     let unauthenticated = usize::try_from(args.max_unauthenticated).unwrap_or(usize::MAX);
     let mqtt_admission =

@@ -53,6 +53,11 @@ pub(crate) async fn serve(
                 continue;
             }
         };
+        if hub.faults.tls_fail() {
+            // Fault injection: the handshake dies as it starts, as the seed saw on real devices.
+            drop(stream);
+            continue;
+        }
         let ticket = Arc::new(admission.arrive());
         let _ = stream.set_nodelay(true);
         let hub = hub.clone();
@@ -430,21 +435,27 @@ async fn invoke(
             None => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     };
+    if let Some(delay) = hub.faults.delay(crate::faults::Path::Methods) {
+        tokio::time::sleep(delay).await;
+    }
     let rid = new_guid();
     let answer = hub.expect_method_response(&rid);
+    // Fault injection: never forwarded, so the caller gets edgeHub's 504 after its timeout.
+    let forward = !hub.faults.drop(crate::faults::Path::Methods);
     let qos = if session.methods.load(Ordering::SeqCst) > 1 {
         QoS::AtLeastOnce
     } else {
         QoS::AtMostOnce
     };
-    if session
-        .publish(
-            edge::topic::method_request(&call.name, &rid),
-            call.payload,
-            qos,
-        )
-        .await
-        .is_err()
+    if forward
+        && session
+            .publish(
+                edge::topic::method_request(&call.name, &rid),
+                call.payload,
+                qos,
+            )
+            .await
+            .is_err()
     {
         hub.forget_method(&rid);
         return not_found();

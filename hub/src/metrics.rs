@@ -87,6 +87,7 @@ pub struct HubMetrics {
     pub gettwin: Family<IdLabels, Counter>,
     pub reported_properties: Family<IdLabels, Counter>,
     pub refusals: Family<crate::refusals::RefusalLabels, Counter>,
+    pub faults_injected: Family<crate::faults::FaultLabels, Counter>,
 }
 
 impl HubMetrics {
@@ -113,6 +114,7 @@ impl HubMetrics {
             gettwin: Family::default(),
             reported_properties: Family::default(),
             refusals: Family::default(),
+            faults_injected: Family::default(),
         };
         let r = registry;
         r.register(
@@ -185,6 +187,11 @@ impl HubMetrics {
             "edgehub_refusals",
             "Connections, requests and messages the hub refused, by protocol and reason",
             m.refusals.clone(),
+        );
+        r.register(
+            "edgehub_faults_injected",
+            "Faults injected on purpose (--fault / HUB_FAULTS), by fault",
+            m.faults_injected.clone(),
         );
         m
     }

@@ -1,5 +1,6 @@
 //! The hub's shared state: connected sessions, per-module delivery queues, pending method calls.
 
+use crate::faults::{Faults, Path};
 use crate::identities::Identities;
 use crate::metrics::{DroppedLabels, HubMetrics, QueueLabels, SendDurationLabels, SentLabels};
 use crate::refusals::Refusals;
@@ -29,6 +30,8 @@ pub struct Settings {
     /// Sends of one input message (the first and the resends) before it is dropped, so one
     /// message a module never acknowledges cannot hold its queue forever.
     pub max_delivery_attempts: u32,
+    /// Faults to inject on purpose (none by default).
+    pub faults: Vec<crate::faults::Fault>,
 }
 
 /// Why a message a module sent cannot be routed; the sender is refused.
@@ -129,6 +132,11 @@ impl Session {
             .map_err(|_| PublishError::Closed)
     }
 
+    /// Whether a delivery waits for the PUBACK with this packet id.
+    pub fn awaits(&self, pkid: u16) -> bool {
+        self.acks.lock().is_ok_and(|a| a.contains_key(&pkid))
+    }
+
     pub fn acknowledged(&self, pkid: u16) {
         let waiter = self.acks.lock().ok().and_then(|mut a| a.remove(&pkid));
         if let Some(tx) = waiter {
@@ -175,6 +183,7 @@ pub struct Hub {
     pub routes: RouteTable,
     pub metrics: HubMetrics,
     pub refusals: Refusals,
+    pub faults: Faults,
     sessions: Mutex<HashMap<String, Arc<Session>>>,
     queues: Mutex<HashMap<String, Arc<DeliveryQueue>>>,
     pending_methods: Mutex<HashMap<String, oneshot::Sender<(u16, Bytes)>>>,
@@ -221,12 +230,14 @@ impl Hub {
         metrics: HubMetrics,
     ) -> Arc<Self> {
         let refusals = Refusals::new(metrics.refusals.clone());
+        let faults = Faults::new(settings.faults.clone(), &metrics.faults_injected);
         let hub = Arc::new(Self {
             settings,
             identities,
             routes,
             metrics,
             refusals,
+            faults,
             sessions: Mutex::new(HashMap::new()),
             queues: Mutex::new(HashMap::new()),
             pending_methods: Mutex::new(HashMap::new()),
@@ -404,6 +415,10 @@ impl Hub {
         }
         let mut taken = 0;
         for (target, routed) in deliveries {
+            if self.faults.drop(Path::Messages) {
+                self.dropped("fault", sender, &route_output);
+                continue;
+            }
             if self.enqueue(target, routed) {
                 taken += 1;
             } else {
@@ -517,6 +532,9 @@ async fn deliver(hub: Arc<Hub>, queue: Arc<DeliveryQueue>) {
             );
             drop_head(&hub, &queue, "not_acknowledged", Some(&why));
             continue;
+        }
+        if let Some(delay) = hub.faults.delay(Path::Messages) {
+            tokio::time::sleep(delay).await;
         }
         let started = Instant::now();
         let ack = match session.publish_acked(topic, body, attempts > 0).await {
