@@ -369,3 +369,96 @@ pub fn module(name: &str, env: &BTreeMap<String, String>) -> Proc {
     cmd.arg(name).envs(env);
     Proc::spawn(name, cmd)
 }
+
+/// A free TCP port on 127.0.0.1 (bound to :0 and released).
+pub fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `name` from PATH; a missing program fails the test (never skips it).
+pub fn require_program(name: &str) -> PathBuf {
+    std::env::var_os("PATH")
+        .and_then(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join(name))
+                .find(|p| p.is_file())
+        })
+        .unwrap_or_else(|| {
+            panic!("`{name}` is not installed: run scripts/setup-test-env.sh (Debian packages)")
+        })
+}
+
+/// Runs a command to completion: (success, stdout + stderr).
+pub fn run_capture(cmd: &mut Command) -> (bool, String) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// A bare HTTP/1.0 GET that returns None when nothing listens yet (for readiness polls).
+pub fn try_http_get(addr: &str, path: &str) -> Option<String> {
+    std::net::TcpStream::connect(addr).ok()?;
+    std::panic::catch_unwind(|| http_get(addr, path, "*/*")).ok()
+}
+
+/// Percent-encodes a query-string value.
+pub fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// GET on a Prometheus HTTP API path of 127.0.0.1:`port`, parsed as JSON.
+pub fn prometheus_api(port: u16, path: &str, params: &[(&str, &str)]) -> serde_json::Value {
+    let qs: Vec<String> = params
+        .iter()
+        .map(|(k, v)| format!("{k}={}", url_encode(v)))
+        .collect();
+    let body = http_get(
+        &format!("127.0.0.1:{port}"),
+        &format!("{path}?{}", qs.join("&")),
+        "application/json",
+    );
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
+}
+
+/// Waits until a Prometheus process answers /-/ready; panics with its output otherwise.
+pub fn wait_prometheus_ready(p: &mut Proc, port: u16, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        if try_http_get(&format!("127.0.0.1:{port}"), "/-/ready")
+            .is_some_and(|b| b.contains("Ready"))
+        {
+            return;
+        }
+        if let Ok(Some(s)) = p.child.try_wait() {
+            std::thread::sleep(Duration::from_millis(200));
+            panic!("{} exited ({s}):\n{}", p.name, p.output());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} not ready within {within:?}:\n{}",
+            p.name,
+            p.output()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

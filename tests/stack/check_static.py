@@ -8,6 +8,8 @@ Grafana. Lists every problem found and exits 1 if there is any.
   vendor.compose-spec`), pinned images, healthchecks, mounts that exist, module identities that
   match compose/identities.json, metrics ports that match prometheus.yml;
 - prometheus.yml: `promtool check config`, the fixed targets, `device`/`module` labels, exemplars;
+  rule_files that match files and are mounted next to it in compose, the Alertmanager target and
+  service with its mounted alertmanager.yml;
 - grafana/: provisioning YAML, and for each dashboard unique panel ids and per-panel refIds,
   datasource uids that provisioning defines, heatmaps fed with `format: heatmap`, exemplars on the
   panels that promise trace links, template variables that exist and are used in every query;
@@ -658,6 +660,45 @@ def check_compose(ids: dict, dashboard_path: str | None, deployment_env: dict) -
 
 
 # ---------------------------------------------------------------------------------------------
+# Alerting: prometheus.yml's rule_files and alertmanager target against the files and the compose
+# services (the rules themselves: promtool check/test rules and amtool in tests/alerts.rs)
+
+def check_alerting() -> None:
+    rel = "prometheus.yml"
+    cfg = load_yaml(rel) or {}
+    compose = load_yaml("docker-compose.yml") or {}
+    services = compose.get("services") or {}
+    rule_files = cfg.get("rule_files") or []
+    if not rule_files:
+        problem(rel, "no rule_files (prometheus-rules.yml)")
+    prom = services.get("prometheus") or {}
+    prom_mounts = {v.split(":")[1]: v.split(":")[0] for v in prom.get("volumes") or [] if isinstance(v, str)}
+    config_dir = str(Path(flag_value(prom.get("command") or [], "--config.file") or "/etc/prometheus/prometheus.yml").parent)
+    for rf in rule_files:
+        # Prometheus takes globs and silently loads nothing when one matches no file.
+        if not sorted((REPO / Path(rel).parent).glob(rf)):
+            problem(rel, f"rule_files entry {rf!r} matches no file next to prometheus.yml")
+        elif not any(Path(c).match(f"{config_dir}/{rf}") for c in prom_mounts):
+            problem("docker-compose.yml", f"prometheus: rule file {rf} is not mounted next to the config ({config_dir}/{rf})")
+    targets = [t for am in (cfg.get("alerting") or {}).get("alertmanagers") or []
+               for sc in am.get("static_configs") or [] for t in sc.get("targets") or []]
+    if not targets:
+        problem(rel, "alerting: no alertmanager target")
+    am = services.get("alertmanager")
+    if not am:
+        problem("docker-compose.yml", "no alertmanager service")
+        return
+    for t in targets:
+        host, _, port = t.partition(":")
+        if host != "alertmanager" or port != "9093":
+            problem(rel, f"alerting target {t} is not the compose service alertmanager:9093")
+    am_config = flag_value(am.get("command") or [], "--config.file")
+    am_mounts = {v.split(":")[1]: v.split(":")[0] for v in am.get("volumes") or [] if isinstance(v, str)}
+    if not am_config or am_mounts.get(am_config) != "./alertmanager.yml":
+        problem("docker-compose.yml", f"alertmanager: --config.file {am_config} is not a mount of ./alertmanager.yml")
+
+
+# ---------------------------------------------------------------------------------------------
 # Dockerfiles and .dockerignore
 
 def check_dockerfiles() -> None:
@@ -730,13 +771,14 @@ def main() -> int:
     deployment_env = check_deployment()
     ids = check_identities()
     check_compose(ids, dashboard_path, deployment_env)
+    check_alerting()
     check_dockerfiles()
     if PROBLEMS:
         print(f"{len(PROBLEMS)} problem(s):")
         for p in PROBLEMS:
             print(f"- {p}")
         return 1
-    print("stack files OK: docker-compose.yml, prometheus.yml, grafana/, deployment.json, Dockerfiles")
+    print("stack files OK: docker-compose.yml, prometheus.yml, alerting, grafana/, deployment.json, Dockerfiles")
     return 0
 
 
