@@ -1,0 +1,245 @@
+//! `bench --alloc`: heap allocations per routed message in the hub.
+//!
+//! Method: the hub runs in this process on its own tokio runtime, whose threads (workers and
+//! blocking pool) set a thread-local flag when they start; the global allocator counts only
+//! allocations made on flagged threads. The clients run on the main thread's runtime, so nothing
+//! they allocate is counted, and nothing has to be subtracted. Counters are read at the edges of
+//! the measured window; the delta divided by the exchanges completed in it gives allocations per
+//! exchange, and each exchange is two routed messages (request and reply), each with its PUBLISH
+//! in, PUBACK out, delivery PUBLISH out and PUBACK in. An idle period of the same length with no
+//! client connected gives the background rate (timers), which is subtracted.
+
+use crate::brokers::{self, HubAccess};
+use crate::exchange::{self, Window};
+use anyhow::{Context, Result};
+use clap::Parser;
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+pub struct Counting;
+
+thread_local! {
+    static TRACKED: Cell<bool> = const { Cell::new(false) };
+}
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+static REALLOCS: AtomicU64 = AtomicU64::new(0);
+static BYTES: AtomicU64 = AtomicU64::new(0);
+
+#[inline]
+fn tracked() -> bool {
+    // try_with: allocations during thread teardown, after the slot is gone, are not counted.
+    TRACKED.try_with(Cell::get).unwrap_or(false)
+}
+
+// SAFETY: every method forwards to `System` with the caller's arguments unchanged; the counters
+// are atomics and the thread-local is a const-initialised Cell that never allocates.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if tracked() {
+            ALLOCS.fetch_add(1, Relaxed);
+            BYTES.fetch_add(layout.size() as u64, Relaxed);
+        }
+        // SAFETY: forwarded as received.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if tracked() {
+            ALLOCS.fetch_add(1, Relaxed);
+            BYTES.fetch_add(layout.size() as u64, Relaxed);
+        }
+        // SAFETY: forwarded as received.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded as received.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if tracked() {
+            REALLOCS.fetch_add(1, Relaxed);
+            BYTES.fetch_add(new_size.saturating_sub(layout.size()) as u64, Relaxed);
+        }
+        // SAFETY: forwarded as received.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+/// Marks the calling thread as the hub's: its allocations count from now on.
+pub fn track_this_thread() {
+    TRACKED.with(|t| t.set(true));
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Counters {
+    pub allocs: u64,
+    pub reallocs: u64,
+    pub bytes: u64,
+}
+
+pub fn counters() -> Counters {
+    Counters {
+        allocs: ALLOCS.load(Relaxed),
+        reallocs: REALLOCS.load(Relaxed),
+        bytes: BYTES.load(Relaxed),
+    }
+}
+
+impl std::ops::Sub for Counters {
+    type Output = Counters;
+    fn sub(self, o: Counters) -> Counters {
+        Counters {
+            allocs: self.allocs.saturating_sub(o.allocs),
+            reallocs: self.reallocs.saturating_sub(o.reallocs),
+            bytes: self.bytes.saturating_sub(o.bytes),
+        }
+    }
+}
+
+/// One measured configuration.
+#[derive(Debug, serde::Serialize)]
+pub struct AllocRow {
+    pub name: String,
+    pub exchanges: u64,
+    pub routed_messages: u64,
+    pub allocs_per_routed_message: f64,
+    pub reallocs_per_routed_message: f64,
+    pub bytes_per_routed_message: f64,
+    pub idle_allocs_per_second: f64,
+    /// Latency and rate of the same window (the in-process hub, for orientation only).
+    pub p50_us: f64,
+    pub rate: f64,
+}
+
+/// Starts the hub in-process on a tracked runtime and measures the plain and TLS paths.
+pub async fn run(dir: &Path, seconds: f64, hub_threads: usize) -> Result<Vec<AllocRow>> {
+    let hub_rt = tokio::runtime::Builder::new_multi_thread()
+        // The hub binary's runtime has one worker per core.
+        .worker_threads(hub_threads.max(1))
+        .thread_name("hub")
+        .on_thread_start(track_this_thread)
+        .enable_all()
+        .build()?;
+    let state = dir.join("alloc-hub");
+    std::fs::create_dir_all(&state)?;
+    let manifest = state.join("deployment.json");
+    std::fs::write(&manifest, brokers::MANIFEST)?;
+    let args = hub::Args::parse_from([
+        "hub".as_ref(),
+        "--bind".as_ref(),
+        "127.0.0.1".as_ref(),
+        "--hostname".as_ref(),
+        brokers::HUB_HOST.as_ref(),
+        "--mqtt-port".as_ref(),
+        "0".as_ref(),
+        "--https-port".as_ref(),
+        "0".as_ref(),
+        "--metrics-port".as_ref(),
+        "0".as_ref(),
+        "--plain-mqtt-port".as_ref(),
+        "0".as_ref(),
+        "--deployment".as_ref(),
+        manifest.as_os_str(),
+        "--state-dir".as_ref(),
+        state.as_os_str(),
+    ]);
+    let running = hub_rt
+        .spawn(async move { hub::start(&args).await })
+        .await
+        .context("hub task")??;
+    let result = measure(&state, seconds).await;
+    running.stop();
+    hub_rt.shutdown_background();
+    result
+}
+
+async fn measure(state: &Path, seconds: f64) -> Result<Vec<AllocRow>> {
+    let (access, _) = brokers::hub_access(state)?;
+    let window = Window {
+        warmup: Duration::from_millis(500),
+        measure: Duration::from_secs_f64(seconds),
+    };
+    let idle = idle_rate(&access, window.measure).await?;
+    let mut rows = Vec::new();
+    for (name, target, inflight) in [
+        ("hub-plain-1", access.plain(), 1),
+        ("hub-plain-64", access.plain(), 64),
+        ("hub-tls-1", access.tls(), 1),
+    ] {
+        let o = exchange::run(&target, inflight, window, counters).await?;
+        let d = o.after - o.before;
+        let background = idle * o.elapsed.as_secs_f64();
+        let routed = 2 * o.completed.max(1);
+        rows.push(AllocRow {
+            name: name.into(),
+            exchanges: o.completed,
+            routed_messages: routed,
+            allocs_per_routed_message: (d.allocs as f64 - background).max(0.0) / routed as f64,
+            reallocs_per_routed_message: d.reallocs as f64 / routed as f64,
+            bytes_per_routed_message: d.bytes as f64 / routed as f64,
+            idle_allocs_per_second: idle,
+            p50_us: o.hist.value_at_quantile(0.5) as f64 / 1e3,
+            rate: o.completed as f64 / o.elapsed.as_secs_f64().max(1e-9),
+        });
+    }
+    Ok(rows)
+}
+
+/// Allocations per second on the hub's threads while no client is connected (its timers).
+async fn idle_rate(access: &HubAccess, period: Duration) -> Result<f64> {
+    // One short exchange first, so lazily built state exists before the idle reading.
+    let target = access.plain();
+    let _ = exchange::run(
+        &target,
+        1,
+        Window {
+            warmup: Duration::from_millis(100),
+            measure: Duration::from_millis(100),
+        },
+        || (),
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = counters();
+    tokio::time::sleep(period).await;
+    let d = counters() - before;
+    Ok(d.allocs as f64 / period.as_secs_f64())
+}
+
+pub fn print(rows: &[AllocRow], hub_threads: usize) {
+    println!();
+    println!("Allocations in the hub per routed message (hub in-process on {hub_threads} worker thread(s), counting allocator):");
+    println!(
+        "{:<14} {:>10} {:>10} {:>12} {:>10} {:>13} {:>8} {:>8}",
+        "row",
+        "exchanges",
+        "allocs/msg",
+        "reallocs/msg",
+        "bytes/msg",
+        "idle allocs/s",
+        "p50 µs",
+        "rate/s"
+    );
+    for r in rows {
+        println!(
+            "{:<14} {:>10} {:>10.1} {:>12.1} {:>10.0} {:>13.1} {:>8.1} {:>8.0}",
+            r.name,
+            r.exchanges,
+            r.allocs_per_routed_message,
+            r.reallocs_per_routed_message,
+            r.bytes_per_routed_message,
+            r.idle_allocs_per_second,
+            r.p50_us,
+            r.rate
+        );
+    }
+    println!(
+        "method: only allocations on the hub runtime's threads are counted (a thread-local flag set\n\
+         by on_thread_start; the clients run on another runtime); delta over the measured window ÷\n\
+         (2 × exchanges), since an exchange is two routed messages, each = PUBLISH in + PUBACK out +\n\
+         delivery PUBLISH out + PUBACK in; the idle rate (no client connected) is subtracted.\n\
+         bytes/msg = requested sizes (realloc: growth only), not a live-memory figure."
+    );
+}
