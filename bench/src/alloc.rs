@@ -150,7 +150,7 @@ pub async fn run(dir: &Path, seconds: f64, hub_threads: usize) -> Result<Vec<All
         .await
         .context("hub task")??;
     let result = measure(&state, seconds).await;
-    running.stop();
+    running.stop().await;
     hub_rt.shutdown_background();
     result
 }

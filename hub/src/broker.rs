@@ -70,9 +70,10 @@ pub(crate) async fn serve(
         };
         let ticket = admission.arrive();
         let _ = stream.set_nodelay(true);
-        let hub = hub.clone();
         let tls = tls.clone();
-        tokio::spawn(async move {
+        let owner = hub.clone();
+        let hub = hub.clone();
+        owner.spawn(async move {
             match tls {
                 Some(acceptor) => {
                     let handshake = tokio::select! {
@@ -361,7 +362,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     };
     let (tx, rx) = mpsc::channel(1024);
     let (failed_tx, mut writer_failed) = oneshot::channel();
-    let writer_task = tokio::spawn(writer(wr, rx, failed_tx));
+    let writer_task = hub.spawn(writer(wr, rx, failed_tx));
     let name: Arc<str> = format!("{}/{module}", hub.settings.device_id).into();
     let session = Arc::new(Session::new(
         hub.next_session_id(),

@@ -128,14 +128,16 @@ pub struct RunningHub {
     pub metrics: SocketAddr,
     pub ca_path: PathBuf,
     pub identities_path: PathBuf,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    metrics_task: tokio::task::JoinHandle<()>,
 }
 
 impl RunningHub {
-    pub fn stop(self) {
-        for t in self.tasks {
-            t.abort();
-        }
+    /// Stops every listener, connection and delivery, and returns once they have all ended
+    /// and the ports are free.
+    pub async fn stop(self) {
+        self.metrics_task.abort();
+        let _ = self.metrics_task.await;
+        self.hub.shut_down().await;
     }
 }
 
@@ -260,6 +262,15 @@ pub async fn start(args: &Args) -> Result<RunningHub> {
 
     let mqtt_listener = bind(args.bind, args.mqtt_port, "MQTT/TLS").await?;
     let https_listener = bind(args.bind, args.https_port, "HTTPS").await?;
+    // Everything is bound before anything is spawned, so a failed start leaves nothing running.
+    let plain_listener = match args.plain_mqtt_port {
+        Some(port) => Some(bind(args.bind, port, "plain MQTT").await?),
+        None => None,
+    };
+    let plain_mqtt = plain_listener
+        .as_ref()
+        .map(|l| l.local_addr())
+        .transpose()?;
     let metrics_server = telemetry::serve_metrics(
         SocketAddr::new(args.bind, args.metrics_port),
         Arc::new(registry),
@@ -273,36 +284,22 @@ pub async fn start(args: &Args) -> Result<RunningHub> {
     })?;
     let mqtt = mqtt_listener.local_addr()?;
     let https = https_listener.local_addr()?;
-    let mut tasks = vec![
-        tokio::spawn(broker::serve(
-            hub.clone(),
-            mqtt_listener,
-            Some(tokio_rustls::TlsAcceptor::from(tls.mqtt)),
-            mqtt_admission.clone(),
-        )),
-        tokio::spawn(methods::serve(
-            hub.clone(),
-            https_listener,
-            tokio_rustls::TlsAcceptor::from(tls.https),
-            https_admission,
-            http_limits,
-        )),
-        metrics_server.task,
-    ];
-    let plain_mqtt = match args.plain_mqtt_port {
-        Some(port) => {
-            let l = bind(args.bind, port, "plain MQTT").await?;
-            let addr = l.local_addr()?;
-            tasks.push(tokio::spawn(broker::serve(
-                hub.clone(),
-                l,
-                None,
-                mqtt_admission,
-            )));
-            Some(addr)
-        }
-        None => None,
-    };
+    hub.spawn(broker::serve(
+        hub.clone(),
+        mqtt_listener,
+        Some(tokio_rustls::TlsAcceptor::from(tls.mqtt)),
+        mqtt_admission.clone(),
+    ));
+    hub.spawn(methods::serve(
+        hub.clone(),
+        https_listener,
+        tokio_rustls::TlsAcceptor::from(tls.https),
+        https_admission,
+        http_limits,
+    ));
+    if let Some(l) = plain_listener {
+        hub.spawn(broker::serve(hub.clone(), l, None, mqtt_admission));
+    }
     let running = RunningHub {
         hub,
         mqtt,
@@ -311,7 +308,7 @@ pub async fn start(args: &Args) -> Result<RunningHub> {
         metrics: metrics_server.local_addr,
         ca_path: tls.ca_path,
         identities_path,
-        tasks,
+        metrics_task: metrics_server.task,
     };
     write_endpoints(&args.state_dir, &running)?;
     Ok(running)
@@ -354,6 +351,6 @@ pub async fn run(args: Args) -> Result<()> {
     );
     edge::seed::shutdown_signal().await;
     tracing::info!("hub stopping");
-    running.stop();
+    running.stop().await;
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! Direct methods between modules: HTTPS `POST /twins/{d}/modules/{m}/methods` checked and answered
-//! as edgeHub's TwinsController does (PROTOCOL.md §3), forwarded over MQTT to the target module.
+//! as edgeHub's TwinsController does (docs/protocol.md#invoking-a-direct-method-over-https),
+//! forwarded over MQTT to the target module.
 
 use crate::admission::{Admission, Expelled, Ticket};
 use crate::metrics::MethodLabels;
@@ -60,9 +61,10 @@ pub(crate) async fn serve(
         }
         let ticket = Arc::new(admission.arrive());
         let _ = stream.set_nodelay(true);
-        let hub = hub.clone();
         let tls = tls.clone();
-        tokio::spawn(async move {
+        let owner = hub.clone();
+        let hub = hub.clone();
+        owner.spawn(async move {
             let refuse = |reason, detail: &dyn std::fmt::Display| {
                 hub.refusals
                     .refuse(Protocol::Https, reason, Some(peer), "", detail)

@@ -15,6 +15,8 @@ use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, Notify};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// Limits and names the hub runs with.
 #[derive(Debug, Clone)]
@@ -184,6 +186,9 @@ pub struct Hub {
     pub metrics: HubMetrics,
     pub refusals: Refusals,
     pub faults: Faults,
+    /// Every task the hub spawns runs under this token and tracker, so `stop` ends them all.
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
     sessions: Mutex<HashMap<String, Arc<Session>>>,
     queues: Mutex<HashMap<String, Arc<DeliveryQueue>>>,
     pending_methods: Mutex<HashMap<String, oneshot::Sender<(u16, Bytes)>>>,
@@ -238,6 +243,8 @@ impl Hub {
             metrics,
             refusals,
             faults,
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
             sessions: Mutex::new(HashMap::new()),
             queues: Mutex::new(HashMap::new()),
             pending_methods: Mutex::new(HashMap::new()),
@@ -258,6 +265,31 @@ impl Hub {
             hub.queue(&t);
         }
         hub
+    }
+
+    /// Spawns a task the hub owns: it ends when the hub stops, and `stop` waits for it.
+    pub(crate) fn spawn<F>(&self, task: F) -> tokio::task::JoinHandle<()>
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let token = self.shutdown.clone();
+        self.tasks.spawn(async move {
+            tokio::select! {
+                _ = token.cancelled() => {}
+                _ = task => {}
+            }
+        })
+    }
+
+    /// Ends every task the hub spawned (listeners, connections, deliveries) and waits for them.
+    pub(crate) async fn shut_down(&self) {
+        self.shutdown.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+        // Sessions and queues hold channels to tasks that are gone now.
+        if let Ok(mut s) = self.sessions.lock() {
+            s.clear();
+        }
     }
 
     pub fn next_session_id(&self) -> u64 {
@@ -317,7 +349,7 @@ impl Hub {
             wake: Notify::new(),
         });
         queues.insert(module.to_owned(), q.clone());
-        tokio::spawn(deliver(self.clone(), q.clone()));
+        self.spawn(deliver(self.clone(), q.clone()));
         q
     }
 

@@ -58,5 +58,5 @@ async fn both_listeners_present_the_certificate_in_server_pem() {
         mqtt,
         "server.pem is not the certificate the hub presents"
     );
-    running.stop();
+    running.stop().await;
 }

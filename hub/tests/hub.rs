@@ -330,7 +330,7 @@ async fn refusals_get_edgehub_answers_and_spare_other_clients() {
         metrics.contains(r#"reason="client_id_mismatch""#),
         "{metrics}"
     );
-    hub.running.stop();
+    hub.running.stop().await;
 }
 
 async fn common_metrics(hub: &TestHub) -> String {
@@ -365,7 +365,7 @@ async fn keep_alive_is_enforced_at_one_and_a_half_times() {
         waited >= Duration::from_millis(1400) && waited < Duration::from_secs(5),
         "closed after {waited:?}"
     );
-    hub.running.stop();
+    hub.running.stop().await;
 }
 
 /// Raw HTTPS POST to the hub's method endpoint; returns (status, body).
@@ -530,7 +530,7 @@ async fn direct_methods_answer_like_edgehub() {
     }
     let metrics = common_metrics(&hub).await;
     assert!(metrics.contains(r#"edgehub_direct_methods_total{iothub="local-hub.azure-devices.net",edge_device="local-edge-device",from="local-edge-device",to="local-edge-device/b"}"#), "{metrics}");
-    hub.running.stop();
+    hub.running.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -575,7 +575,7 @@ async fn messages_route_to_inputs_with_sender_identity_and_wait_for_offline_modu
         metrics.contains("edgehub_messages_sent_total{"),
         "{metrics}"
     );
-    hub.running.stop();
+    hub.running.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -623,7 +623,7 @@ async fn random_and_truncated_bytes_close_only_that_connection() {
         .unwrap();
     let (_, m) = recv_input(&mut b_rx).await;
     assert_eq!(&m.body[..], b"still fine");
-    hub.running.stop();
+    hub.running.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -44,7 +44,8 @@ pub fn render(
     }
 }
 
-/// Binds `addr` (port 0 picks a free one) and serves the registry until the task is aborted.
+/// Binds `addr` (port 0 picks a free one) and serves the registry until the task is aborted,
+/// which also ends its connections.
 pub async fn serve_metrics(
     addr: SocketAddr,
     registry: Arc<Registry>,
@@ -52,7 +53,10 @@ pub async fn serve_metrics(
     let listener = TcpListener::bind(addr).await?;
     let local_addr = listener.local_addr()?;
     let task = tokio::spawn(async move {
+        // Connections live in this set: aborting the server aborts them too.
+        let mut connections = tokio::task::JoinSet::new();
         loop {
+            while connections.try_join_next().is_some() {}
             let (stream, _) = match listener.accept().await {
                 Ok(s) => s,
                 Err(e) => {
@@ -63,7 +67,7 @@ pub async fn serve_metrics(
             };
             let _ = stream.set_nodelay(true);
             let registry = registry.clone();
-            tokio::spawn(async move {
+            connections.spawn(async move {
                 let service = service_fn(move |req: Request<Incoming>| {
                     let registry = registry.clone();
                     async move { Ok::<_, std::convert::Infallible>(handle(&registry, &req)) }
