@@ -1,6 +1,7 @@
 //! Who this module is and how it proves it: from the IoT Edge runtime's `IOTEDGE_*` variables
 //! (keys held by the workload API), or from the local-development pair `EdgeHubConnectionString`
-//! + `EdgeModuleCACertificateFile` that the Azure SDKs also accept (PROTOCOL.md §1.1).
+//! + `EdgeModuleCACertificateFile` that the Azure SDKs also accept
+//! (docs/protocol.md#identity-and-environment).
 
 use crate::sas;
 use crate::workload::{WorkloadClient, WorkloadError};

@@ -1,6 +1,7 @@
 //! Invoking a direct method on another module: HTTPS POST to the gateway with the caller's SAS
-//! token and `x-ms-edge-moduleId` (PROTOCOL.md §3), over one pooled, kept-alive connection
-//! (the seed's "Address already in use" came from a connection per call).
+//! token and `x-ms-edge-moduleId` (docs/protocol.md#invoking-a-direct-method-over-https), over
+//! one pooled, kept-alive connection (the seed's "Address already in use" came from a connection
+//! per call).
 
 use crate::identity::{IdentityError, ModuleIdentity};
 use crate::tls;

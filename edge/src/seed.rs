@@ -1,5 +1,6 @@
-//! The seed's wire contract between producer and consumer (DESIGN.md §4.1), so ours interoperate
-//! with the original C# modules in either pairing. Trace context travels in addition.
+//! The seed's wire contract between producer and consumer, so ours interoperate with the original
+//! C# modules in either pairing. Trace context travels in addition.
+//! See docs/protocol.md#the-seeds-wire-contract.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

@@ -1,6 +1,7 @@
-//! The module's MQTT session with edgeHub (PROTOCOL.md §2): exact client id and username,
-//! QoS 1 outputs with `$.on`, inputs and method requests delivered on a channel, reconnect with
-//! bounded exponential backoff, subscriptions restored, and the SAS token renewed before expiry.
+//! The module's MQTT session with edgeHub (docs/protocol.md#the-mqtt-connection): exact client
+//! id and username, QoS 1 outputs with `$.on`, inputs and method requests delivered on a
+//! channel, reconnect with bounded exponential backoff, subscriptions restored, and the SAS token
+//! renewed before expiry.
 
 use crate::bag::{PropertyBag, OUTPUT_NAME};
 use crate::identity::{IdentityError, ModuleIdentity};
@@ -118,7 +119,7 @@ impl ModuleClient {
             )));
         let (client, mut eventloop) = AsyncClient::new(options, 256);
         let mut network = NetworkOptions::new();
-        // Nagle would add 40-90 ms to every exchange (DESIGN.md §6).
+        // Nagle would add 40-90 ms to every exchange (docs/architecture.md#performance-choices).
         network.set_tcp_nodelay(true);
         network.set_connection_timeout(10);
         eventloop.set_network_options(network);

@@ -1,5 +1,5 @@
 //! The IoT Edge workload API (aziot-edged) over its unix socket: sign a SAS string-to-sign with
-//! the module's key, and fetch the trust bundle (PROTOCOL.md §1.2).
+//! the module's key, and fetch the trust bundle (docs/protocol.md#the-workload-api).
 
 use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
 use bytes::Bytes;

@@ -2,7 +2,7 @@
 //!
 //! Follows Azure/iotedge `Microsoft.Azure.Devices.Routing.Core` (grammar `Route.g4`,
 //! `Condition.g4`, `GrammarLexer.g4`; `RouteFactory`, `CustomMessageSource`, `ConditionVisitor`,
-//! `Query/Bool.cs`) and `Edge.Hub.Core` (`EndpointFactory`, `RouteSpec`). See PROTOCOL.md §4.
+//! `Query/Bool.cs`) and `Edge.Hub.Core` (`EndpointFactory`, `RouteSpec`). See docs/protocol.md#routes.
 //!
 //! - The lexer reproduces GrammarLexer.g4 (longest match, earlier rule wins a tie), so a route
 //!   splits into the tokens edgeHub sees: `a!='x'` is the property `a!`, `SELECT*` is one name.
@@ -1762,7 +1762,7 @@ mod tests {
         let props = Props::new(&[("connectionModuleId", "consumer")], &[]);
         assert_eq!(table.matching(CONSUMER_OUT, &props).count(), 3);
 
-        // The seed's deployment.json as PROTOCOL.md §4.3 gives it.
+        // The seed's own deployment.json: schema 1.0, routes as strings.
         let seed = json!({"modulesContent": {"$edgeHub": {"properties.desired": {
             "schemaVersion": "1.0",
             "routes": {

@@ -1,5 +1,6 @@
 //! The producer module: answers the direct method `GetTimeMethod` and the input `GetTimeMessage`
-//! with the current UTC time (the seed's Producer.cs, DESIGN.md §4.1), instrumented.
+//! with the current UTC time (the seed's Producer.cs, docs/protocol.md#the-seeds-wire-contract),
+//! instrumented.
 #![forbid(unsafe_code)]
 
 use anyhow::Result;

@@ -3,7 +3,7 @@
 One place for: reading the hub's state directory (``identities.json`` + ``ca.pem``),
 building a module's connection string, creating an ``IoTHubModuleClient`` through the
 IoT Edge *local-development* environment (``EdgeHubConnectionString`` +
-``EdgeModuleCACertificateFile``; PROTOCOL.md §1.1, §5.1), JSON-lines output, logging,
+``EdgeModuleCACertificateFile``; docs/protocol.md#local-development), JSON-lines output, logging,
 signals, and time-bounded calls so no script can hang.
 
 Why the edge environment and not ``create_from_connection_string``: the Python SDK only

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Real-SDK interop check for the local hub (azure-iot-device, PROTOCOL.md §2, §3, §5.1).
+"""Real-SDK interop check for the local hub (azure-iot-device; see docs/protocol.md, "Topics"
+and "Invoking a direct method over HTTPS").
 
 Two module clients in one process, both built with create_from_edge_environment:
   responder (--responder, default sdkresponder): method handler and input handler

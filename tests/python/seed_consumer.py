@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Python port of the seed's C# Consumer (mill5james/IoTEdgeMethodVsMessage, PROTOCOL.md §4.4).
+"""Python port of the seed's C# Consumer (mill5james/IoTEdgeMethodVsMessage; its contract is in
+docs/protocol.md#the-seeds-wire-contract).
 
 Two loops run concurrently for --duration seconds, back to back like the seed:
 - method loop: ``invoke_method`` ``GetTimeMethod`` on --target, payload None,
@@ -8,9 +9,9 @@ Two loops run concurrently for --duration seconds, back to back like the seed:
   time (round-trip format); wait for the reply on input ``GetTimeMessage`` (one outstanding).
 
 Per exchange: C->P = UtcTime - send time, P->C = receive time - UtcTime (wall clock, same
-host), Total from the monotonic clock (DESIGN.md §4.2). Unlike the seed, a reply missing for
---timeout seconds is counted as a timeout instead of stalling the loop; a reply that arrives
-later is counted as ``late`` and ignored.
+host), Total from the monotonic clock (docs/protocol.md#the-seeds-measurement-and-table).
+Unlike the seed, a reply missing for --timeout seconds is counted as a timeout instead of
+stalling the loop; a reply that arrives later is counted as ``late`` and ignored.
 
 stdout (JSON lines):
   {"event":"ready","module":M,"target":T,"device":D,"method":bool,"message":bool}

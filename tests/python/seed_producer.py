@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""Python port of the seed's C# Producer (mill5james/IoTEdgeMethodVsMessage, PROTOCOL.md §4.4).
+"""Python port of the seed's C# Producer (mill5james/IoTEdgeMethodVsMessage; its contract is in
+docs/protocol.md#the-seeds-wire-contract).
 
 - direct method ``GetTimeMethod``  -> status 200, payload ``{"UtcTime": "<round-trip UTC>"}``
   (500 on an internal error; other method names get 501, as the C# SDK does without a handler)
 - input ``GetTimeMessage``          -> message on output ``GetTimeMessage``, body
   ``{"UtcTime":"..."}``, correlation id = the incoming one; W3C ``traceparent``/``tracestate``
-  application properties are copied when present (DESIGN.md §4.1)
+  application properties are copied when present (docs/protocol.md#the-seeds-wire-contract)
 
 Difference that cannot be ported: the C# SDK PUBACKs an input only after the handler has sent
 its reply; the Python SDK (paho) acknowledges on receipt.
