@@ -33,7 +33,7 @@ enum Cmd {
     /// Run the whole comparison locally (the default).
     Run(RunArgs),
     /// Run only the local edgeHub stand-in.
-    Hub(hub::Args),
+    Hub(Box<hub::Args>), // boxed: by far the largest variant (clippy::large_enum_variant)
     /// Run only the producer module.
     Producer(producer::Args),
     /// Run only the consumer module.
@@ -54,6 +54,14 @@ struct RunArgs {
     /// Consumer output: table, json or both.
     #[arg(long, default_value = "table")]
     summary_format: String,
+    /// Open loop: exchanges per second of each kind on a fixed schedule (the consumer's
+    /// EXCHANGE_RATE; default: the manifest's, else 0 = the seed's closed loop).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Open loop: at most this many exchanges of each kind in flight (the consumer's MAX_IN_FLIGHT;
+    /// default: the manifest's, else 100).
+    #[arg(long)]
+    max_in_flight: Option<usize>,
     /// Hub MQTT/TLS port (0: any free port).
     #[arg(long, default_value_t = 8883)]
     mqtt_port: u16,
@@ -93,7 +101,7 @@ fn main() -> ExitCode {
         match cli.command {
             Some(Cmd::Hub(args)) => {
                 let _t = telemetry::init_tracing(&telemetry::TraceOptions::disabled("hub"));
-                ("hub", hub::run(args).await)
+                ("hub", hub::run(*args).await)
             }
             Some(Cmd::Producer(args)) => ("producer", producer::run(args).await),
             Some(Cmd::Consumer(args)) => ("consumer", consumer::run(args).await),
@@ -325,6 +333,12 @@ async fn run(args: RunArgs) -> Result<()> {
     .await?;
     let mut consumer_env = module_env("consumer", args.consumer_metrics_port)?;
     consumer_env.insert("SUMMARY_FORMAT".into(), args.summary_format.clone());
+    if let Some(rate) = args.rate {
+        consumer_env.insert("EXCHANGE_RATE".into(), rate.to_string());
+    }
+    if let Some(n) = args.max_in_flight {
+        consumer_env.insert("MAX_IN_FLIGHT".into(), n.to_string());
+    }
     let mut consumer = spawn("consumer", &["consumer".into()], &consumer_env)?;
     let consumer_metrics = wait_for_file(
         &state.join("consumer.metrics"),

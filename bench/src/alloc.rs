@@ -8,6 +8,7 @@
 //! exchange, and each exchange is two routed messages (request and reply), each with its PUBLISH
 //! in, PUBACK out, delivery PUBLISH out and PUBACK in. An idle period of the same length with no
 //! client connected gives the background rate (timers), which is subtracted.
+#![allow(unsafe_code)] // a counting global allocator is unsafe by definition
 
 use crate::brokers::{self, HubAccess};
 use crate::exchange::{self, Window};

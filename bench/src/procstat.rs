@@ -1,4 +1,5 @@
 //! CPU time and resident memory of another process, from /proc.
+#![allow(unsafe_code)] // sysconf(_SC_CLK_TCK) through libc
 
 use std::fs;
 
@@ -36,7 +37,7 @@ fn stat_ns(pid: u32) -> Option<u64> {
     Some(ticks * 1_000_000_000 / hz)
 }
 
-/// Resident set size of `pid` in bytes (`VmRSS` of /proc/<pid>/status).
+/// Resident set size of `pid` in bytes (`VmRSS` of `/proc/<pid>/status`).
 pub fn rss_bytes(pid: u32) -> Option<u64> {
     let text = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = text.lines().find(|l| l.starts_with("VmRSS:"))?;

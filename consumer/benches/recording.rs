@@ -1,5 +1,6 @@
-//! What the measurement adds: recording one exchange (table figures + histograms + counter) and
-//! one /metrics scrape of the consumer's registry, in both formats. `cargo bench -p consumer`.
+//! What the measurement adds: recording one exchange (table figures + histograms + counter), one
+//! /metrics scrape of the consumer's registry in both formats, and the verdict computed at each
+//! interval's end. `cargo bench -p consumer`.
 
 use consumer::recorder::{Outcome, Recorder};
 use consumer::stats::{Kind, Sample};
@@ -35,6 +36,24 @@ fn bench(c: &mut Criterion) {
     });
     c.bench_function("take interval (minute table)", |b| {
         b.iter(|| recorder.take_interval().method.count())
+    });
+    // The verdict's bootstrap at its largest: two full reservoirs (what every interval of the
+    // closed loop, and of a busy open loop, compares).
+    let mut rng = consumer::verdict::SplitMix64::new(1);
+    let mut latencies = |floor: f64| -> Vec<f64> {
+        (0..consumer::verdict::RESERVOIR)
+            .map(|_| floor - 0.1 * (1.0 - rng.unit()).ln())
+            .collect()
+    };
+    let (method, message) = (latencies(0.45), latencies(0.46));
+    c.bench_function("verdict (bootstrap of two full reservoirs)", |b| {
+        b.iter(|| {
+            consumer::verdict::compare(
+                black_box(&method),
+                black_box(&message),
+                consumer::verdict::SEED,
+            )
+        })
     });
 }
 

@@ -1,5 +1,6 @@
 //! The one recording path: every exchange outcome updates the interval figures behind the minute
-//! table and the Prometheus series together, so the two can never disagree.
+//! table and the Prometheus series together, so the two can never disagree. Each interval taken
+//! is also added to the whole run's figures, printed at exit.
 
 use crate::stats::{IntervalStats, Kind, Sample};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -40,6 +41,7 @@ struct KindSeries {
     ok: Counter,
     timeout: Counter,
     error: Counter,
+    skipped: Counter,
 }
 
 /// How an exchange ended.
@@ -48,11 +50,14 @@ pub enum Outcome {
     Ok(Sample),
     Timeout,
     Error,
+    /// Open loop: the exchange was due but `max_in_flight` were already running.
+    Skipped,
 }
 
 #[derive(Clone)]
 pub struct Recorder {
     interval: Arc<Mutex<IntervalStats>>,
+    run: Arc<Mutex<IntervalStats>>,
     method: KindSeries,
     message: KindSeries,
 }
@@ -72,7 +77,7 @@ impl Recorder {
         );
         registry.register(
             "iotedge_exchanges",
-            "Exchanges by kind and outcome (ok|timeout|error)",
+            "Exchanges by kind and outcome (ok|timeout|error|skipped)",
             exchanges.clone(),
         );
         // One handle per statement: a Family guard lives to the end of its statement, and a
@@ -90,6 +95,7 @@ impl Recorder {
             let ok = outcome("ok");
             let timeout = outcome("timeout");
             let error = outcome("error");
+            let skipped = outcome("skipped");
             KindSeries {
                 c2p,
                 p2c,
@@ -97,10 +103,12 @@ impl Recorder {
                 ok,
                 timeout,
                 error,
+                skipped,
             }
         };
         Self {
             interval: Arc::new(Mutex::new(IntervalStats::default())),
+            run: Arc::new(Mutex::new(IntervalStats::default())),
             method: series("method"),
             message: series("message"),
         }
@@ -134,6 +142,9 @@ impl Recorder {
             Outcome::Error => {
                 series.error.inc();
             }
+            Outcome::Skipped => {
+                series.skipped.inc();
+            }
         }
         if let Ok(mut interval) = self.interval.lock() {
             let k = interval.kind_mut(kind);
@@ -141,16 +152,28 @@ impl Recorder {
                 Outcome::Ok(sample) => k.record(&sample),
                 Outcome::Timeout => k.timeouts += 1,
                 Outcome::Error => k.errors += 1,
+                Outcome::Skipped => k.skipped += 1,
             }
         }
     }
 
-    /// The figures since the last call; the next interval starts empty.
+    /// The figures since the last call; the next interval starts empty. They are added to the
+    /// whole run's figures too.
     pub fn take_interval(&self) -> IntervalStats {
-        self.interval
+        let taken = self
+            .interval
             .lock()
             .map(|mut i| i.take())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        if let Ok(mut run) = self.run.lock() {
+            run.absorb(&taken);
+        }
+        taken
+    }
+
+    /// Every interval taken so far, merged.
+    pub fn run_total(&self) -> IntervalStats {
+        self.run.lock().map(|r| r.clone()).unwrap_or_default()
     }
 }
 
@@ -172,6 +195,7 @@ mod tests {
         );
         r.record(Kind::Method, Outcome::Timeout);
         r.record(Kind::Message, Outcome::Error);
+        r.record(Kind::Message, Outcome::Skipped);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         assert!(
@@ -180,6 +204,8 @@ mod tests {
         );
         assert!(text.contains(r#"iotedge_exchanges_total{kind="method",outcome="timeout"} 1"#));
         assert!(text.contains(r#"iotedge_exchanges_total{kind="message",outcome="error"} 1"#));
+        assert!(text.contains(r#"iotedge_exchanges_total{kind="message",outcome="skipped"} 1"#));
+        assert!(text.contains(r#"iotedge_exchanges_total{kind="method",outcome="skipped"} 0"#));
         assert!(
             text.contains(
                 r#"iotedge_exchange_latency_seconds_bucket{le="0.005",kind="method",leg="total"} 1"#
@@ -201,7 +227,23 @@ mod tests {
             ),
             (1, 1, 1)
         );
+        assert_eq!(interval.message.skipped, 1);
         assert_eq!(r.take_interval().method.count(), 0);
+        r.record(
+            Kind::Method,
+            Outcome::Ok(Sample {
+                c2p_ms: 1.0,
+                p2c_ms: 1.0,
+                total_ms: 9.0,
+            }),
+        );
+        r.take_interval();
+        // The run total holds every interval taken.
+        let run = r.run_total();
+        assert_eq!((run.method.count(), run.method.timeouts), (2, 1));
+        assert_eq!(run.method.total.max_ms, 9.0);
+        assert_eq!(run.method.sample().len(), 2);
+        assert_eq!((run.message.errors, run.message.skipped), (1, 1));
     }
 
     #[test]

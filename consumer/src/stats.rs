@@ -1,9 +1,39 @@
-//! One interval's figures per kind of exchange, and the seed's plain-text table (SEED.md), with
-//! its bugs fixed: averages per kind, and an empty interval prints dashes instead of ±1.8E+308/NaN.
+//! One interval's figures per kind of exchange, and the seed's plain-text table
+//! (docs/protocol.md#the-seeds-measurement-and-table), with its bugs fixed: averages per kind,
+//! and an empty interval prints dashes instead of ±1.8E+308/NaN.
+//! Below each section a footer with percentiles from the HDR histogram and the counts that are not
+//! latency samples; below both sections the verdict (method against message, see `verdict`).
 
+use crate::verdict::{self, Reservoir, Verdict};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use std::time::Duration;
+
+/// How exchanges are started.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Schedule {
+    /// The seed's loop: the next exchange starts when the previous one ends.
+    Closed,
+    /// `rate` exchanges per second per kind on a fixed schedule, at most `max_in_flight` at once.
+    Open { rate: f64, max_in_flight: usize },
+}
+
+impl Schedule {
+    pub fn label(self) -> &'static str {
+        match self {
+            Schedule::Closed => "closed",
+            Schedule::Open { .. } => "open",
+        }
+    }
+
+    /// The configured rate; 0 for the closed loop (as `--rate 0`).
+    pub fn rate(self) -> f64 {
+        match self {
+            Schedule::Closed => 0.0,
+            Schedule::Open { rate, .. } => rate,
+        }
+    }
+}
 
 /// Which exchange: a direct method or a message round trip.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -64,6 +94,20 @@ impl LegStats {
     pub fn avg_ms(&self) -> Option<f64> {
         (self.count > 0).then(|| self.sum_ms / self.count as f64)
     }
+
+    fn absorb(&mut self, other: &LegStats) {
+        if other.count == 0 {
+            return;
+        }
+        if self.count == 0 {
+            *self = *other;
+            return;
+        }
+        self.min_ms = self.min_ms.min(other.min_ms);
+        self.max_ms = self.max_ms.max(other.max_ms);
+        self.count += other.count;
+        self.sum_ms += other.sum_ms;
+    }
 }
 
 /// The seed's 1-second bins of Total: `<1000, 1000 … 9000, >10000`.
@@ -81,8 +125,12 @@ pub struct KindStats {
     pub bins: [u64; BINS],
     pub timeouts: u64,
     pub errors: u64,
+    /// Open loop: scheduled exchanges that did not start because `max_in_flight` were running.
+    pub skipped: u64,
     /// Total in microseconds, 1 µs … 1 h at 3 significant digits, for percentiles.
     total_us: Histogram<u64>,
+    /// A bounded uniform sample of Total (ms) for the verdict's bootstrap.
+    sample: Reservoir,
 }
 
 impl Default for KindStats {
@@ -94,8 +142,10 @@ impl Default for KindStats {
             bins: [0; BINS],
             timeouts: 0,
             errors: 0,
+            skipped: 0,
             total_us: Histogram::new_with_bounds(1, 3_600_000_000, 3)
                 .unwrap_or_else(|_| unreachable!("valid bounds")),
+            sample: Reservoir::new(verdict::RESERVOIR, verdict::SEED),
         }
     }
 }
@@ -109,15 +159,28 @@ impl KindStats {
         self.bins[bin] += 1;
         self.total_us
             .saturating_record((s.total_ms * 1000.0).max(1.0) as u64);
+        self.sample.push(s.total_ms);
     }
 
     pub fn count(&self) -> u64 {
         self.total.count
     }
 
-    /// Total at quantile `q` (0..=1) in milliseconds.
+    /// Total at quantile `q` (0..=1) in milliseconds. The histogram reports the top of a value's
+    /// bucket (within 0.1 %); capped at the exact maximum so that p99.9 never exceeds max.
     pub fn total_quantile_ms(&self, q: f64) -> Option<f64> {
-        (self.count() > 0).then(|| self.total_us.value_at_quantile(q) as f64 / 1000.0)
+        (self.count() > 0)
+            .then(|| (self.total_us.value_at_quantile(q) as f64 / 1000.0).min(self.total.max_ms))
+    }
+
+    /// The exact largest Total.
+    pub fn total_max_ms(&self) -> Option<f64> {
+        (self.count() > 0).then_some(self.total.max_ms)
+    }
+
+    /// The sample of Total behind the verdict.
+    pub fn sample(&self) -> &[f64] {
+        self.sample.values()
     }
 
     fn reset(&mut self) {
@@ -127,7 +190,25 @@ impl KindStats {
         self.bins = [0; BINS];
         self.timeouts = 0;
         self.errors = 0;
+        self.skipped = 0;
         self.total_us.reset();
+        self.sample.clear();
+    }
+
+    /// Adds another interval's figures (for the whole run): histograms merge, never percentiles.
+    fn absorb(&mut self, other: &KindStats) {
+        self.c2p.absorb(&other.c2p);
+        self.p2c.absorb(&other.p2c);
+        self.total.absorb(&other.total);
+        for (a, b) in self.bins.iter_mut().zip(other.bins) {
+            *a += b;
+        }
+        self.timeouts += other.timeouts;
+        self.errors += other.errors;
+        self.skipped += other.skipped;
+        // Same bounds on both sides, so adding cannot fail.
+        let _ = self.total_us.add(&other.total_us);
+        self.sample.merge(&other.sample);
     }
 }
 
@@ -159,6 +240,18 @@ impl IntervalStats {
         self.method.reset();
         self.message.reset();
         taken
+    }
+
+    /// Adds another interval's figures to these.
+    pub fn absorb(&mut self, other: &IntervalStats) {
+        self.method.absorb(&other.method);
+        self.message.absorb(&other.message);
+    }
+
+    /// Method against message, when both kinds are measured.
+    pub fn verdict(&self, kinds: &[Kind]) -> Option<Verdict> {
+        (kinds.contains(&Kind::Method) && kinds.contains(&Kind::Message))
+            .then(|| verdict::compare(self.method.sample(), self.message.sample(), verdict::SEED))
     }
 }
 
@@ -251,7 +344,94 @@ pub fn render_table(
                 k.timeouts,
                 k.errors
             ));
+            line(format!(
+                "Total p90 {} ms | p99.9 {} ms | max {} ms | skipped {}",
+                q(0.9),
+                q(0.999),
+                ms(k.total_max_ms()),
+                k.skipped
+            ));
         }
+    }
+    out
+}
+
+fn ms(v: Option<f64>) -> String {
+    v.map(|v| format!("{v:.4}")).unwrap_or_else(|| "-".into())
+}
+
+/// The verdict's line under the two sections.
+pub fn render_verdict(v: &Verdict) -> String {
+    let head = match (v.faster, v.median_diff_ms, v.ci95_ms) {
+        (verdict::Faster::None, _, Some(_)) => "no significant difference".to_owned(),
+        (_, _, None) => format!(
+            "too few samples (at least {} of each kind)",
+            verdict::MIN_SAMPLES
+        ),
+        (faster, Some(d), Some(_)) => {
+            let name = if faster == verdict::Faster::Method {
+                "method"
+            } else {
+                "message"
+            };
+            format!("{name} faster by {:.4} ms", d.abs())
+        }
+        (_, None, Some(_)) => unreachable!("an interval implies a difference"),
+    };
+    let mut line = format!("Verdict: {head}");
+    if let Some(d) = v.median_diff_ms {
+        line.push_str(&format!(" | median method - message {d:+.4} ms"));
+    }
+    if let Some((lo, hi)) = v.ci95_ms {
+        line.push_str(&format!(" | 95% CI [{lo:+.4}, {hi:+.4}] ms"));
+    }
+    line.push_str(&format!(
+        " | n method {}, message {}\n",
+        v.n_method, v.n_message
+    ));
+    line
+}
+
+/// The whole run at exit: per kind one line of percentiles and counts, then the run's verdict.
+pub fn render_run_table(
+    stamp: &str,
+    duration: Duration,
+    stats: &IntervalStats,
+    kinds: &[Kind],
+    schedule: Schedule,
+    verdict: Option<&Verdict>,
+) -> String {
+    let items: u64 = kinds.iter().map(|k| stats.kind(*k).count()).sum();
+    let how = match schedule {
+        Schedule::Closed => "closed loop".to_owned(),
+        Schedule::Open {
+            rate,
+            max_in_flight,
+        } => format!("open loop at {rate}/s per kind, at most {max_in_flight} in flight"),
+    };
+    let mut out = format!(
+        "{stamp} - whole run: {items} items in {}, {how}\n",
+        interval_words(duration)
+    );
+    for &kind in kinds {
+        let k = stats.kind(kind);
+        let q = |x| ms(k.total_quantile_ms(x));
+        out.push_str(&format!(
+            "{:<8} Total p50 {} ms | p90 {} ms | p99 {} ms | p99.9 {} ms | max {} ms | count {} | timeouts {} | errors {} | skipped {}\n",
+            kind.title(),
+            q(0.5),
+            q(0.9),
+            q(0.99),
+            q(0.999),
+            ms(k.total_max_ms()),
+            k.count(),
+            k.timeouts,
+            k.errors,
+            k.skipped
+        ));
+    }
+    if let Some(v) = verdict {
+        out.push_str(&render_verdict(v));
     }
     out
 }
@@ -268,20 +448,64 @@ struct JsonKind {
     count: u64,
     timeouts: u64,
     errors: u64,
+    skipped: u64,
     c2p: JsonLeg,
     p2c: JsonLeg,
     total: JsonLeg,
     total_p50_ms: Option<f64>,
+    total_p90_ms: Option<f64>,
     total_p99_ms: Option<f64>,
+    total_p999_ms: Option<f64>,
+    total_max_ms: Option<f64>,
     bins: [u64; BINS],
 }
 
-/// One JSON line with the interval's figures, for scripts.
+/// What a JSON line covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// One summary interval.
+    Interval,
+    /// The whole run, printed once at exit.
+    Run,
+}
+
+fn verdict_json(v: &Verdict) -> serde_json::Value {
+    serde_json::json!({
+        "faster": v.faster,
+        "median_diff_ms": v.median_diff_ms,
+        "ci95_ms": v.ci95_ms.map(|(lo, hi)| [lo, hi]),
+        "n": { "method": v.n_method, "message": v.n_message },
+    })
+}
+
+/// One JSON line with the interval's figures, for scripts (closed loop, verdict computed here).
 pub fn render_json(
     stamp: &str,
     interval: Duration,
     stats: &IntervalStats,
     kinds: &[Kind],
+) -> String {
+    render_summary_json(
+        Scope::Interval,
+        stamp,
+        interval,
+        stats,
+        kinds,
+        Schedule::Closed,
+        stats.verdict(kinds).as_ref(),
+    )
+}
+
+/// One JSON line: an interval's (or the whole run's) figures per kind, the schedule and the
+/// verdict (`null` when only one kind is measured).
+pub fn render_summary_json(
+    scope: Scope,
+    stamp: &str,
+    interval: Duration,
+    stats: &IntervalStats,
+    kinds: &[Kind],
+    schedule: Schedule,
+    verdict: Option<&Verdict>,
 ) -> String {
     let leg = |l: &LegStats| JsonLeg {
         min_ms: (l.count > 0).then_some(l.min_ms),
@@ -295,11 +519,15 @@ pub fn render_json(
             count: k.count(),
             timeouts: k.timeouts,
             errors: k.errors,
+            skipped: k.skipped,
             c2p: leg(&k.c2p),
             p2c: leg(&k.p2c),
             total: leg(&k.total),
             total_p50_ms: k.total_quantile_ms(0.5),
+            total_p90_ms: k.total_quantile_ms(0.9),
             total_p99_ms: k.total_quantile_ms(0.99),
+            total_p999_ms: k.total_quantile_ms(0.999),
+            total_max_ms: k.total_max_ms(),
             bins: k.bins,
         };
         map.insert(
@@ -307,8 +535,21 @@ pub fn render_json(
             serde_json::to_value(j).unwrap_or_default(),
         );
     }
-    serde_json::json!({ "time": stamp, "interval_seconds": interval.as_secs_f64(), "kinds": map })
-        .to_string()
+    let max_in_flight = match schedule {
+        Schedule::Closed => None,
+        Schedule::Open { max_in_flight, .. } => Some(max_in_flight),
+    };
+    serde_json::json!({
+        "time": stamp,
+        "scope": match scope { Scope::Interval => "interval", Scope::Run => "run" },
+        "interval_seconds": interval.as_secs_f64(),
+        "schedule": schedule.label(),
+        "rate": schedule.rate(),
+        "max_in_flight": max_in_flight,
+        "kinds": map,
+        "verdict": verdict.map(verdict_json),
+    })
+    .to_string()
 }
 
 #[cfg(test)]
@@ -323,7 +564,7 @@ mod tests {
         }
     }
 
-    /// SEED.md's example, rebuilt from samples with the same min/max/avg and bins.
+    /// The example in the seed's README, rebuilt from samples with the same min/max/avg and bins.
     #[test]
     fn renders_the_seed_layout() {
         let mut s = IntervalStats::default();
@@ -447,5 +688,185 @@ Count   | Millis | Percentage
         assert_eq!(s.method.count(), 0);
         assert_eq!(s.method.timeouts, 0);
         assert_eq!(s.method.total_quantile_ms(0.5), None);
+    }
+    fn spread(s: &mut KindStats, n: usize, from_ms: f64, step_ms: f64) {
+        for i in 0..n {
+            let t = from_ms + i as f64 * step_ms;
+            s.record(&sample(t / 2.0, t / 2.0));
+        }
+    }
+
+    #[test]
+    fn the_footer_adds_p90_p999_max_and_skipped_under_the_seed_line() {
+        let mut s = IntervalStats::default();
+        spread(&mut s.method, 1000, 1.0, 0.01); // 1.00 … 10.99 ms
+        s.method.skipped = 7;
+        s.method.timeouts = 2;
+        let table = render_table("t", Duration::from_secs(5), &s, &[Kind::Method], true);
+        let lines: Vec<&str> = table.lines().collect();
+        let n = lines.len();
+        assert!(lines[n - 2].starts_with("Total p50 5.99"), "{table}");
+        assert!(
+            lines[n - 2].ends_with("ms | timeouts 2 | errors 0"),
+            "{table}"
+        );
+        assert!(lines[n - 1].starts_with("Total p90 9.99"), "{table}");
+        assert!(lines[n - 1].contains("| p99.9 10.9"), "{table}");
+        assert!(
+            lines[n - 1].ends_with("| max 10.9900 ms | skipped 7"),
+            "{table}"
+        );
+        // Everything above the footer is the seed's section, unchanged.
+        let plain = render_table("t", Duration::from_secs(5), &s, &[Kind::Method], false);
+        assert!(table.starts_with(&plain));
+        assert_eq!(table.lines().count(), plain.lines().count() + 2);
+    }
+
+    #[test]
+    fn percentiles_never_exceed_the_exact_maximum() {
+        let mut s = IntervalStats::default();
+        s.message.record(&sample(2.0, 2.4699));
+        let k = &s.message;
+        assert_eq!(k.total_max_ms(), Some(4.4699));
+        for q in [0.5, 0.9, 0.99, 0.999, 1.0] {
+            let v = k.total_quantile_ms(q).unwrap();
+            assert!(v <= 4.4699 && v > 4.46, "{q}: {v}");
+        }
+    }
+
+    #[test]
+    fn json_has_the_schedule_the_five_percentiles_and_the_verdict() {
+        let mut s = IntervalStats::default();
+        spread(&mut s.method, 200, 1.0, 0.01);
+        spread(&mut s.message, 200, 2.0, 0.01);
+        s.message.skipped = 3;
+        let schedule = Schedule::Open {
+            rate: 50.0,
+            max_in_flight: 100,
+        };
+        let v = s.verdict(&Kind::ALL).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&render_summary_json(
+            Scope::Interval,
+            "t",
+            Duration::from_secs(5),
+            &s,
+            &Kind::ALL,
+            schedule,
+            Some(&v),
+        ))
+        .unwrap();
+        assert_eq!(json["schedule"], "open");
+        assert_eq!(json["rate"], 50.0);
+        assert_eq!(json["max_in_flight"], 100);
+        assert_eq!(json["scope"], "interval");
+        for kind in ["method", "message"] {
+            let k = &json["kinds"][kind];
+            for f in [
+                "total_p50_ms",
+                "total_p90_ms",
+                "total_p99_ms",
+                "total_p999_ms",
+                "total_max_ms",
+            ] {
+                assert!(k[f].as_f64().is_some(), "{kind} {f}: {json}");
+            }
+            assert!(k["total_p50_ms"].as_f64() <= k["total_p90_ms"].as_f64());
+            assert!(k["total_p999_ms"].as_f64() <= k["total_max_ms"].as_f64());
+        }
+        assert_eq!(json["kinds"]["message"]["skipped"], 3);
+        assert_eq!(json["verdict"]["faster"], "method");
+        assert_eq!(json["verdict"]["n"]["method"], 200);
+        assert_eq!(json["verdict"]["n"]["message"], 200);
+        let d = json["verdict"]["median_diff_ms"].as_f64().unwrap();
+        assert!((d + 1.0).abs() < 1e-9, "{json}");
+        let ci = json["verdict"]["ci95_ms"].as_array().unwrap();
+        assert!(
+            ci[0].as_f64() <= Some(d) && ci[1].as_f64() < Some(0.0),
+            "{json}"
+        );
+        // The closed loop, one kind: rate 0, and no verdict (null).
+        let json: serde_json::Value = serde_json::from_str(&render_json(
+            "t",
+            Duration::from_secs(5),
+            &s,
+            &[Kind::Method],
+        ))
+        .unwrap();
+        assert_eq!(
+            (&json["schedule"], &json["rate"]),
+            (&serde_json::json!("closed"), &serde_json::json!(0.0))
+        );
+        assert!(json["verdict"].is_null() && json["max_in_flight"].is_null());
+    }
+
+    #[test]
+    fn the_verdict_line_says_who_is_faster_or_that_it_cannot_tell() {
+        let mut s = IntervalStats::default();
+        spread(&mut s.method, 100, 2.0, 0.01);
+        spread(&mut s.message, 100, 1.0, 0.01);
+        let line = render_verdict(&s.verdict(&Kind::ALL).unwrap());
+        assert!(
+            line.starts_with("Verdict: message faster by 1.0000 ms | median method - message +1.0000 ms | 95% CI [+"),
+            "{line}"
+        );
+        assert!(
+            line.ends_with("] ms | n method 100, message 100\n"),
+            "{line}"
+        );
+        let mut same = IntervalStats::default();
+        spread(&mut same.method, 100, 1.0, 0.01);
+        spread(&mut same.message, 100, 1.0, 0.01);
+        let line = render_verdict(&same.verdict(&Kind::ALL).unwrap());
+        assert!(
+            line.starts_with("Verdict: no significant difference | median method - message +0.0000 ms | 95% CI [-"),
+            "{line}"
+        );
+        let mut few = IntervalStats::default();
+        spread(&mut few.method, 3, 1.0, 0.01);
+        let line = render_verdict(&few.verdict(&Kind::ALL).unwrap());
+        assert_eq!(
+            line,
+            "Verdict: too few samples (at least 20 of each kind) | n method 3, message 0\n"
+        );
+        assert!(few.verdict(&[Kind::Method]).is_none());
+    }
+
+    #[test]
+    fn the_whole_run_merges_intervals() {
+        let mut run = IntervalStats::default();
+        let mut a = IntervalStats::default();
+        spread(&mut a.method, 100, 1.0, 0.01);
+        a.method.timeouts = 1;
+        let mut b = IntervalStats::default();
+        spread(&mut b.method, 100, 3.0, 0.01);
+        b.method.skipped = 4;
+        run.absorb(&a.take());
+        run.absorb(&b.take());
+        let m = &run.method;
+        assert_eq!((m.count(), m.timeouts, m.skipped), (200, 1, 4));
+        assert_eq!((m.total.min_ms, m.total.max_ms), (1.0, 3.99));
+        assert_eq!(m.sample().len(), 200);
+        let p50 = m.total_quantile_ms(0.5).unwrap();
+        assert!((1.98..=2.0).contains(&p50), "{p50}");
+        let table = render_run_table(
+            "t",
+            Duration::from_secs(20),
+            &run,
+            &[Kind::Method],
+            Schedule::Open {
+                rate: 50.0,
+                max_in_flight: 100,
+            },
+            None,
+        );
+        assert_eq!(
+            table.lines().next(),
+            Some("t - whole run: 200 items in 20 seconds, open loop at 50/s per kind, at most 100 in flight")
+        );
+        assert!(table.contains("Method   Total p50 1.99"), "{table}");
+        assert!(
+            table.contains("| count 200 | timeouts 1 | errors 0 | skipped 4\n"),
+            "{table}"
+        );
     }
 }

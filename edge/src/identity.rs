@@ -1,6 +1,6 @@
 //! Who this module is and how it proves it: from the IoT Edge runtime's `IOTEDGE_*` variables
 //! (keys held by the workload API), or from the local-development pair `EdgeHubConnectionString`
-//! + `EdgeModuleCACertificateFile` that the Azure SDKs also accept
+//! and `EdgeModuleCACertificateFile` that the Azure SDKs also accept
 //! (docs/protocol.md#identity-and-environment).
 
 use crate::sas;

@@ -102,7 +102,7 @@ pub struct Args {
     #[arg(long, env = "HUB_AUTH_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub auth_timeout: Duration,
     /// Most simultaneous authenticated HTTPS connections (method callers); beyond it 503.
-    #[arg(long, env = "HUB_MAX_HTTPS_CONNECTIONS", default_value_t = 64)]
+    #[arg(long, env = "HUB_MAX_HTTPS_CONNECTIONS", default_value_t = 512)]
     pub max_https_connections: usize,
     /// Time for an HTTPS request's headers to arrive, counted from when the connection starts
     /// waiting for them; also how long an idle keep-alive connection stays open.
