@@ -426,6 +426,9 @@ fn start_prometheus(
     std::fs::create_dir_all(&dir)?;
     let config_path = dir.join("prometheus.yml");
     std::fs::write(&config_path, config)?;
+    // `rule_files` resolves next to the config: the alert and recording rules go there too.
+    std::fs::copy("prometheus-rules.yml", dir.join("prometheus-rules.yml"))
+        .context("copying prometheus-rules.yml (run from the repository root)")?;
     let mut cmd = Command::new(binary);
     cmd.arg(format!("--config.file={}", config_path.display()))
         .arg(format!(
