@@ -14,7 +14,7 @@ Grafana. Lists every problem found and exits 1 if there is any.
   datasource uids that provisioning defines, heatmaps fed with `format: heatmap`, exemplars on the
   panels that promise trace links, template variables that exist and are used in every query;
 - deployment.json: an IoT Edge manifest (schema 1.1) with the seed's routes and the modules' env;
-- hub/producer/consumer Dockerfiles: BuildKit's parser (PyPI `dockerfile`) and hadolint, non-root
+- the Dockerfile (one build stage, targets hub/producer/consumer): BuildKit's parser (PyPI `dockerfile`) and hadolint, non-root
   runtime, HEALTHCHECK, CONFIG/BASE_TAG build args; .dockerignore.
 """
 
@@ -538,6 +538,8 @@ def check_compose(ids: dict, dashboard_path: str | None, deployment_env: dict) -
                 problem(rel, f"{where}: build dockerfile {dockerfile.relative_to(REPO)} does not exist")
             if (build.get("context") or ".") not in (".", "./"):
                 problem(rel, f"{where}: the build context must be the repository root")
+            if name in ("hub", "producer", "consumer") and build.get("target") != name:
+                problem(rel, f"{where}: build target should be `{name}` (a stage of the shared Dockerfile)")
         else:
             image = svc.get("image") or ""
             tag = image.rsplit(":", 1)[1] if ":" in image.rsplit("/", 1)[-1] else ""
@@ -708,42 +710,62 @@ def check_dockerfiles() -> None:
         problem("Dockerfiles", "PyPI package `dockerfile` not installed (tests/python/requirements.txt)")
         dockerfile = None
     hadolint = tool("hadolint")
-    for name in ("hub", "producer", "consumer"):
-        rel = f"{name}/Dockerfile"
-        if not (REPO / rel).exists():
-            problem(rel, "missing")
-            continue
-        if hadolint:
-            run([hadolint, "--no-color", "--failure-threshold", "warning", rel], rel)
-        if dockerfile is None:
-            continue
+    rel = "Dockerfile"
+    if not (REPO / rel).exists():
+        problem(rel, "missing")
+        return
+    for old in ("hub", "producer", "consumer"):
+        if (REPO / old / "Dockerfile").exists():
+            problem(f"{old}/Dockerfile", "the images share the root Dockerfile (one build stage)")
+    if hadolint:
+        run([hadolint, "--no-color", "--failure-threshold", "warning", rel], rel)
+    if dockerfile is not None:
         try:
             cmds = dockerfile.parse_file(str(REPO / rel))
         except dockerfile.GoParseError as e:
             problem(rel, f"BuildKit's parser rejects it: {e}")
-            continue
+            cmds = []
+        # Stages by name: FROM <image> AS <name>.
+        stages: dict[str, list] = {}
+        current = None
+        for c in cmds:
+            if c.cmd.upper() == "FROM":
+                current = c.value[-1] if len(c.value) >= 3 and c.value[-2].upper() == "AS" else c.value[0]
+                stages[current] = [c]
+            elif current is not None:
+                stages[current].append(c)
         froms = [c for c in cmds if c.cmd.upper() == "FROM"]
-        if len(froms) < 2 or not froms[0].value[0].startswith("rust:") or not froms[-1].value[0].startswith("debian:"):
+        if cmds and (not froms[0].value[0].startswith("rust:") or not any(f.value[0].startswith("debian:") for f in froms)):
             problem(rel, "expected a rust:* builder stage and a debian:* runtime stage")
         args = {c.value[0].split("=")[0] for c in cmds if c.cmd.upper() == "ARG"}
         for arg in ("CONFIG", "BASE_TAG"):
-            if arg not in args:
+            if cmds and arg not in args:
                 problem(rel, f"build arg {arg} missing")
-        last = max(i for i, c in enumerate(cmds) if c.cmd.upper() == "FROM")
-        final = cmds[last:]
-        users = [c.value[0] for c in final if c.cmd.upper() == "USER"]
-        if not users or users[-1].split(":")[0] in ("root", "0"):
-            problem(rel, "the runtime stage must switch to a non-root USER")
-        if not any(c.cmd.upper() == "HEALTHCHECK" for c in final):
-            problem(rel, "no HEALTHCHECK in the runtime stage")
-        entry = [c.value for c in final if c.cmd.upper() == "ENTRYPOINT"]
-        if not entry or entry[-1][0] != f"/usr/local/bin/{name}":
-            problem(rel, f"ENTRYPOINT should be /usr/local/bin/{name}")
         runs = " ".join(" ".join(c.value) for c in cmds if c.cmd.upper() == "RUN")
-        if f"-p {name} --bin {name}" not in runs:
-            problem(rel, f"does not build `-p {name} --bin {name}`")
-        if "--locked" not in runs:
+        if cmds and "--locked" not in runs:
             problem(rel, "cargo build should use --locked (Cargo.lock pins the dependencies)")
+        if cmds and "--profile" not in runs:
+            problem(rel, "the images should use the stripped `dist` profile")
+        runtime = stages.get("runtime", [])
+        users = [c.value[0] for c in runtime if c.cmd.upper() == "USER"]
+        if cmds and (not users or users[-1].split(":")[0] in ("root", "0")):
+            problem(rel, "the runtime stage must switch to a non-root USER")
+        if cmds and not any(c.cmd.upper() == "HEALTHCHECK" for c in runtime):
+            problem(rel, "no HEALTHCHECK in the runtime stage")
+        for name in ("hub", "producer", "consumer"):
+            if not cmds:
+                break
+            stage = stages.get(name)
+            if not stage:
+                problem(rel, f"no `{name}` target")
+                continue
+            if stage[0].value[0] != "runtime":
+                problem(rel, f"the `{name}` target should build FROM the shared runtime stage")
+            if f"-p {name} --bin {name}" not in runs:
+                problem(rel, f"does not build `-p {name} --bin {name}`")
+            entry = [c.value for c in stage if c.cmd.upper() == "ENTRYPOINT"]
+            if not entry or entry[-1][0] != f"/usr/local/bin/{name}":
+                problem(rel, f"the `{name}` target's ENTRYPOINT should be /usr/local/bin/{name}")
     rel = ".dockerignore"
     try:
         lines = {l.strip() for l in (REPO / rel).read_text().splitlines() if l.strip() and not l.startswith("#")}
