@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod carrier;
+mod export_watch;
 pub mod metrics_server;
 pub mod process;
 pub mod tracing_setup;
@@ -25,6 +26,7 @@ pub fn new_registry(module: &str) -> Registry {
 /// Adds `process_*` and `iotedge_build_info{version,module}` to `registry`.
 pub fn register_process_metrics(registry: &mut Registry, module: &str) {
     registry.register_collector(Box::new(process::ProcessCollector::new()));
+    export_watch::register(registry);
     registry.register(
         "iotedge_build",
         "Build of this process: version and module name",

@@ -124,6 +124,7 @@ pub fn init_tracing(options: &TraceOptions) -> Result<Tracing, String> {
             .build(),
     }
     .map_err(|e| format!("cannot set up the OTLP exporter for {endpoint}: {e}"))?;
+    let exporter = crate::export_watch::WatchedExporter::new(exporter, endpoint);
     let resource = Resource::builder()
         .with_service_name(options.service_name.clone())
         .with_attribute(opentelemetry::KeyValue::new(

@@ -1,0 +1,91 @@
+//! An unreachable OTLP collector (issue 9): each module warns about it, naming the endpoint, at
+//! most once a minute; every failed export is counted; the exchanges go on undisturbed.
+
+mod common;
+
+use common::{bin, http_get, repo, tempdir, Proc};
+use std::process::Command;
+use std::time::Duration;
+
+#[test]
+fn an_unreachable_collector_is_counted_and_named_and_never_stalls_an_exchange() {
+    // A port nobody listens on: bound, then released.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let endpoint = format!("http://{dead}");
+    let state = tempdir("otlp-failures");
+    let mut cmd = Command::new(bin());
+    cmd.current_dir(repo())
+        .args([
+            "--summary-interval",
+            "2s",
+            "--duration",
+            "12s",
+            "--summary-format",
+            "json",
+            "--mqtt-port",
+            "0",
+            "--https-port",
+            "0",
+            "--hub-metrics-port",
+            "0",
+            "--producer-metrics-port",
+            "0",
+            "--consumer-metrics-port",
+            "0",
+            "--state-dir",
+        ])
+        .arg(&state)
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+        .env("OTEL_BSP_SCHEDULE_DELAY", "200");
+    let mut run = Proc::spawn("local-run", cmd);
+    let line = run.wait_for_line(Duration::from_secs(60), |l| {
+        l.contains("metrics: hub http://")
+    });
+    let consumer = line
+        .split("consumer http://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .unwrap()
+        .to_owned();
+    std::thread::sleep(Duration::from_secs(6));
+    let metrics = http_get(&consumer, "/metrics", "text/plain");
+    let failures: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("iotedge_otlp_export_failures_total"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no export failure counter:\n{metrics}"));
+    assert!(failures >= 1.0, "{metrics}");
+    assert!(
+        run.wait(Duration::from_secs(60)).success(),
+        "{}",
+        run.output()
+    );
+    let out = run.output();
+    // One warning per module in a 12 s run (at most one a minute), naming the endpoint.
+    for module in ["producer", "consumer"] {
+        let warnings = out
+            .lines()
+            .filter(|l| {
+                l.contains(module) && l.contains(&format!("OTLP export to {endpoint} failed"))
+            })
+            .count();
+        assert_eq!(warnings, 1, "{module}:\n{out}");
+    }
+    // The exchanges never waited for the collector: every interval has thousands of them.
+    let summaries = common::summaries(&run);
+    let intervals: Vec<_> = summaries
+        .iter()
+        .filter(|s| s["scope"] == "interval")
+        .collect();
+    assert!(intervals.len() >= 4, "{out}");
+    for s in &intervals[..intervals.len() - 1] {
+        for kind in ["method", "message"] {
+            assert!(common::count(s, kind, "count") > 100, "{kind}: {s}");
+            assert_eq!(common::count(s, kind, "timeouts"), 0, "{kind}: {s}");
+        }
+    }
+}
