@@ -83,6 +83,10 @@ struct RunArgs {
     /// Port for that Prometheus.
     #[arg(long, default_value_t = 9090)]
     prometheus_port: u16,
+    /// When the run ends, write the consumer's HTML report to this file (its REPORT_FILE; the
+    /// consumer also serves it live at /report on its metrics port).
+    #[arg(long)]
+    report: Option<PathBuf>,
     /// Where the hub's CA, identities and run files go.
     #[arg(long, default_value = ".state/local-run")]
     state_dir: PathBuf,
@@ -339,6 +343,11 @@ async fn run(args: RunArgs) -> Result<()> {
     if let Some(n) = args.max_in_flight {
         consumer_env.insert("MAX_IN_FLIGHT".into(), n.to_string());
     }
+    if let Some(path) = &args.report {
+        let path =
+            std::path::absolute(path).with_context(|| format!("--report {}", path.display()))?;
+        consumer_env.insert("REPORT_FILE".into(), path.display().to_string());
+    }
     let mut consumer = spawn("consumer", &["consumer".into()], &consumer_env)?;
     let consumer_metrics = wait_for_file(
         &state.join("consumer.metrics"),
@@ -349,10 +358,14 @@ async fn run(args: RunArgs) -> Result<()> {
 
     let hub_metrics = format!("127.0.0.1:{}", port("metrics"));
     eprintln!(
-        "local run: hub mqtts://localhost:{} https://localhost:{} (CA {})\n  metrics: hub http://{hub_metrics}/metrics  producer http://{producer_metrics}/metrics  consumer http://{consumer_metrics}/metrics",
+        "local run: hub mqtts://localhost:{} https://localhost:{} (CA {})\n  metrics: hub http://{hub_metrics}/metrics  producer http://{producer_metrics}/metrics  consumer http://{consumer_metrics}/metrics\n  report: http://{consumer_metrics}/report (the run so far){}",
         port("mqtt"),
         port("https"),
-        ca
+        ca,
+        consumer_env
+            .get("REPORT_FILE")
+            .map(|f| format!(", written to {f} at the end"))
+            .unwrap_or_default()
     );
     let mut prometheus = if args.with_prometheus {
         start_prometheus(&args, &hub_metrics, &producer_metrics, &consumer_metrics)?

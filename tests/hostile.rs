@@ -321,7 +321,10 @@ async fn messages_that_cannot_be_delivered_are_refused_and_never_block_an_input(
         );
         let expected = (i + 1) as f64;
         let deadline = Instant::now() + Duration::from_secs(5);
-        while refusals(&hub, "mqtt", "undeliverable") < expected && Instant::now() < deadline {
+        while (refusals(&hub, "mqtt", "undeliverable") < expected
+            || log_lines(&hub, "undeliverable") < i + 1)
+            && Instant::now() < deadline
+        {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert_eq!(refusals(&hub, "mqtt", "undeliverable"), expected, "{name}");
@@ -543,6 +546,7 @@ async fn slow_https_clients_are_cut_off_at_their_deadline() {
         cut >= Duration::from_millis(1500) && cut < Duration::from_secs(4),
         "{cut:?}"
     );
+    wait_logged(&hub, "header_timeout").await;
     assert_eq!(refusals(&hub, "https", "header_timeout"), 1.0);
     assert_eq!(log_lines(&hub, "header_timeout"), 1);
 
@@ -734,12 +738,24 @@ async fn every_refusal_is_logged_once_counted_once_and_never_leaks_a_secret() {
     );
 }
 
-/// Exactly one new log line and one new count for `reason` since the last check.
-async fn check_once(hub: &Hub, protocol: &str, reason: &str) {
+/// Waits (up to 5 s) until the hub's stderr shows a line for `reason`.
+async fn wait_logged(hub: &Hub, reason: &str) {
     let deadline = Instant::now() + Duration::from_secs(5);
-    while refusals(hub, protocol, reason) < 1.0 && Instant::now() < deadline {
+    while log_lines(hub, reason) < 1 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Exactly one new log line and one new count for `reason` since the last check.
+async fn check_once(hub: &Hub, protocol: &str, reason: &str) {
+    // The count and the log line travel separately (metrics endpoint, stderr): wait for both.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while (refusals(hub, protocol, reason) < 1.0 || log_lines(hub, reason) < 1)
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(
         refusals(hub, protocol, reason),
         1.0,

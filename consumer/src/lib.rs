@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod recorder;
+pub mod report;
 pub mod schedule;
 pub mod stats;
 pub mod verdict;
@@ -91,6 +92,9 @@ pub struct Args {
     /// counted as skipped.
     #[arg(long, env = "MAX_IN_FLIGHT", default_value_t = 100)]
     pub max_in_flight: usize,
+    /// When the run ends, write its HTML report to this file (the page GET /report serves live).
+    #[arg(long, env = "REPORT_FILE")]
+    pub report: Option<std::path::PathBuf>,
 }
 
 impl Args {
@@ -558,10 +562,15 @@ pub async fn run(args: Args) -> Result<()> {
 
     let mut registry = telemetry::new_registry("consumer");
     let recorder = Recorder::register(&mut registry);
-    let _server = telemetry::serve_module_metrics(
+    let report_log = report::collect::RunLog::new(
+        kinds.clone(),
+        report::collect::settings(&args, schedule, &identity),
+    );
+    let _server = telemetry::serve_module_metrics_with(
         args.metrics_addr,
         registry,
         args.metrics_addr_file.as_deref(),
+        Some(report::collect::pages(report_log.clone(), recorder.clone())),
     )
     .await?;
 
@@ -773,8 +782,11 @@ pub async fn run(args: Args) -> Result<()> {
     loop {
         tokio::select! {
             _ = ticker.tick() => {
-                output.print(Scope::Interval, recorder.take_interval(), args.summary_interval).await;
+                let stats = recorder.take_interval();
+                // The next interval starts now, not once this one is printed.
                 last = Instant::now();
+                report_log.interval(&stats, args.summary_interval);
+                output.print(Scope::Interval, stats, args.summary_interval).await;
             }
             _ = &mut shutdown => break,
         }
@@ -787,15 +799,18 @@ pub async fn run(args: Args) -> Result<()> {
     for l in loops {
         let _ = tokio::time::timeout(Duration::from_secs(2), l).await;
     }
-    output
-        .print(Scope::Interval, recorder.take_interval(), last.elapsed())
-        .await;
-    output
-        .print(Scope::Run, recorder.run_total(), started.elapsed())
-        .await;
+    let (stats, covered) = (recorder.take_interval(), last.elapsed());
+    report_log.interval(&stats, covered);
+    output.print(Scope::Interval, stats, covered).await;
+    let run = recorder.run_total();
+    let report_written = match &args.report {
+        Some(path) => report::collect::write_final(report_log, run.clone(), path.clone()).await,
+        None => Ok(()),
+    };
+    output.print(Scope::Run, run, started.elapsed()).await;
     client.disconnect().await;
     tracing_guard.shutdown().await;
-    Ok(())
+    report_written
 }
 
 #[cfg(test)]

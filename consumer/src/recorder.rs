@@ -175,6 +175,11 @@ impl Recorder {
     pub fn run_total(&self) -> IntervalStats {
         self.run.lock().map(|r| r.clone()).unwrap_or_default()
     }
+
+    /// A copy of the open interval's figures so far (the live report); the interval goes on.
+    pub fn current_interval(&self) -> IntervalStats {
+        self.interval.lock().map(|i| i.clone()).unwrap_or_default()
+    }
 }
 
 #[cfg(test)]

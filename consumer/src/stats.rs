@@ -178,6 +178,14 @@ impl KindStats {
         (self.count() > 0).then_some(self.total.max_ms)
     }
 
+    /// Total's recorded values in ms (the top of each HDR bucket, as the percentiles) with how
+    /// many samples each holds: the HTML report's histogram.
+    pub fn total_distribution_ms(&self) -> impl Iterator<Item = (f64, u64)> + '_ {
+        self.total_us
+            .iter_recorded()
+            .map(|v| (v.value_iterated_to() as f64 / 1000.0, v.count_at_value()))
+    }
+
     /// The sample of Total behind the verdict.
     pub fn sample(&self) -> &[f64] {
         self.sample.values()

@@ -46,6 +46,8 @@ pub enum IdentityError {
     },
     #[error("IOTEDGE_AUTHSCHEME is {0:?}; only sasToken is supported")]
     AuthScheme(String),
+    #[error("SAS token lifetime: {problem}")]
+    TokenLifetime { problem: String },
     #[error("{var} is {value:?}, not a port number")]
     Port { var: &'static str, value: String },
     #[error(transparent)]
@@ -122,6 +124,8 @@ pub enum TrustSource {
 
 #[derive(Clone)]
 pub struct ModuleIdentity {
+    /// How long this module's SAS tokens live and when they are replaced.
+    pub token_lifetime: TokenLifetime,
     pub iothub_hostname: String,
     pub gateway_hostname: String,
     pub device_id: String,
@@ -130,6 +134,65 @@ pub struct ModuleIdentity {
     pub https_port: u16,
     credentials: Credentials,
     trust: TrustSource,
+}
+
+/// Lifetime of the SAS tokens a module makes, and how long before expiry it replaces them
+/// (reconnecting MQTT with a fresh token; fresh tokens for method calls). `SAS_TOKEN_LIFETIME`
+/// and `SAS_TOKEN_RENEW_MARGIN` (durations such as `1h`, `60s`) override the defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenLifetime {
+    pub ttl: Duration,
+    pub renew_margin: Duration,
+}
+
+pub const TOKEN_LIFETIME_VAR: &str = "SAS_TOKEN_LIFETIME";
+pub const TOKEN_RENEW_MARGIN_VAR: &str = "SAS_TOKEN_RENEW_MARGIN";
+
+impl Default for TokenLifetime {
+    /// One hour, renewed five minutes before it ends.
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_secs(3600),
+            renew_margin: Duration::from_secs(300),
+        }
+    }
+}
+
+impl TokenLifetime {
+    fn from_lookup(var: &impl Fn(&str) -> Option<String>) -> Result<Self, IdentityError> {
+        let mut lifetime = Self::default();
+        let parse = |name: &'static str| -> Result<Option<Duration>, IdentityError> {
+            var(name)
+                .map(|v| {
+                    humantime::parse_duration(v.trim()).map_err(|e| IdentityError::TokenLifetime {
+                        problem: format!(
+                            "{name}={v:?} is not a duration ({e}); write e.g. 1h or 60s"
+                        ),
+                    })
+                })
+                .transpose()
+        };
+        if let Some(ttl) = parse(TOKEN_LIFETIME_VAR)? {
+            lifetime.ttl = ttl;
+        }
+        if let Some(margin) = parse(TOKEN_RENEW_MARGIN_VAR)? {
+            lifetime.renew_margin = margin;
+        }
+        if lifetime.ttl < Duration::from_secs(10) || lifetime.renew_margin >= lifetime.ttl {
+            return Err(IdentityError::TokenLifetime {
+                problem: format!(
+                    "{TOKEN_LIFETIME_VAR} ({:?}) must be at least 10s and longer than {TOKEN_RENEW_MARGIN_VAR} ({:?})",
+                    lifetime.ttl, lifetime.renew_margin
+                ),
+            });
+        }
+        Ok(lifetime)
+    }
+
+    /// Whether a token expiring at `expiry` (unix seconds) is due for replacement at `now`.
+    pub fn due(&self, expiry: u64, now: u64) -> bool {
+        expiry.saturating_sub(now) <= self.renew_margin.as_secs()
+    }
 }
 
 impl std::fmt::Debug for ModuleIdentity {
@@ -163,6 +226,7 @@ impl ModuleIdentity {
                 value: v,
             }),
         };
+        let token_lifetime = TokenLifetime::from_lookup(&var)?;
         let mqtt_port = port(MQTT_PORT_VAR, DEFAULT_MQTT_PORT)?;
         let https_port = port(HTTPS_PORT_VAR, DEFAULT_HTTPS_PORT)?;
         let edge: Vec<Option<String>> = EDGE_VARS.iter().map(|k| var(k)).collect();
@@ -178,6 +242,7 @@ impl ModuleIdentity {
                 var("IOTEDGE_APIVERSION").unwrap_or_else(|| DEFAULT_WORKLOAD_API_VERSION.into());
             let workload = WorkloadClient::new(uri, &api, module, genid)?;
             return Ok(Self {
+                token_lifetime,
                 iothub_hostname: hub.clone(),
                 gateway_hostname: gw.clone(),
                 device_id: device.clone(),
@@ -212,6 +277,7 @@ impl ModuleIdentity {
         let cs: ConnectionString = cs.parse()?;
         let ca = var("EdgeModuleCACertificateFile").ok_or(IdentityError::NoCaFile)?;
         Ok(Self {
+            token_lifetime,
             iothub_hostname: cs.host_name,
             gateway_hostname: cs.gateway_host_name,
             device_id: cs.device_id,
@@ -233,6 +299,7 @@ impl ModuleIdentity {
         ca_file: PathBuf,
     ) -> Self {
         Self {
+            token_lifetime: TokenLifetime::default(),
             iothub_hostname: iothub_hostname.into(),
             gateway_hostname: gateway_hostname.into(),
             device_id: device_id.into(),
@@ -308,6 +375,33 @@ mod tests {
         assert_eq!((id.mqtt_port, id.https_port), (8883, 8443));
         assert!(!id.uses_workload_api());
         assert!(!format!("{id:?}").contains("a2V5"));
+    }
+
+    #[test]
+    fn token_lifetime_is_configurable_and_checked() {
+        let pair = [
+            (
+                "EdgeHubConnectionString",
+                "HostName=h;DeviceId=d;ModuleId=m;SharedAccessKey=a2V5;GatewayHostName=g",
+            ),
+            ("EdgeModuleCACertificateFile", "/tmp/ca.pem"),
+        ];
+        let id = ModuleIdentity::from_lookup(lookup(&pair)).unwrap();
+        assert_eq!(id.token_lifetime, TokenLifetime::default());
+        let mut short = pair.to_vec();
+        short.extend([(TOKEN_LIFETIME_VAR, "60s"), (TOKEN_RENEW_MARGIN_VAR, "20s")]);
+        let id = ModuleIdentity::from_lookup(lookup(&short)).unwrap();
+        assert_eq!(id.token_lifetime.ttl, Duration::from_secs(60));
+        assert!(id.token_lifetime.due(1_020, 1_000));
+        assert!(!id.token_lifetime.due(1_021, 1_000));
+        for (ttl, margin) in [("5s", "1s"), ("60s", "60s"), ("soon", "1s"), ("60s", "x")] {
+            let mut bad = pair.to_vec();
+            bad.extend([(TOKEN_LIFETIME_VAR, ttl), (TOKEN_RENEW_MARGIN_VAR, margin)]);
+            let e = ModuleIdentity::from_lookup(lookup(&bad))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("SAS_TOKEN_"), "{e}");
+        }
     }
 
     #[test]

@@ -15,8 +15,6 @@ use percent_encoding::utf8_percent_encode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-const TOKEN_TTL: Duration = Duration::from_secs(3600);
-const TOKEN_RENEW_MARGIN: u64 = 300;
 const USER_AGENT: &str = concat!("iotedge-method-vs-message/", env!("CARGO_PKG_VERSION"));
 
 #[derive(Debug, thiserror::Error)]
@@ -94,12 +92,15 @@ impl MethodClient {
         let now = crate::sas::now_unix();
         if let Ok(cached) = self.token.lock() {
             if let Some((token, expiry)) = cached.as_ref() {
-                if expiry.saturating_sub(now) > TOKEN_RENEW_MARGIN {
+                if !self.identity.token_lifetime.due(*expiry, now) {
                     return Ok(token.clone());
                 }
             }
         }
-        let (token, expiry) = self.identity.token(TOKEN_TTL).await?;
+        let (token, expiry) = self
+            .identity
+            .token(self.identity.token_lifetime.ttl)
+            .await?;
         let token: Arc<str> = token.into();
         if let Ok(mut cached) = self.token.lock() {
             *cached = Some((token.clone(), expiry));

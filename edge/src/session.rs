@@ -19,9 +19,6 @@ use tokio::sync::mpsc;
 /// edgeHub's message limit (body and topic) plus the packet's own header bytes; rumqttc's
 /// default (10 KiB) is far below it.
 pub const MAX_PACKET_SIZE: usize = crate::topic::MAX_MESSAGE_SIZE + 1024;
-const TOKEN_TTL: Duration = Duration::from_secs(3600);
-/// Reconnect with a fresh token this long before the old one expires.
-const TOKEN_RENEW_MARGIN: Duration = Duration::from_secs(300);
 const KEEP_ALIVE: Duration = Duration::from_secs(60);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
@@ -94,7 +91,7 @@ impl ModuleClient {
     ) -> Result<(Self, mpsc::Receiver<Incoming>), SessionError> {
         let ca = identity.trust_bundle().await?;
         let tls = tls::client_config(&ca, &[])?;
-        let (token, expiry) = identity.token(TOKEN_TTL).await?;
+        let (token, expiry) = identity.token(identity.token_lifetime.ttl).await?;
         let mut options = MqttOptions::new(
             identity.name(),
             identity.gateway_hostname.clone(),
@@ -204,7 +201,8 @@ impl Driver {
         let mut backoff = BACKOFF_MIN;
         let name = self.identity.name();
         // One timer for the whole session, moved when the token changes (not re-armed per event).
-        let renew = tokio::time::sleep_until(renew_at(self.token_expiry));
+        let margin = self.identity.token_lifetime.renew_margin;
+        let renew = tokio::time::sleep_until(renew_at(self.token_expiry, margin));
         tokio::pin!(renew);
         loop {
             let event = tokio::select! {
@@ -212,7 +210,7 @@ impl Driver {
                 _ = &mut renew => {
                     tracing::info!(module = %name, "renewing the SAS token: reconnecting with a fresh one");
                     self.renew_token(&mut eventloop).await;
-                    renew.as_mut().reset(renew_at(self.token_expiry));
+                    renew.as_mut().reset(renew_at(self.token_expiry, margin));
                     // Drop the connection; the next poll reconnects with the new password and
                     // re-sends anything unacknowledged.
                     eventloop.clean();
@@ -246,11 +244,13 @@ impl Driver {
                     tracing::warn!(module = %name, error = %e, retry_in = ?backoff, "edge hub connection lost; reconnecting");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(BACKOFF_MAX);
-                    if self.token_expiry.saturating_sub(crate::sas::now_unix())
-                        < TOKEN_RENEW_MARGIN.as_secs()
+                    if self
+                        .identity
+                        .token_lifetime
+                        .due(self.token_expiry, crate::sas::now_unix())
                     {
                         self.renew_token(&mut eventloop).await;
-                        renew.as_mut().reset(renew_at(self.token_expiry));
+                        renew.as_mut().reset(renew_at(self.token_expiry, margin));
                     }
                 }
             }
@@ -258,7 +258,8 @@ impl Driver {
     }
 
     async fn renew_token(&mut self, eventloop: &mut EventLoop) {
-        match self.identity.token(TOKEN_TTL).await {
+        let lifetime = self.identity.token_lifetime;
+        match self.identity.token(lifetime.ttl).await {
             Ok((token, expiry)) => {
                 let username = eventloop
                     .mqtt_options
@@ -270,7 +271,7 @@ impl Driver {
             }
             Err(e) => {
                 tracing::error!(module = %self.identity.name(), error = %e, "cannot renew the SAS token; retrying later");
-                self.token_expiry = crate::sas::now_unix() + TOKEN_RENEW_MARGIN.as_secs() + 30;
+                self.token_expiry = crate::sas::now_unix() + lifetime.renew_margin.as_secs() + 30;
             }
         }
     }
@@ -298,10 +299,10 @@ impl Driver {
     }
 }
 
-/// When to reconnect with a fresh token: the margin before `expiry` (unix seconds).
-fn renew_at(expiry: u64) -> tokio::time::Instant {
+/// When to reconnect with a fresh token: `margin` before `expiry` (unix seconds).
+fn renew_at(expiry: u64, margin: Duration) -> tokio::time::Instant {
     let left = expiry
-        .saturating_sub(TOKEN_RENEW_MARGIN.as_secs())
+        .saturating_sub(margin.as_secs())
         .saturating_sub(crate::sas::now_unix());
     tokio::time::Instant::now() + Duration::from_secs(left)
 }

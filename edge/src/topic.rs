@@ -1,5 +1,5 @@
 //! MQTT topic names and the CONNECT username of the IoT Hub / edgeHub module protocol
-//! (PROTOCOL.md §2). Both the module side and the hub build and parse topics here.
+//! (docs/protocol.md#topics). Both the module side and the hub build and parse topics here.
 
 use crate::bag::PropertyBag;
 use percent_encoding::{percent_decode_str, utf8_percent_encode};
@@ -95,11 +95,30 @@ pub fn inputs_filter(device: &str, module: &str) -> String {
 
 /// `devices/{d}/modules/{m}/inputs/{input}/{bag}` (no `/{bag}` when the bag is empty).
 pub fn input(device: &str, module: &str, input: &str, bag: &PropertyBag) -> String {
-    let mut t = format!("devices/{device}/modules/{module}/inputs/{input}");
+    let mut t = input_prefix(device, module, input);
     if !bag.is_empty() {
         t.push('/');
         bag.encode_into(&mut t);
     }
+    t
+}
+
+/// `devices/{d}/modules/{m}/inputs/{input}`: an input topic without its bag. The hub builds it
+/// once per route target and joins each message's bag to it with [`input_with_bag`].
+pub fn input_prefix(device: &str, module: &str, input: &str) -> String {
+    format!("devices/{device}/modules/{module}/inputs/{input}")
+}
+
+/// The input topic of [`input_prefix`] carrying an already encoded bag (no `/{bag}` when the
+/// bag is empty), built in one allocation of the exact size.
+pub fn input_with_bag(prefix: &str, encoded_bag: &str) -> String {
+    if encoded_bag.is_empty() {
+        return prefix.to_owned();
+    }
+    let mut t = String::with_capacity(prefix.len() + 1 + encoded_bag.len());
+    t.push_str(prefix);
+    t.push('/');
+    t.push_str(encoded_bag);
     t
 }
 
@@ -337,6 +356,13 @@ mod tests {
             input("d", "m", "in", &PropertyBag::new()),
             "devices/d/modules/m/inputs/in"
         );
+        let bag: PropertyBag = [("$.cdid", "d"), ("k", "a b")].into_iter().collect();
+        let prefix = input_prefix("d", "m", "in");
+        assert_eq!(
+            input_with_bag(&prefix, &bag.encode()),
+            input("d", "m", "in", &bag)
+        );
+        assert_eq!(input_with_bag(&prefix, ""), "devices/d/modules/m/inputs/in");
         assert_eq!(
             method_request("Get", "1"),
             "$iothub/methods/POST/Get/?$rid=1"

@@ -63,7 +63,7 @@ pub struct Args {
     /// Where the generated CA, server certificate, identities and endpoints.json live.
     #[arg(long, env = "HUB_STATE_DIR", default_value = ".state/hub")]
     pub state_dir: PathBuf,
-    /// Module identities file (JSON: {"modules":{"name":{"primaryKey":"base64"}}}); missing keys are generated. Default: <state-dir>/identities.json.
+    /// Module identities file (JSON: {"modules":{"name":{"primaryKey":"base64"}}}); missing keys are generated. Default: `<state-dir>/identities.json`.
     #[arg(long, env = "HUB_IDENTITIES")]
     pub identities: Option<PathBuf>,
     /// Extra module identities to create besides the deployment's modules (repeatable).

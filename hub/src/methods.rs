@@ -19,9 +19,12 @@ use rand::RngCore;
 use rumqttc::mqttbytes::QoS;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
@@ -99,17 +102,32 @@ pub(crate) async fn serve(
                     }
                 })
             };
+            // A client's pool may open a spare connection it never uses: closing that is an idle
+            // close (counted as `idle`, logged at debug), not a refusal worth a warning.
+            let spoke = Arc::new(AtomicBool::new(false));
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.header_timeout)
                 .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service);
+                .serve_connection(
+                    TokioIo::new(FirstByte {
+                        inner: stream,
+                        seen: spoke.clone(),
+                    }),
+                    service,
+                );
             let result = tokio::select! {
                 r = conn => r,
-                e = ticket.expelled() => return expelled(&hub, peer, e),
+                e = ticket.expelled() => {
+                    if spoke.load(Ordering::Relaxed) {
+                        return expelled(&hub, peer, e);
+                    }
+                    return idle(&hub, peer);
+                }
             };
             match result {
                 Ok(()) => {}
+                Err(e) if e.is_timeout() && !spoke.load(Ordering::Relaxed) => idle(&hub, peer),
                 Err(e) if e.is_timeout() && !ticket.is_established() => refuse(
                     Reason::HeaderTimeout,
                     &format_args!(
@@ -128,6 +146,49 @@ pub(crate) async fn serve(
                 }
             }
         });
+    }
+}
+
+/// A connection that completed TLS and never sent a byte of a request is closed quietly.
+fn idle(hub: &Hub, peer: SocketAddr) {
+    hub.refusals.count(Protocol::Https, Reason::Idle);
+    tracing::debug!(%peer, "closed an HTTPS connection that never sent a request");
+}
+
+/// The TLS stream, noting when the client first sends something.
+struct FirstByte<S> {
+    inner: S,
+    seen: Arc<AtomicBool>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for FirstByte<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.seen.store(true, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for FirstByte<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

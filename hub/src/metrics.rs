@@ -1,42 +1,95 @@
-//! The hub's metrics, under the names and labels edgeHub uses (PROTOCOL.md §7.2), so dashboards
-//! work against both. edgeHub's durations are summaries; ours are histograms with `_sum` and
-//! `_count`, which is what portable panels use.
+//! The hub's metrics, under the names and labels edgeHub uses (docs/protocol.md#edgehubs-metrics),
+//! so dashboards work against both. edgeHub's durations are summaries; ours are histograms with
+//! `_sum` and `_count`, which is what portable panels use.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+/// A label value that repeats on every message (who sent, which output, which input): built
+/// once per connection and route, so making a label set for a lookup copies no text. The hub
+/// resolves the handles once and keeps them (see `state.rs`).
+pub type SharedLabel = Arc<str>;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReceivedLabels {
-    pub id: String,
-    pub route_output: String,
+    pub id: SharedLabel,
+    pub route_output: SharedLabel,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SentLabels {
-    pub from: String,
-    pub to: String,
-    pub from_route_output: String,
-    pub to_route_input: String,
-    pub priority: String,
+    pub from: SharedLabel,
+    pub to: SharedLabel,
+    pub from_route_output: SharedLabel,
+    pub to_route_input: SharedLabel,
+    /// The route's priority, 0 ..= 9.
+    pub priority: u8,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SendDurationLabels {
-    pub from: String,
-    pub to: String,
-    pub from_route_output: String,
-    pub to_route_input: String,
+    pub from: SharedLabel,
+    pub to: SharedLabel,
+    pub from_route_output: SharedLabel,
+    pub to_route_input: SharedLabel,
+}
+
+/// Why a message was dropped: the `reason` label of `edgehub_messages_dropped_total`.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum DropReason {
+    /// No route takes the message.
+    NoRoute,
+    /// A route sends it to `$upstream`, and there is no IoT Hub behind the local hub.
+    Upstream,
+    /// Its time-to-live ran out while it waited for delivery.
+    TtlExpiry,
+    /// The target's delivery queue was full.
+    QueueOverflow,
+    /// It cannot be sent to the target (topic or size over the limits).
+    Undeliverable,
+    /// Sent `max_delivery_attempts` times without a PUBACK.
+    NotAcknowledged,
+    /// Dropped on purpose by an injected fault.
+    Fault,
+}
+
+impl DropReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::NoRoute => "no_route",
+            DropReason::Upstream => "upstream",
+            DropReason::TtlExpiry => "ttl_expiry",
+            DropReason::QueueOverflow => "queue_overflow",
+            DropReason::Undeliverable => "undeliverable",
+            DropReason::NotAcknowledged => "not_acknowledged",
+            DropReason::Fault => "fault",
+        }
+    }
+}
+
+impl std::fmt::Display for DropReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl EncodeLabelValue for DropReason {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(self.as_str())
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DroppedLabels {
-    pub reason: &'static str,
-    pub from: String,
-    pub from_route_output: String,
+    pub reason: DropReason,
+    pub from: SharedLabel,
+    pub from_route_output: SharedLabel,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -58,8 +111,10 @@ pub struct ConnectFailedLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct QueueLabels {
-    pub endpoint: String,
-    pub priority: String,
+    /// `/modules/{module}/inputs`.
+    pub endpoint: SharedLabel,
+    /// Always 0: one queue per module, whatever the routes' priorities.
+    pub priority: u8,
 }
 
 fn duration_buckets() -> impl Iterator<Item = f64> {

@@ -65,6 +65,8 @@ pub enum Reason {
     NoSuchResource,
     MethodNotAllowed,
     TargetNotFound,
+    /// Not a refusal: a connection that never sent a request, closed; counted, logged at debug.
+    Idle,
 }
 
 impl Reason {
@@ -103,6 +105,7 @@ impl Reason {
             NoSuchResource => "no_such_resource",
             MethodNotAllowed => "method_not_allowed",
             TargetNotFound => "target_not_found",
+            Idle => "idle",
         }
     }
 }
@@ -169,6 +172,13 @@ impl Refusals {
         } else {
             tracing::warn!(reason = reason.as_str(), %peer, client = who, "{protocol} refused: {detail}");
         }
+    }
+
+    /// Counts without a log line (for what is not worth one, such as an idle close).
+    pub fn count(&self, protocol: Protocol, reason: Reason) {
+        self.counter
+            .get_or_create(&RefusalLabels { protocol, reason })
+            .inc();
     }
 
     /// `Some(suppressed since the last line)` when a line may be written now.

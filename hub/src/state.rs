@@ -1,20 +1,37 @@
-//! The hub's shared state: connected sessions, per-module delivery queues, pending method calls.
+//! The hub's shared state and its router: connected sessions (`session.rs`), per-module
+//! delivery queues (`delivery.rs`), pending method calls, and `Hub::route`, which takes a message
+//! a module sent to the queues of the module inputs its routes name.
+//!
+//! The message path allocates little: each connection keeps a `SenderRouting` with its bag
+//! buffers and, per output it sends on, the routes whose FROM matches with their label values
+//! and metric handles resolved once; a message is decoded into reused buffers, encoded once for
+//! all its targets, and queued as its topic, that encoded bag, its body and an `Arc`.
+
+mod delivery;
+mod session;
+#[cfg(test)]
+mod tests;
+
+pub use session::{PublishError, Session};
 
 use crate::faults::{Faults, Path};
 use crate::identities::Identities;
-use crate::metrics::{DroppedLabels, HubMetrics, QueueLabels, SendDurationLabels, SentLabels};
+use crate::metrics::{
+    DropReason, DroppedLabels, HubMetrics, IdLabels, ReceivedLabels, SharedLabel,
+};
 use crate::refusals::Refusals;
 use crate::routes::{RouteTable, Sink};
 use bytes::Bytes;
-use edge::bag::{PropertyBag, CONNECTION_DEVICE_ID, CONNECTION_MODULE_ID};
+use delivery::{deliver, Delivery, DeliveryQueue, Routed};
+use edge::bag::{BagBuffer, CONNECTION_DEVICE_ID, CONNECTION_MODULE_ID, OUTPUT_NAME};
 use edge::topic::{check_deliverable, DeliveryError};
-use rumqttc::mqttbytes::v4::{Packet, Publish};
-use rumqttc::mqttbytes::QoS;
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicU8, Ordering};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -50,135 +67,6 @@ pub enum RouteError {
     },
 }
 
-/// A module's live MQTT connection.
-pub struct Session {
-    pub id: u64,
-    pub module: String,
-    /// `{device}/{module}`.
-    pub name: Arc<str>,
-    pub outbound: mpsc::Sender<Packet>,
-    pub inputs: AtomicBool,
-    /// Granted QoS for method requests + 1; 0 = not subscribed.
-    pub methods: AtomicU8,
-    next_pkid: AtomicU16,
-    acks: Mutex<HashMap<u16, oneshot::Sender<()>>>,
-    pub closed: Notify,
-    pub is_closed: AtomicBool,
-    pub twin_version: AtomicU64,
-}
-
-impl Session {
-    pub fn new(id: u64, module: String, name: Arc<str>, outbound: mpsc::Sender<Packet>) -> Self {
-        Self {
-            id,
-            module,
-            name,
-            outbound,
-            inputs: AtomicBool::new(false),
-            methods: AtomicU8::new(0),
-            next_pkid: AtomicU16::new(1),
-            acks: Mutex::new(HashMap::new()),
-            closed: Notify::new(),
-            is_closed: AtomicBool::new(false),
-            twin_version: AtomicU64::new(1),
-        }
-    }
-
-    fn pkid(&self) -> u16 {
-        loop {
-            let id = self.next_pkid.fetch_add(1, Ordering::Relaxed);
-            if id != 0 {
-                return id;
-            }
-        }
-    }
-
-    /// Publishes with QoS 1 and returns a receiver completed by the client's PUBACK.
-    pub async fn publish_acked(
-        &self,
-        topic: String,
-        payload: Bytes,
-        dup: bool,
-    ) -> Result<oneshot::Receiver<()>, PublishError> {
-        check_deliverable(&topic, payload.len())?;
-        let pkid = self.pkid();
-        let (tx, rx) = oneshot::channel();
-        if let Ok(mut acks) = self.acks.lock() {
-            acks.insert(pkid, tx);
-        }
-        let mut publish = Publish::from_bytes(topic, QoS::AtLeastOnce, payload);
-        publish.pkid = pkid;
-        publish.dup = dup;
-        self.outbound
-            .send(Packet::Publish(publish))
-            .await
-            .map_err(|_| PublishError::Closed)?;
-        Ok(rx)
-    }
-
-    /// Publishes with the given QoS, not waiting for an acknowledgement.
-    pub async fn publish(
-        &self,
-        topic: String,
-        payload: Bytes,
-        qos: QoS,
-    ) -> Result<(), PublishError> {
-        check_deliverable(&topic, payload.len())?;
-        let mut publish = Publish::from_bytes(topic, qos, payload);
-        if qos != QoS::AtMostOnce {
-            publish.pkid = self.pkid();
-        }
-        self.outbound
-            .send(Packet::Publish(publish))
-            .await
-            .map_err(|_| PublishError::Closed)
-    }
-
-    /// Whether a delivery waits for the PUBACK with this packet id.
-    pub fn awaits(&self, pkid: u16) -> bool {
-        self.acks.lock().is_ok_and(|a| a.contains_key(&pkid))
-    }
-
-    pub fn acknowledged(&self, pkid: u16) {
-        let waiter = self.acks.lock().ok().and_then(|mut a| a.remove(&pkid));
-        if let Some(tx) = waiter {
-            let _ = tx.send(());
-        }
-    }
-
-    pub fn close(&self) {
-        self.is_closed.store(true, Ordering::SeqCst);
-        self.closed.notify_waiters();
-    }
-}
-
-/// Why a PUBLISH to a module did not go out.
-#[derive(Debug, thiserror::Error)]
-pub enum PublishError {
-    #[error(transparent)]
-    Undeliverable(#[from] DeliveryError),
-    #[error("the connection closed")]
-    Closed,
-}
-
-/// A message waiting for delivery to one module input.
-pub struct Routed {
-    pub topic: String,
-    pub body: Bytes,
-    pub from: Arc<str>,
-    pub from_output: String,
-    pub input: String,
-    pub priority: u8,
-    pub expires: Instant,
-}
-
-/// Store-and-forward queue of one target module: one message in flight, as edgeHub does.
-pub struct DeliveryQueue {
-    pub module: String,
-    items: Mutex<VecDeque<Routed>>,
-    wake: Notify,
-}
-
 pub struct Hub {
     pub settings: Settings,
     pub identities: Identities,
@@ -201,21 +89,22 @@ struct RoutingView<'a> {
     device: &'a str,
     module: &'a str,
     output: Option<&'a str>,
-    bag: &'a PropertyBag,
+    bag: &'a BagBuffer,
 }
 
 impl crate::routes::MessageProperties for RoutingView<'_> {
     fn system(&self, name: &str) -> Option<&str> {
+        use edge::bag::{CONTENT_ENCODING, CONTENT_TYPE, CORRELATION_ID, MESSAGE_ID, TO, USER_ID};
         match name {
             "connectionDeviceId" => Some(self.device),
             "connectionModuleId" => Some(self.module),
             "outputName" => self.output,
-            "messageId" => self.bag.get("$.mid"),
-            "correlationId" => self.bag.get("$.cid"),
-            "contentType" => self.bag.get("$.ct"),
-            "contentEncoding" => self.bag.get("$.ce"),
-            "userId" => self.bag.get("$.uid"),
-            "to" => self.bag.get("$.to"),
+            "messageId" => self.bag.get(MESSAGE_ID),
+            "correlationId" => self.bag.get(CORRELATION_ID),
+            "contentType" => self.bag.get(CONTENT_TYPE),
+            "contentEncoding" => self.bag.get(CONTENT_ENCODING),
+            "userId" => self.bag.get(USER_ID),
+            "to" => self.bag.get(TO),
             _ => None,
         }
     }
@@ -225,6 +114,59 @@ impl crate::routes::MessageProperties for RoutingView<'_> {
         }
         self.bag.get(name)
     }
+}
+
+/// Outputs of one connection whose routes are kept resolved; messages on further outputs are
+/// routed just the same, resolving their routes each time.
+const CACHED_OUTPUTS: usize = 64;
+
+/// What routing one connection's messages needs every time, kept in its [`Session`].
+#[derive(Default)]
+pub(crate) struct SenderRouting {
+    /// The message being routed, decoded into reused buffers.
+    bag: BagBuffer,
+    /// Its bag as delivered (without `$.on`, with `$.cdid`/`$.cmid`), encoded once.
+    encoded: String,
+    /// Indices into `OutputRoutes::routes` of the routes the message takes.
+    matched: Vec<usize>,
+    /// Its deliveries, all built and checked before any is queued.
+    pending: Vec<(Arc<DeliveryQueue>, Routed)>,
+    /// `edgehub_message_size_bytes` of this connection.
+    message_size: Option<Histogram>,
+    /// Per output name; `without_output` for messages that name none.
+    outputs: HashMap<Box<str>, Arc<OutputRoutes>>,
+    without_output: Option<Arc<OutputRoutes>>,
+}
+
+/// The routes a connection's messages on one output can take, resolved once.
+struct OutputRoutes {
+    /// `/messages/modules/{m}/outputs/{o}` or `/messages/modules/{m}`: the message source.
+    source: String,
+    /// The labels of what this output sends: the sender and the output ("" without one).
+    from: SharedLabel,
+    output: SharedLabel,
+    received: Counter,
+    /// The routes whose FROM takes this source, in table order (WHERE is evaluated per message).
+    routes: Vec<RouteUse>,
+}
+
+struct RouteUse {
+    /// Index into the route table.
+    route: usize,
+    /// `None` for `$upstream`.
+    target: Option<(Arc<DeliveryQueue>, Arc<Delivery>)>,
+}
+
+/// Counts one dropped message in `edgehub_messages_dropped_total{reason,from,from_route_output}`.
+fn count_drop(metrics: &HubMetrics, reason: DropReason, from: &SharedLabel, output: &SharedLabel) {
+    metrics
+        .messages_dropped
+        .get_or_create(&DroppedLabels {
+            reason,
+            from: from.clone(),
+            from_route_output: output.clone(),
+        })
+        .inc();
 }
 
 impl Hub {
@@ -343,11 +285,7 @@ impl Hub {
         if let Some(q) = queues.get(module) {
             return q.clone();
         }
-        let q = Arc::new(DeliveryQueue {
-            module: module.to_owned(),
-            items: Mutex::new(VecDeque::new()),
-            wake: Notify::new(),
-        });
+        let q = Arc::new(DeliveryQueue::new(&self.settings.device_id, module));
         queues.insert(module.to_owned(), q.clone());
         self.spawn(deliver(self.clone(), q.clone()));
         q
@@ -362,141 +300,196 @@ impl Hub {
         bag_encoded: &str,
         body: Bytes,
     ) -> Result<usize, RouteError> {
-        let mut bag = PropertyBag::decode(bag_encoded)?;
-        let output = bag.remove(edge::bag::OUTPUT_NAME);
-        let device = &self.settings.device_id;
+        // Only this connection's read loop routes its messages: never contended, and the
+        // buffers are cleared before each use, so a poisoned lock holds nothing stale.
+        let mut routing = sender.routing.lock().unwrap_or_else(|e| e.into_inner());
+        let routing = &mut *routing;
+        let taken = self.route_with(sender, routing, bag_encoded, body);
+        routing.pending.clear();
+        taken
+    }
+
+    fn route_with(
+        self: &Arc<Self>,
+        sender: &Session,
+        routing: &mut SenderRouting,
+        bag_encoded: &str,
+        body: Bytes,
+    ) -> Result<usize, RouteError> {
+        let SenderRouting {
+            bag,
+            encoded,
+            matched,
+            pending,
+            message_size,
+            outputs,
+            without_output,
+        } = routing;
+        bag.decode(bag_encoded)?;
+        let device = self.settings.device_id.as_str();
         let module = sender.module.as_str();
-        let route_output = output.clone().unwrap_or_default();
-        self.metrics
-            .messages_received
-            .get_or_create(&crate::metrics::ReceivedLabels {
-                id: sender.name.to_string(),
-                route_output: route_output.clone(),
-            })
-            .inc();
-        self.metrics
-            .message_size
-            .get_or_create(&crate::metrics::IdLabels {
-                id: sender.name.to_string(),
+        let output = bag.get(OUTPUT_NAME);
+        let out = match output {
+            None => without_output
+                .get_or_insert_with(|| Arc::new(self.output_routes(sender, None)))
+                .clone(),
+            Some(o) => match outputs.get(o) {
+                Some(out) => out.clone(),
+                None => {
+                    let out = Arc::new(self.output_routes(sender, Some(o)));
+                    if outputs.len() < CACHED_OUTPUTS {
+                        outputs.insert(o.into(), out.clone());
+                    }
+                    out
+                }
+            },
+        };
+        out.received.inc();
+        message_size
+            .get_or_insert_with(|| {
+                self.metrics
+                    .message_size
+                    .get_or_create(&IdLabels {
+                        id: sender.name.to_string(),
+                    })
+                    .clone()
             })
             .observe(body.len() as f64);
-        let source = match &output {
-            Some(o) => format!("/messages/modules/{module}/outputs/{o}"),
-            None => format!("/messages/modules/{module}"),
-        };
+        // `$.on` is still in the bag here; WHERE sees it only as `outputName`, never as an
+        // application property (`$.` names are system properties).
         let view = RoutingView {
             device,
             module,
-            output: output.as_deref(),
-            bag: &bag,
+            output,
+            bag,
         };
-        let matched: Vec<&crate::routes::Route> = self
-            .routes
-            .routes()
-            .iter()
-            .filter(|r| r.matches(&source, &view))
-            .collect();
+        let routes = self.routes.routes();
+        matched.clear();
+        matched.extend(
+            (out.routes.iter().enumerate())
+                .filter(|(_, u)| routes[u.route].matches(&out.source, &view))
+                .map(|(i, _)| i),
+        );
         if matched.is_empty() {
-            self.dropped("no_route", sender, &route_output);
-            tracing::debug!(from = %sender.name, %source, "no route matches; message dropped");
+            self.dropped(DropReason::NoRoute, &out);
+            tracing::debug!(from = %sender.name, source = %out.source, "no route matches; message dropped");
             return Ok(0);
         }
-        bag.insert(CONNECTION_DEVICE_ID, device.as_str());
+        bag.remove(OUTPUT_NAME);
+        bag.insert(CONNECTION_DEVICE_ID, device);
         bag.insert(CONNECTION_MODULE_ID, module);
-        let mut deliveries = Vec::with_capacity(matched.len());
+        encoded.clear();
+        bag.encode_into(encoded);
+        let mut shared_bag: Option<Arc<str>> = None;
+        let now = Instant::now();
         let mut upstream = 0;
-        for route in matched {
-            match &route.sink {
-                Sink::Upstream => {
-                    upstream += 1;
-                    if !self.upstream_logged.swap(true, Ordering::Relaxed) {
-                        tracing::warn!(route = %route.name, "route sends to $upstream; there is no IoT Hub behind the local hub, so such messages are counted in edgehub_messages_dropped_total{{reason=\"upstream\"}} and dropped (logged once)");
-                    }
+        for &i in matched.iter() {
+            let use_ = &out.routes[i];
+            let Some((queue, via)) = &use_.target else {
+                upstream += 1;
+                if !self.upstream_logged.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(route = %routes[use_.route].name, "route sends to $upstream; there is no IoT Hub behind the local hub, so such messages are counted in edgehub_messages_dropped_total{{reason=\"upstream\"}} and dropped (logged once)");
                 }
-                Sink::Module {
-                    module: target,
-                    input,
-                } => {
-                    let ttl = route
-                        .time_to_live_secs
-                        .map(Duration::from_secs)
-                        .unwrap_or(self.settings.default_ttl);
-                    let topic = edge::topic::input(device, target, input, &bag);
-                    check_deliverable(&topic, body.len()).map_err(|error| {
-                        RouteError::Undeliverable {
-                            target: target.clone(),
-                            input: input.clone(),
-                            error,
-                        }
-                    })?;
-                    let routed = Routed {
-                        topic,
-                        body: body.clone(),
-                        from: sender.name.clone(),
-                        from_output: route_output.clone(),
-                        input: input.clone(),
-                        priority: route.priority,
-                        expires: Instant::now() + ttl,
-                    };
-                    deliveries.push((target, routed));
+                continue;
+            };
+            let topic = via.topic(encoded);
+            check_deliverable(&topic, body.len()).map_err(|error| {
+                let Sink::Module { input, .. } = &routes[use_.route].sink else {
+                    unreachable!("a route with a delivery sends to a module")
+                };
+                RouteError::Undeliverable {
+                    target: queue.module.clone(),
+                    input: input.clone(),
+                    error,
                 }
-            }
+            })?;
+            let routed = Routed {
+                topic: Some(topic),
+                bag: shared_bag
+                    .get_or_insert_with(|| Arc::from(encoded.as_str()))
+                    .clone(),
+                body: body.clone(),
+                via: via.clone(),
+                expires: now + via.ttl,
+            };
+            pending.push((queue.clone(), routed));
         }
         for _ in 0..upstream {
-            self.dropped("upstream", sender, &route_output);
+            self.dropped(DropReason::Upstream, &out);
         }
         let mut taken = 0;
-        for (target, routed) in deliveries {
+        for (queue, routed) in pending.drain(..) {
             if self.faults.drop(Path::Messages) {
-                self.dropped("fault", sender, &route_output);
+                self.dropped(DropReason::Fault, &out);
                 continue;
             }
-            if self.enqueue(target, routed) {
+            if queue.push(&self.metrics, routed, self.settings.queue_size) {
                 taken += 1;
             } else {
-                self.dropped("queue_overflow", sender, &route_output);
+                tracing::warn!(target_module = %queue.module, capacity = self.settings.queue_size, "delivery queue full; message dropped (edgehub_messages_dropped_total{{reason=\"queue_overflow\"}})");
+                self.dropped(DropReason::QueueOverflow, &out);
             }
         }
         Ok(taken)
     }
 
-    fn dropped(&self, reason: &'static str, sender: &Session, output: &str) {
-        self.metrics
-            .messages_dropped
-            .get_or_create(&DroppedLabels {
-                reason,
-                from: sender.name.to_string(),
-                from_route_output: output.to_owned(),
-            })
-            .inc();
-    }
-
-    fn enqueue(self: &Arc<Self>, module: &str, routed: Routed) -> bool {
-        let q = self.queue(module);
-        let len = {
-            let Ok(mut items) = q.items.lock() else {
-                return false;
-            };
-            if items.len() >= self.settings.queue_size {
-                tracing::warn!(target_module = module, capacity = self.settings.queue_size, "delivery queue full; message dropped (edgehub_messages_dropped_total{{reason=\"queue_overflow\"}})");
-                return false;
-            }
-            items.push_back(routed);
-            items.len()
+    /// Resolves what messages from `sender` on `output` need: their source, their labels and
+    /// counters, and the routes whose FROM takes them with the target queues and deliveries.
+    fn output_routes(self: &Arc<Self>, sender: &Session, output: Option<&str>) -> OutputRoutes {
+        let module = &sender.module;
+        let source = match output {
+            Some(o) => format!("/messages/modules/{module}/outputs/{o}"),
+            None => format!("/messages/modules/{module}"),
         };
-        self.queue_gauge(module).set(len as i64);
-        q.wake.notify_one();
-        true
+        let from = sender.name.clone();
+        let output: SharedLabel = output.unwrap_or_default().into();
+        let received = self
+            .metrics
+            .messages_received
+            .get_or_create(&ReceivedLabels {
+                id: from.clone(),
+                route_output: output.clone(),
+            })
+            .clone();
+        let device = &self.settings.device_id;
+        let routes = (self.routes.routes().iter().enumerate())
+            .filter(|(_, r)| r.source.matches(&source))
+            .map(|(i, r)| RouteUse {
+                route: i,
+                target: match &r.sink {
+                    Sink::Upstream => None,
+                    Sink::Module {
+                        module: target,
+                        input,
+                    } => {
+                        let queue = self.queue(target);
+                        let ttl = (r.time_to_live_secs.map(Duration::from_secs))
+                            .unwrap_or(self.settings.default_ttl);
+                        let via = Delivery::new(
+                            &queue,
+                            edge::topic::input_prefix(device, target, input),
+                            from.clone(),
+                            output.clone(),
+                            input,
+                            r.priority,
+                            ttl,
+                        );
+                        Some((queue, Arc::new(via)))
+                    }
+                },
+            })
+            .collect();
+        OutputRoutes {
+            source,
+            from,
+            output,
+            received,
+            routes,
+        }
     }
 
-    fn queue_gauge(&self, module: &str) -> prometheus_client::metrics::gauge::Gauge {
-        self.metrics
-            .queue_length
-            .get_or_create(&QueueLabels {
-                endpoint: format!("/modules/{module}/inputs"),
-                priority: "0".into(),
-            })
-            .clone()
+    fn dropped(&self, reason: DropReason, out: &OutputRoutes) {
+        count_drop(&self.metrics, reason, &out.from, &out.output);
     }
 
     /// Registers a pending method call; the response completes the receiver.
@@ -525,128 +518,4 @@ impl Hub {
             None => false,
         }
     }
-}
-
-/// Delivers one module's queue in order, one message in flight, each acknowledged by PUBACK
-/// before the next (edgeHub's `DeviceMessageHandler` semantics). A message that cannot be sent,
-/// or is sent `max_delivery_attempts` times without a PUBACK, is dropped, counted and logged,
-/// so the queue always moves.
-async fn deliver(hub: Arc<Hub>, queue: Arc<DeliveryQueue>) {
-    let device = hub.settings.device_id.clone();
-    let to = format!("{device}/{}", queue.module);
-    let mut attempts: u32 = 0;
-    loop {
-        let notified = queue.wake.notified();
-        let head = queue.items.lock().ok().and_then(|items| {
-            items
-                .front()
-                .map(|m| (m.topic.clone(), m.body.clone(), m.expires))
-        });
-        let session = hub
-            .session(&queue.module)
-            .filter(|s| s.inputs.load(Ordering::SeqCst) && !s.is_closed.load(Ordering::SeqCst));
-        let (Some((topic, body, expires)), Some(session)) = (head, session) else {
-            // Nothing to send or nobody to send to: wait for a message or a subscription.
-            let _ = tokio::time::timeout(Duration::from_secs(1), notified).await;
-            continue;
-        };
-        if Instant::now() > expires {
-            attempts = 0;
-            // Expiry is what the time-to-live is for: counted, not logged per message.
-            drop_head(&hub, &queue, "ttl_expiry", None);
-            continue;
-        }
-        if attempts >= hub.settings.max_delivery_attempts {
-            attempts = 0;
-            let why = format!(
-                "sent {} times without a PUBACK within {:?}",
-                hub.settings.max_delivery_attempts, hub.settings.ack_timeout
-            );
-            drop_head(&hub, &queue, "not_acknowledged", Some(&why));
-            continue;
-        }
-        if let Some(delay) = hub.faults.delay(Path::Messages) {
-            tokio::time::sleep(delay).await;
-        }
-        let started = Instant::now();
-        let ack = match session.publish_acked(topic, body, attempts > 0).await {
-            Ok(ack) => ack,
-            Err(PublishError::Undeliverable(e)) => {
-                attempts = 0;
-                drop_head(&hub, &queue, "undeliverable", Some(&e));
-                continue;
-            }
-            Err(PublishError::Closed) => continue, // wait for the next connection
-        };
-        attempts += 1;
-        let outcome = tokio::select! {
-            r = tokio::time::timeout(hub.settings.ack_timeout, ack) => r.ok().and_then(|r| r.ok()),
-            _ = session.closed.notified() => None,
-        };
-        match outcome {
-            Some(()) => {
-                attempts = 0;
-                if let Some(m) = pop(&hub, &queue) {
-                    let elapsed = started.elapsed().as_secs_f64();
-                    hub.metrics
-                        .messages_sent
-                        .get_or_create(&SentLabels {
-                            from: m.from.to_string(),
-                            to: to.clone(),
-                            from_route_output: m.from_output.clone(),
-                            to_route_input: m.input.clone(),
-                            priority: m.priority.to_string(),
-                        })
-                        .inc();
-                    hub.metrics
-                        .message_send_duration
-                        .get_or_create(&SendDurationLabels {
-                            from: m.from.to_string(),
-                            to: to.clone(),
-                            from_route_output: m.from_output,
-                            to_route_input: m.input,
-                        })
-                        .observe(elapsed);
-                }
-            }
-            None => {
-                if !session.is_closed.load(Ordering::SeqCst) {
-                    tracing::warn!(client = %session.name, timeout = ?hub.settings.ack_timeout, attempt = attempts, of = hub.settings.max_delivery_attempts, "Message completion response not received; will resend");
-                }
-            }
-        }
-    }
-}
-
-/// Removes the queue's head for good: counted in `edgehub_messages_dropped_total{reason}` and
-/// logged once with the module, the input and why.
-fn drop_head(
-    hub: &Hub,
-    queue: &DeliveryQueue,
-    reason: &'static str,
-    why: Option<&dyn std::fmt::Display>,
-) {
-    if let Some(m) = pop(hub, queue) {
-        if let Some(why) = why {
-            tracing::warn!(target_module = %queue.module, input = %m.input, from = %m.from, reason, "message dropped: {why}");
-        }
-        hub.metrics
-            .messages_dropped
-            .get_or_create(&DroppedLabels {
-                reason,
-                from: m.from.to_string(),
-                from_route_output: m.from_output,
-            })
-            .inc();
-    }
-}
-
-fn pop(hub: &Hub, queue: &DeliveryQueue) -> Option<Routed> {
-    let (m, len) = {
-        let mut items = queue.items.lock().ok()?;
-        let m = items.pop_front();
-        (m, items.len())
-    };
-    hub.queue_gauge(&queue.module).set(len as i64);
-    m
 }

@@ -10,7 +10,10 @@ pub mod process;
 pub mod tracing_setup;
 
 pub use carrier::{current_trace_id, inject_current, set_remote_parent, TraceId};
-pub use metrics_server::{serve_metrics, serve_module_metrics, MetricsServer};
+pub use metrics_server::{
+    serve_metrics, serve_metrics_with, serve_module_metrics, serve_module_metrics_with,
+    MetricsServer, Pages,
+};
 pub use tracing_setup::{init_module_tracing, init_tracing, TraceOptions, Tracing};
 
 use prometheus_client::metrics::info::Info;

@@ -1,5 +1,7 @@
 //! `GET /metrics`: OpenMetrics (with exemplars) when the scraper accepts it, as Prometheus does;
 //! the classic text format 0.0.4 otherwise (what `promtool check metrics` and old scrapers read).
+//! A module can serve extra pages on the same port ([`serve_metrics_with`]; the consumer's
+//! `/report`).
 
 use bytes_body::full;
 use hyper::body::Incoming;
@@ -23,6 +25,10 @@ mod bytes_body {
         Full::new(hyper::body::Bytes::from(s.into()))
     }
 }
+
+/// Extra pages: given a request's path, the page's body and content type, or `None` (404).
+/// Called on a blocking thread, so a page may take a few milliseconds to render.
+pub type Pages = Arc<dyn Fn(&str) -> Option<(String, &'static str)> + Send + Sync>;
 
 pub struct MetricsServer {
     pub local_addr: SocketAddr,
@@ -50,6 +56,15 @@ pub async fn serve_metrics(
     addr: SocketAddr,
     registry: Arc<Registry>,
 ) -> std::io::Result<MetricsServer> {
+    serve_metrics_with(addr, registry, None).await
+}
+
+/// [`serve_metrics`], plus `pages` for any other path.
+pub async fn serve_metrics_with(
+    addr: SocketAddr,
+    registry: Arc<Registry>,
+    pages: Option<Pages>,
+) -> std::io::Result<MetricsServer> {
     let listener = TcpListener::bind(addr).await?;
     let local_addr = listener.local_addr()?;
     let task = tokio::spawn(async move {
@@ -66,11 +81,15 @@ pub async fn serve_metrics(
                 }
             };
             let _ = stream.set_nodelay(true);
-            let registry = registry.clone();
+            let (registry, pages) = (registry.clone(), pages.clone());
             connections.spawn(async move {
                 let service = service_fn(move |req: Request<Incoming>| {
-                    let registry = registry.clone();
-                    async move { Ok::<_, std::convert::Infallible>(handle(&registry, &req)) }
+                    let (registry, pages) = (registry.clone(), pages.clone());
+                    async move {
+                        Ok::<_, std::convert::Infallible>(
+                            handle(&registry, pages.as_ref(), &req).await,
+                        )
+                    }
                 });
                 let _ = http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
@@ -81,8 +100,9 @@ pub async fn serve_metrics(
     Ok(MetricsServer { local_addr, task })
 }
 
-fn handle(
+async fn handle(
     registry: &Registry,
+    pages: Option<&Pages>,
     req: &Request<Incoming>,
 ) -> Response<http_body_util::Full<hyper::body::Bytes>> {
     let reply = |status: StatusCode, ctype: &str, body: String| {
@@ -121,11 +141,25 @@ fn handle(
             "text/plain",
             "ok: metrics at /metrics\n".into(),
         ),
-        _ => reply(
-            StatusCode::NOT_FOUND,
-            "text/plain",
-            "not found: metrics are at /metrics\n".into(),
-        ),
+        path => {
+            let page = match pages {
+                Some(pages) => {
+                    let (pages, path) = (pages.clone(), path.to_owned());
+                    tokio::task::spawn_blocking(move || pages(&path))
+                        .await
+                        .unwrap_or(None)
+                }
+                None => None,
+            };
+            match page {
+                Some((body, ctype)) => reply(StatusCode::OK, ctype, body),
+                None => reply(
+                    StatusCode::NOT_FOUND,
+                    "text/plain",
+                    "not found: metrics are at /metrics\n".into(),
+                ),
+            }
+        }
     }
 }
 
@@ -136,8 +170,18 @@ pub async fn serve_module_metrics(
     registry: Registry,
     addr_file: Option<&std::path::Path>,
 ) -> anyhow::Result<MetricsServer> {
+    serve_module_metrics_with(addr, registry, addr_file, None).await
+}
+
+/// [`serve_module_metrics`], plus `pages` for any other path.
+pub async fn serve_module_metrics_with(
+    addr: SocketAddr,
+    registry: Registry,
+    addr_file: Option<&std::path::Path>,
+    pages: Option<Pages>,
+) -> anyhow::Result<MetricsServer> {
     use anyhow::Context as _;
-    let server = serve_metrics(addr, Arc::new(registry))
+    let server = serve_metrics_with(addr, Arc::new(registry), pages)
         .await
         .with_context(|| format!("cannot serve /metrics on {addr} (set METRICS_ADDR)"))?;
     tracing::info!("metrics at http://{}/metrics", server.local_addr);
@@ -146,4 +190,63 @@ pub async fn serve_module_metrics(
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(server)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn get(addr: SocketAddr, path: &str) -> String {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn extra_pages_are_served_beside_the_metrics() {
+        let mut registry = Registry::default();
+        let counter = prometheus_client::metrics::counter::Counter::<u64>::default();
+        registry.register("things", "Things", counter.clone());
+        counter.inc();
+        let pages: Pages = Arc::new(|path: &str| {
+            (path == "/report").then(|| ("<p>hello</p>".to_owned(), "text/html; charset=utf-8"))
+        });
+        let server = serve_metrics_with(
+            "127.0.0.1:0".parse().unwrap(),
+            Arc::new(registry),
+            Some(pages),
+        )
+        .await
+        .unwrap();
+        let report = get(server.local_addr, "/report").await;
+        assert!(
+            report.starts_with("HTTP/1.0 200") || report.starts_with("HTTP/1.1 200"),
+            "{report}"
+        );
+        assert!(
+            report.contains("content-type: text/html; charset=utf-8"),
+            "{report}"
+        );
+        assert!(report.ends_with("<p>hello</p>"), "{report}");
+        assert!(get(server.local_addr, "/metrics")
+            .await
+            .contains("things_total 1"));
+        assert!(get(server.local_addr, "/other").await.contains(" 404 "));
+        server.task.abort();
+
+        // Without pages, as before: 404 beside /metrics.
+        let plain = serve_metrics(
+            "127.0.0.1:0".parse().unwrap(),
+            Arc::new(Registry::default()),
+        )
+        .await
+        .unwrap();
+        assert!(get(plain.local_addr, "/report").await.contains(" 404 "));
+        plain.task.abort();
+    }
 }

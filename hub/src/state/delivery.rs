@@ -1,0 +1,270 @@
+//! Store-and-forward delivery to module inputs: one queue per target module, one message in
+//! flight, each acknowledged by PUBACK before the next (edgeHub's `DeviceMessageHandler`).
+//!
+//! Everything a delivery needs besides the message itself — the topic's prefix, the metric label
+//! values and handles — is a [`Delivery`] resolved once per (sender connection, output, route) by
+//! the router and shared by every message it routes that way, so a message carries only its
+//! topic, its encoded bag, its body and an `Arc`.
+
+use super::{Hub, PublishError};
+use crate::faults::Path;
+use crate::metrics::{
+    DropReason, HubMetrics, QueueLabels, SendDurationLabels, SentLabels, SharedLabel,
+};
+use bytes::Bytes;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+/// One route's delivery of one sender's output: where the topic starts, the labels, and the
+/// metric handles, resolved once and shared by every message routed that way.
+pub(crate) struct Delivery {
+    /// `devices/{d}/modules/{target}/inputs/{input}`.
+    topic_prefix: String,
+    /// The sender's `{device}/{module}`.
+    from: SharedLabel,
+    /// The sender's output ("" without one).
+    from_output: SharedLabel,
+    /// The target's `{device}/{module}`.
+    to: SharedLabel,
+    input: SharedLabel,
+    priority: u8,
+    pub(super) ttl: Duration,
+    /// `edgehub_messages_sent_total` and `edgehub_message_send_duration_seconds` of this
+    /// delivery, resolved at its first success, so the series appear only once one was sent.
+    sent: OnceLock<(Counter, Histogram)>,
+}
+
+impl Delivery {
+    pub(super) fn new(
+        queue: &DeliveryQueue,
+        topic_prefix: String,
+        from: SharedLabel,
+        from_output: SharedLabel,
+        input: &str,
+        priority: u8,
+        ttl: Duration,
+    ) -> Self {
+        Self {
+            topic_prefix,
+            from,
+            from_output,
+            to: queue.to.clone(),
+            input: input.into(),
+            priority,
+            ttl,
+            sent: OnceLock::new(),
+        }
+    }
+
+    /// The topic of a message with this encoded bag.
+    pub(super) fn topic(&self, bag: &str) -> String {
+        edge::topic::input_with_bag(&self.topic_prefix, bag)
+    }
+
+    fn sent(&self, metrics: &HubMetrics) -> &(Counter, Histogram) {
+        self.sent.get_or_init(|| {
+            let sent = metrics
+                .messages_sent
+                .get_or_create(&SentLabels {
+                    from: self.from.clone(),
+                    to: self.to.clone(),
+                    from_route_output: self.from_output.clone(),
+                    to_route_input: self.input.clone(),
+                    priority: self.priority,
+                })
+                .clone();
+            let duration = metrics
+                .message_send_duration
+                .get_or_create(&SendDurationLabels {
+                    from: self.from.clone(),
+                    to: self.to.clone(),
+                    from_route_output: self.from_output.clone(),
+                    to_route_input: self.input.clone(),
+                })
+                .clone();
+            (sent, duration)
+        })
+    }
+
+    fn dropped(&self, metrics: &HubMetrics, reason: DropReason) {
+        super::count_drop(metrics, reason, &self.from, &self.from_output);
+    }
+}
+
+/// A message waiting for delivery to one module input.
+pub(crate) struct Routed {
+    /// Built (and checked) when the message was routed; the first send takes it, a resend
+    /// builds it again from `bag`.
+    pub(super) topic: Option<String>,
+    /// The encoded bag as delivered, shared by every target of the message.
+    pub(super) bag: Arc<str>,
+    pub(super) body: Bytes,
+    pub(super) via: Arc<Delivery>,
+    pub(super) expires: Instant,
+}
+
+/// Store-and-forward queue of one target module: one message in flight, as edgeHub does.
+pub(crate) struct DeliveryQueue {
+    pub(crate) module: String,
+    /// `{device}/{module}`: the `to` label of what this queue delivers.
+    to: SharedLabel,
+    items: Mutex<VecDeque<Routed>>,
+    pub(super) wake: Notify,
+    /// `edgehub_queue_length{endpoint="/modules/{module}/inputs"}`, resolved at the first use.
+    length: OnceLock<Gauge>,
+}
+
+impl DeliveryQueue {
+    pub(super) fn new(device: &str, module: &str) -> Self {
+        Self {
+            module: module.to_owned(),
+            to: format!("{device}/{module}").into(),
+            items: Mutex::new(VecDeque::new()),
+            wake: Notify::new(),
+            length: OnceLock::new(),
+        }
+    }
+
+    /// Appends `routed` unless `capacity` messages wait already; the new length when it did.
+    pub(super) fn push(&self, metrics: &HubMetrics, routed: Routed, capacity: usize) -> bool {
+        let len = {
+            let Ok(mut items) = self.items.lock() else {
+                return false;
+            };
+            if items.len() >= capacity {
+                return false;
+            }
+            items.push_back(routed);
+            items.len()
+        };
+        self.length(metrics).set(len as i64);
+        self.wake.notify_one();
+        true
+    }
+
+    fn length(&self, metrics: &HubMetrics) -> &Gauge {
+        self.length.get_or_init(|| {
+            metrics
+                .queue_length
+                .get_or_create(&QueueLabels {
+                    endpoint: format!("/modules/{}/inputs", self.module).into(),
+                    priority: 0,
+                })
+                .clone()
+        })
+    }
+
+    /// The head's body and expiry.
+    fn head(&self) -> Option<(Bytes, Instant)> {
+        let items = self.items.lock().ok()?;
+        items.front().map(|m| (m.body.clone(), m.expires))
+    }
+
+    /// The head's topic for a send: the one built when it was routed, or a new one.
+    fn head_topic(&self) -> Option<String> {
+        let mut items = self.items.lock().ok()?;
+        let m = items.front_mut()?;
+        Some(m.topic.take().unwrap_or_else(|| m.via.topic(&m.bag)))
+    }
+
+    fn pop(&self, metrics: &HubMetrics) -> Option<Routed> {
+        let (m, len) = {
+            let mut items = self.items.lock().ok()?;
+            let m = items.pop_front();
+            (m, items.len())
+        };
+        self.length(metrics).set(len as i64);
+        m
+    }
+
+    /// Removes the head for good: counted in `edgehub_messages_dropped_total{reason}` and
+    /// logged once with the module, the input and why.
+    fn drop_head(
+        &self,
+        metrics: &HubMetrics,
+        reason: DropReason,
+        why: Option<&dyn std::fmt::Display>,
+    ) {
+        if let Some(m) = self.pop(metrics) {
+            if let Some(why) = why {
+                tracing::warn!(target_module = %self.module, input = %m.via.input, from = %m.via.from, reason = reason.as_str(), "message dropped: {why}");
+            }
+            m.via.dropped(metrics, reason);
+        }
+    }
+}
+
+/// Delivers one module's queue in order, one message in flight, each acknowledged by PUBACK
+/// before the next (edgeHub's `DeviceMessageHandler` semantics). A message that cannot be sent,
+/// or is sent `max_delivery_attempts` times without a PUBACK, is dropped, counted and logged,
+/// so the queue always moves.
+pub(super) async fn deliver(hub: Arc<Hub>, queue: Arc<DeliveryQueue>) {
+    let metrics = &hub.metrics;
+    let mut attempts: u32 = 0;
+    loop {
+        let notified = queue.wake.notified();
+        let head = queue.head();
+        let session = hub
+            .session(&queue.module)
+            .filter(|s| s.inputs.load(Ordering::SeqCst) && !s.is_closed.load(Ordering::SeqCst));
+        let (Some((body, expires)), Some(session)) = (head, session) else {
+            // Nothing to send or nobody to send to: wait for a message or a subscription.
+            let _ = tokio::time::timeout(Duration::from_secs(1), notified).await;
+            continue;
+        };
+        if Instant::now() > expires {
+            attempts = 0;
+            // Expiry is what the time-to-live is for: counted, not logged per message.
+            queue.drop_head(metrics, DropReason::TtlExpiry, None);
+            continue;
+        }
+        if attempts >= hub.settings.max_delivery_attempts {
+            attempts = 0;
+            let why = format!(
+                "sent {} times without a PUBACK within {:?}",
+                hub.settings.max_delivery_attempts, hub.settings.ack_timeout
+            );
+            queue.drop_head(metrics, DropReason::NotAcknowledged, Some(&why));
+            continue;
+        }
+        if let Some(delay) = hub.faults.delay(Path::Messages) {
+            tokio::time::sleep(delay).await;
+        }
+        // Only this task removes the head, so it is still the message peeked at above.
+        let Some(topic) = queue.head_topic() else {
+            continue;
+        };
+        let started = Instant::now();
+        let pkid = match session.publish_acked(topic, body, attempts > 0).await {
+            Ok(pkid) => pkid,
+            Err(PublishError::Undeliverable(e)) => {
+                attempts = 0;
+                queue.drop_head(metrics, DropReason::Undeliverable, Some(&e));
+                continue;
+            }
+            Err(PublishError::Closed) => continue, // wait for the next connection
+        };
+        attempts += 1;
+        let acked = tokio::select! {
+            r = tokio::time::timeout(hub.settings.ack_timeout, session.acknowledgement(pkid)) => r.is_ok(),
+            _ = session.closed.notified() => false,
+        };
+        if acked {
+            attempts = 0;
+            if let Some(m) = queue.pop(metrics) {
+                let elapsed = started.elapsed().as_secs_f64();
+                let (sent, duration) = m.via.sent(metrics);
+                sent.inc();
+                duration.observe(elapsed);
+            }
+        } else if !session.is_closed.load(Ordering::SeqCst) {
+            tracing::warn!(client = %session.name, timeout = ?hub.settings.ack_timeout, attempt = attempts, of = hub.settings.max_delivery_attempts, "Message completion response not received; will resend");
+        }
+    }
+}
