@@ -327,6 +327,25 @@ async fn prometheus_otlp_and_the_dashboard_see_the_local_run() {
     );
 
     // Every dashboard expression parses and returns data against this Prometheus (issue 5).
+    // Rate panels need two samples of every target inside their window: on a busy machine the
+    // producer's second scrape can come late, so wait for three scrapes of each target first.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let scraped = q("min(count_over_time(up[1m]))");
+        let least = scraped
+            .first()
+            .and_then(|s| s["value"][1].as_str())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if least >= 3.0 && q("iotedge_requests_handled_total").len() >= 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "targets were not scraped three times within 60 s: {scraped:?}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
     let (ok, out) = run_python(&[
         "tests/stack/query_dashboard.py",
         "--prometheus",
