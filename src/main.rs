@@ -7,6 +7,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use edge::contract::{vars, Endpoints, IdentitiesFile, ModuleEnv};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
@@ -137,7 +138,7 @@ fn spawn(name: &'static str, args: &[String], env: &BTreeMap<String, String>) ->
         .kill_on_drop(true);
     // The modules must use the local-development identity, not a stray IoT Edge environment.
     for (k, _) in std::env::vars() {
-        if k.starts_with("IOTEDGE_") {
+        if k.starts_with(vars::IOTEDGE_PREFIX) {
             cmd.env_remove(k);
         }
     }
@@ -150,27 +151,25 @@ fn spawn(name: &'static str, args: &[String], env: &BTreeMap<String, String>) ->
     let mut child = cmd.spawn().with_context(|| format!("starting {name}"))?;
     // Prefix the children's logs so three processes stay readable on one terminal.
     if let Some(err) = child.stderr.take() {
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(err).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                // One write per line, so lines from several processes never interleave mid-line.
-                let mut stderr = std::io::stderr().lock();
-                let _ =
-                    std::io::Write::write_all(&mut stderr, format!("[{name}] {line}\n").as_bytes());
-            }
-        });
+        tokio::spawn(prefix_lines(name, err, std::io::stderr));
     }
     if let Some(out) = child.stdout.take() {
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(out).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                let mut stdout = std::io::stdout().lock();
-                let _ =
-                    std::io::Write::write_all(&mut stdout, format!("[{name}] {line}\n").as_bytes());
-            }
-        });
+        tokio::spawn(prefix_lines(name, out, std::io::stdout));
     }
     Ok(Proc { name, child })
+}
+
+/// Copies `from`'s lines to `to`, each prefixed with `[name]`.
+async fn prefix_lines<W: std::io::Write>(
+    name: &'static str,
+    from: impl tokio::io::AsyncRead + Unpin,
+    to: fn() -> W,
+) {
+    let mut lines = BufReader::new(from).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        // One write per line, so lines from several processes never interleave mid-line.
+        let _ = to().write_all(format!("[{name}] {line}\n").as_bytes());
+    }
 }
 
 async fn wait_for_file(path: &Path, proc: &mut Proc, within: Duration) -> Result<String> {
@@ -216,10 +215,10 @@ async fn stop(proc: &mut Proc, grace: Duration) -> bool {
 fn manifest_env(manifest: &serde_json::Value, module: &str) -> BTreeMap<String, String> {
     let mut env = BTreeMap::new();
     let pointer = format!("/modulesContent/$edgeAgent/properties.desired/modules/{module}/env");
-    if let Some(vars) = manifest.pointer(&pointer).and_then(|v| v.as_object()) {
-        for (k, v) in vars {
+    if let Some(declared) = manifest.pointer(&pointer).and_then(|v| v.as_object()) {
+        for (k, v) in declared {
             // Addresses in the manifest are for containers (0.0.0.0, collector host names).
-            if k == "METRICS_ADDR" || k.starts_with("OTEL_EXPORTER_OTLP") {
+            if k == vars::METRICS_ADDR || k.starts_with("OTEL_EXPORTER_OTLP") {
                 continue;
             }
             if let Some(value) = v.get("value") {
@@ -255,11 +254,15 @@ async fn run(args: RunArgs) -> Result<()> {
     }
     let state = &args.state_dir;
     std::fs::create_dir_all(state).with_context(|| format!("creating {}", state.display()))?;
-    for stale in ["hub/endpoints.json", "producer.metrics", "consumer.metrics"] {
-        let _ = std::fs::remove_file(state.join(stale));
+    let hub_state = state.join("hub");
+    for stale in [
+        Endpoints::path(&hub_state),
+        state.join("producer.metrics"),
+        state.join("consumer.metrics"),
+    ] {
+        let _ = std::fs::remove_file(stale);
     }
 
-    let hub_state = state.join("hub");
     let hub_args: Vec<String> = vec![
         "hub".into(),
         "--deployment".into(),
@@ -278,41 +281,21 @@ async fn run(args: RunArgs) -> Result<()> {
         args.hub_metrics_port.to_string(),
     ];
     let mut hub = spawn("hub", &hub_args, &BTreeMap::new())?;
-    let endpoints: serde_json::Value = serde_json::from_str(
-        &wait_for_file(
-            &hub_state.join("endpoints.json"),
-            &mut hub,
-            Duration::from_secs(20),
-        )
-        .await?,
-    )?;
-    let port = |k: &str| endpoints.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
-    let identities: hub::identities::IdentitiesFile =
-        serde_json::from_str(&std::fs::read_to_string(hub_state.join("identities.json"))?)?;
-    let ca = endpoints
-        .get("ca")
-        .and_then(|v| v.as_str())
-        .unwrap_or_default()
-        .to_owned();
+    let endpoints_path = Endpoints::path(&hub_state);
+    let endpoints =
+        Endpoints::parse(&wait_for_file(&endpoints_path, &mut hub, Duration::from_secs(20)).await?)
+            .with_context(|| format!("reading {}", endpoints_path.display()))?;
+    let identities = IdentitiesFile::read(&endpoints.identities)?;
 
     let module_env = |module: &str, metrics_port: u16| -> Result<BTreeMap<String, String>> {
         let mut env = manifest_env(&manifest, module);
-        let cs = identities
-            .connection_string(module)
-            .with_context(|| format!("no identity for {module}"))?;
-        env.insert("EdgeHubConnectionString".into(), cs);
-        env.insert("EdgeModuleCACertificateFile".into(), ca.clone());
+        env.extend(ModuleEnv::for_module(module, &endpoints, &identities)?.vars());
         env.insert(
-            edge::identity::MQTT_PORT_VAR.into(),
-            port("mqtt").to_string(),
+            vars::METRICS_ADDR.into(),
+            format!("127.0.0.1:{metrics_port}"),
         );
         env.insert(
-            edge::identity::HTTPS_PORT_VAR.into(),
-            port("https").to_string(),
-        );
-        env.insert("METRICS_ADDR".into(), format!("127.0.0.1:{metrics_port}"));
-        env.insert(
-            "METRICS_ADDR_FILE".into(),
+            vars::METRICS_ADDR_FILE.into(),
             state
                 .join(format!("{module}.metrics"))
                 .display()
@@ -356,12 +339,12 @@ async fn run(args: RunArgs) -> Result<()> {
     )
     .await?;
 
-    let hub_metrics = format!("127.0.0.1:{}", port("metrics"));
+    let hub_metrics = format!("127.0.0.1:{}", endpoints.metrics);
     eprintln!(
         "local run: hub mqtts://localhost:{} https://localhost:{} (CA {})\n  metrics: hub http://{hub_metrics}/metrics  producer http://{producer_metrics}/metrics  consumer http://{consumer_metrics}/metrics\n  report: http://{consumer_metrics}/report (the run so far){}",
-        port("mqtt"),
-        port("https"),
-        ca,
+        endpoints.mqtt,
+        endpoints.https,
+        endpoints.ca.display(),
         consumer_env
             .get("REPORT_FILE")
             .map(|f| format!(", written to {f} at the end"))
@@ -467,4 +450,28 @@ fn start_prometheus(
         name: "prometheus",
         child,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_free_port_options_callers_pass_are_the_launchers() {
+        let cli = Cli::try_parse_from(
+            std::iter::once("method-vs-message").chain(edge::contract::LOCAL_RUN_FREE_PORTS),
+        )
+        .unwrap();
+        let a = cli.run;
+        assert_eq!(
+            [
+                a.mqtt_port,
+                a.https_port,
+                a.hub_metrics_port,
+                a.producer_metrics_port,
+                a.consumer_metrics_port
+            ],
+            [0; 5]
+        );
+    }
 }

@@ -21,8 +21,8 @@ fn env_read_by(cmd: clap::Command) -> BTreeSet<String> {
         .collect();
     names.extend(
         [
-            edge::identity::MQTT_PORT_VAR,
-            edge::identity::HTTPS_PORT_VAR,
+            edge::contract::vars::MQTT_PORT,
+            edge::contract::vars::HTTPS_PORT,
             "OTEL_EXPORTER_OTLP_ENDPOINT",
             "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
             "OTEL_EXPORTER_OTLP_PROTOCOL",

@@ -142,29 +142,12 @@ fn an_agent_forwards_the_local_run_to_a_central_prometheus() {
 
     // The local run on free ports, exporting traces (so that its histograms carry exemplars).
     let otlp = otlp_http_sink();
-    let mut cmd = Command::new(bin());
-    cmd.current_dir(repo())
-        .args([
-            "--summary-interval",
-            "5s",
-            "--mqtt-port",
-            "0",
-            "--https-port",
-            "0",
-            "--hub-metrics-port",
-            "0",
-            "--producer-metrics-port",
-            "0",
-            "--consumer-metrics-port",
-            "0",
-            "--state-dir",
-        ])
-        .arg(dir.join("run"))
-        .env(
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
-            format!("http://127.0.0.1:{otlp}"),
-        )
-        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf");
+    let mut cmd = local_run_command(&dir.join("run"), &["--summary-interval", "5s"]);
+    cmd.env(
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        format!("http://127.0.0.1:{otlp}"),
+    )
+    .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf");
     let mut run = LocalRun(Proc::spawn("local-run", cmd));
     let line = run.0.wait_for_line(Duration::from_secs(60), |l| {
         l.contains("metrics: hub http://")
@@ -220,7 +203,7 @@ fn an_agent_forwards_the_local_run_to_a_central_prometheus() {
             path_arg("--config.file", &agent_yml),
             path_arg("--storage.agent.path", &dir.join("agent-wal")),
         ],
-        &[("IOTEDGE_DEVICEID", DEVICE)],
+        &[(edge::contract::vars::DEVICE_ID, DEVICE)],
     );
 
     // Wait until the central side has a finite p99 total latency for both kinds of the device

@@ -4,6 +4,7 @@
 mod common;
 use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
 use common::*;
+use edge::contract::vars;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixListener;
 use std::sync::{Arc, Mutex};
@@ -100,20 +101,20 @@ fn a_module_started_by_the_iotedge_runtime_signs_through_the_workload_api() {
 
     let _producer = module("producer", &hub.module_env("producer"));
     let mut env = std::collections::BTreeMap::from([
-        ("IOTEDGE_IOTHUBHOSTNAME".to_owned(), hub.iothub()),
-        ("IOTEDGE_GATEWAYHOSTNAME".into(), "localhost".into()),
-        ("IOTEDGE_DEVICEID".into(), hub.device()),
-        ("IOTEDGE_MODULEID".into(), "consumer".into()),
-        ("IOTEDGE_MODULEGENERATIONID".into(), "gen-42".into()),
+        (vars::IOTHUB_HOSTNAME.to_owned(), hub.iothub()),
+        (vars::GATEWAY_HOSTNAME.into(), "localhost".into()),
+        (vars::DEVICE_ID.into(), hub.device()),
+        (vars::MODULE_ID.into(), "consumer".into()),
+        (vars::MODULE_GENERATION_ID.into(), "gen-42".into()),
         (
-            "IOTEDGE_WORKLOADURI".into(),
+            vars::WORKLOAD_URI.into(),
             format!("unix://{}", socket.display()),
         ),
-        ("IOTEDGE_APIVERSION".into(), "2019-01-30".into()),
-        ("IOTEDGE_AUTHSCHEME".into(), "sasToken".into()),
-        ("EDGEHUB_MQTT_PORT".into(), hub.mqtt.to_string()),
-        ("EDGEHUB_HTTPS_PORT".into(), hub.https.to_string()),
-        ("METRICS_ADDR".into(), "127.0.0.1:0".into()),
+        (vars::API_VERSION.into(), "2019-01-30".into()),
+        (vars::AUTH_SCHEME.into(), "sasToken".into()),
+        (vars::MQTT_PORT.into(), hub.mqtt.to_string()),
+        (vars::HTTPS_PORT.into(), hub.https.to_string()),
+        (vars::METRICS_ADDR.into(), "127.0.0.1:0".into()),
         ("SUMMARY_INTERVAL".into(), "2s".into()),
         ("SUMMARY_FORMAT".into(), "json".into()),
     ]);

@@ -138,26 +138,18 @@ async fn prometheus_otlp_and_the_dashboard_see_the_local_run() {
 
     let prom_port = free_port();
     let state = tempdir("observability");
-    let mut cmd = Command::new(bin());
-    cmd.current_dir(repo())
-        .args([
+    let prom_port_arg = prom_port.to_string();
+    let mut cmd = local_run_command(
+        &state,
+        &[
             "--summary-interval",
             "5s",
-            "--mqtt-port",
-            "0",
-            "--https-port",
-            "0",
-            "--hub-metrics-port",
-            "0",
-            "--producer-metrics-port",
-            "0",
-            "--consumer-metrics-port",
-            "0",
             "--with-prometheus",
-        ])
-        .args(["--prometheus-port", &prom_port.to_string(), "--state-dir"])
-        .arg(&state)
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{otlp}"))
+            "--prometheus-port",
+            &prom_port_arg,
+        ],
+    );
+    cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{otlp}"))
         .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
         .env("OTEL_BSP_SCHEDULE_DELAY", "500");
     let mut run = Proc::spawn("local-run", cmd);

@@ -3,8 +3,7 @@
 
 mod common;
 
-use common::{bin, http_get, repo, tempdir, Proc};
-use std::process::Command;
+use common::{http_get, local_run_command, tempdir, Proc};
 use std::time::Duration;
 
 #[test]
@@ -16,29 +15,18 @@ fn an_unreachable_collector_is_counted_and_named_and_never_stalls_an_exchange() 
         .unwrap();
     let endpoint = format!("http://{dead}");
     let state = tempdir("otlp-failures");
-    let mut cmd = Command::new(bin());
-    cmd.current_dir(repo())
-        .args([
+    let mut cmd = local_run_command(
+        &state,
+        &[
             "--summary-interval",
             "2s",
             "--duration",
             "12s",
             "--summary-format",
             "json",
-            "--mqtt-port",
-            "0",
-            "--https-port",
-            "0",
-            "--hub-metrics-port",
-            "0",
-            "--producer-metrics-port",
-            "0",
-            "--consumer-metrics-port",
-            "0",
-            "--state-dir",
-        ])
-        .arg(&state)
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+        ],
+    );
+    cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
         .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
         .env("OTEL_BSP_SCHEDULE_DELAY", "200");
     let mut run = Proc::spawn("local-run", cmd);

@@ -9,7 +9,6 @@
 mod common;
 use common::*;
 use std::collections::BTreeSet;
-use std::process::Command;
 use std::time::Duration;
 
 const WIDTH: u32 = 1400;
@@ -163,24 +162,11 @@ fn the_report_opens_in_chromium_live_and_at_exit() {
     let mut browser = Browser::launch("report", WIDTH, HEIGHT);
     let dir = tempdir("report");
     let file = dir.join("report.html");
-    let mut cmd = Command::new(bin());
-    cmd.current_dir(repo())
-        .args(["--summary-interval", "2s", "--duration", "8s", "--report"])
-        .arg(&file)
-        .args([
-            "--mqtt-port",
-            "0",
-            "--https-port",
-            "0",
-            "--hub-metrics-port",
-            "0",
-            "--producer-metrics-port",
-            "0",
-            "--consumer-metrics-port",
-            "0",
-            "--state-dir",
-        ])
-        .arg(dir.join("state"));
+    let mut cmd = local_run_command(
+        &dir.join("state"),
+        &["--summary-interval", "2s", "--duration", "8s"],
+    );
+    cmd.arg("--report").arg(&file);
     let mut run = Proc::spawn("local-run", cmd);
     let line = run.wait_for_line(Duration::from_secs(60), |l| l.contains("consumer http://"));
     let consumer = line

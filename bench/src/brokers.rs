@@ -3,7 +3,7 @@
 
 use crate::exchange::{Peer, Target};
 use anyhow::{bail, Context, Result};
-use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
+use edge::contract::{Endpoints, IdentitiesFile};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -177,46 +177,20 @@ fn hub_target(
 
 /// Reads the hub's endpoints.json and identities into what clients need.
 pub fn hub_access(state_dir: &Path) -> Result<(HubAccess, u32)> {
-    let endpoints: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(state_dir.join("endpoints.json"))?)?;
-    let port = |k: &str| {
-        endpoints
-            .get(k)
-            .and_then(|v| v.as_u64())
-            .map(|p| p as u16)
-            .with_context(|| format!("endpoints.json has no {k}"))
-    };
-    let ca_path = endpoints
-        .get("ca")
-        .and_then(|v| v.as_str())
-        .context("endpoints.json has no ca")?;
-    let identities_path = endpoints
-        .get("identities")
-        .and_then(|v| v.as_str())
-        .context("endpoints.json has no identities")?;
-    let identities: hub::identities::IdentitiesFile =
-        serde_json::from_str(&std::fs::read_to_string(identities_path)?)?;
-    let key = |m: &str| -> Result<Vec<u8>> {
-        let k = identities
-            .modules
-            .get(m)
-            .with_context(|| format!("no identity for {m}"))?;
-        Ok(BASE64.decode(&k.primary_key)?)
-    };
-    let ca = std::fs::read_to_string(ca_path)?;
-    let pid = endpoints
-        .get("pid")
-        .and_then(|v| v.as_u64())
-        .context("endpoints.json has no pid")? as u32;
+    let endpoints = Endpoints::read(state_dir)?;
+    let identities = IdentitiesFile::read(&endpoints.identities)?;
+    let ca = std::fs::read_to_string(&endpoints.ca)?;
     Ok((
         HubAccess {
-            plain_port: port("plainMqtt")?,
-            tls_port: port("mqtt")?,
+            plain_port: endpoints
+                .plain_mqtt
+                .context("endpoints.json has no plainMqtt")?,
+            tls_port: endpoints.mqtt,
             tls: Arc::new(edge::tls::client_config(&ca, &[])?),
-            req_key: key("req")?,
-            resp_key: key("resp")?,
+            req_key: identities.primary_key("req")?,
+            resp_key: identities.primary_key("resp")?,
         },
-        pid,
+        endpoints.pid,
     ))
 }
 
@@ -258,7 +232,7 @@ pub async fn start_hub(launcher: &Path, dir: &Path) -> Result<HubProcess> {
         .with_context(|| format!("starting {} hub", launcher.display()))?;
     let pid = child.id().context("hub has no pid")?;
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !state.join("endpoints.json").exists() {
+    while !Endpoints::path(&state).exists() {
         if let Some(status) = child.try_wait()? {
             bail!(
                 "the hub exited while starting ({status}); see {}",

@@ -4,6 +4,7 @@
 
 use crate::procstat;
 use anyhow::{bail, Context, Result};
+use edge::contract::{Endpoints, LOCAL_RUN_FREE_PORTS};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -75,7 +76,7 @@ pub async fn run(
     let manifest = dir.join("deployment.json");
     std::fs::write(&manifest, manifest_for(deployment, kind)?.to_string())?;
     let state = dir.join("state");
-    let endpoints = state.join("hub").join("endpoints.json");
+    let endpoints = Endpoints::path(&state.join("hub"));
     let log_path = dir.join("launcher.log");
     let log = std::fs::File::create(&log_path)?;
     let mut child = Command::new(launcher)
@@ -85,20 +86,7 @@ pub async fn run(
         .args(["--summary-interval", &format!("{seconds}s")])
         // Room for the start (identities exist after the first round) and the partial last line.
         .args(["--duration", &format!("{}s", seconds + 3)])
-        .args([
-            "--mqtt-port",
-            "0",
-            "--https-port",
-            "0",
-            "--hub-metrics-port",
-            "0",
-        ])
-        .args([
-            "--producer-metrics-port",
-            "0",
-            "--consumer-metrics-port",
-            "0",
-        ])
+        .args(LOCAL_RUN_FREE_PORTS)
         .arg("--state-dir")
         .arg(&state)
         .env("RUST_LOG", "warn")
@@ -132,9 +120,8 @@ pub async fn run(
             _ = poll.tick(), if hub_pid.is_none() => {
                 hub_pid = std::fs::read_to_string(&endpoints)
                     .ok()
-                    .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-                    .and_then(|v| v.get("pid").and_then(|p| p.as_u64()))
-                    .map(|p| p as u32);
+                    .and_then(|t| Endpoints::parse(&t).ok())
+                    .map(|e| e.pid);
                 at_start = procstat::sample(hub_pid);
             }
         }

@@ -7,29 +7,33 @@
 //! the replies, timed from their planned start — a canary; see `schedule`).
 #![forbid(unsafe_code)]
 
+mod exchange;
+mod output;
 pub mod recorder;
+mod replies;
 pub mod report;
 pub mod schedule;
 pub mod stats;
 pub mod verdict;
 
 use anyhow::{bail, Result};
-use bytes::Bytes;
-use chrono::{DateTime, Utc};
 use clap::{Parser, ValueEnum};
-use edge::seed::{TimeReply, TimeRequest, MESSAGE_ENDPOINT, METHOD_NAME};
+use edge::seed::MESSAGE_ENDPOINT;
 use edge::session::Subscriptions;
-use edge::{Incoming, Message, MethodClient, ModuleClient, ModuleIdentity};
-use recorder::{Outcome, Recorder};
+use edge::{Incoming, MethodClient, ModuleClient, ModuleIdentity};
+use exchange::message::MessageExchange;
+use exchange::method::MethodExchange;
+use exchange::{Common, ErrorStreak, Exchange};
+use output::Output;
+use recorder::Recorder;
+use replies::{CidClock, Delivery, PendingReplies};
 use schedule::{Lane, OpenLoop};
-use stats::{IntervalStats, Kind, Sample, Schedule, Scope};
-use std::collections::HashMap;
-use std::io::Write as _;
+use stats::{Kind, Schedule, Scope};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::sync::{watch, Semaphore};
 use tracing::Instrument;
 
 /// Above this the schedule's period would drop below 10 µs: not a canary any more.
@@ -134,416 +138,18 @@ impl Args {
     }
 }
 
-fn millis_between(a: DateTime<Utc>, b: DateTime<Utc>) -> f64 {
-    (b - a)
-        .num_microseconds()
-        .map(|us| us as f64 / 1000.0)
-        .unwrap_or(f64::NAN)
-}
+/// How long the exit waits for exchanges in flight, then again for replies still owed to
+/// timed-out ones (counted as late).
+const EXIT_GRACE: Duration = Duration::from_secs(2);
 
-/// The producer's timestamp and trace context from a reply, or why it is unusable.
-fn parse_reply(body: &[u8]) -> Result<(DateTime<Utc>, TimeReply), String> {
-    let reply: TimeReply =
-        serde_json::from_slice(body).map_err(|e| format!("reply is not {{\"UtcTime\":…}}: {e}"))?;
-    let produced = edge::time::parse(&reply.utc_time)
-        .ok_or_else(|| format!("UtcTime {:?} is not a time", reply.utc_time))?;
-    Ok((produced, reply))
-}
-
-/// The consumer's span around receiving a reply: its parent is the producer's handling span.
-fn reply_span(kind: Kind, get: impl Fn(&str) -> Option<String>) {
-    let span = tracing::info_span!("receive_reply", otel.kind = "consumer", kind = kind.label());
-    let values: Vec<(&str, String)> = ["traceparent", "tracestate"]
-        .into_iter()
-        .filter_map(|k| get(k).map(|v| (k, v)))
-        .collect();
-    telemetry::set_remote_parent(&span, |k| {
-        values
-            .iter()
-            .find(|(key, _)| *key == k)
-            .map(|(_, v)| v.as_str())
-    });
-    let _entered = span.enter();
-}
-
-/// Logs an error streak once, and its end. Shared by the open loop's concurrent exchanges.
-#[derive(Default)]
-struct ErrorStreak(AtomicU64);
-
-impl ErrorStreak {
-    fn failed(&self, kind: Kind, what: &str) {
-        if self.0.fetch_add(1, Ordering::Relaxed) == 0 {
-            tracing::warn!(
-                kind = kind.label(),
-                error = what,
-                "exchange failed; further failures are counted, not logged (the closed loop retries every second)"
-            );
-        }
-    }
-    fn succeeded(&self, kind: Kind) {
-        // A load first: the common case (no streak) writes nothing.
-        if self.0.load(Ordering::Relaxed) > 0 {
-            let failures = self.0.swap(0, Ordering::Relaxed);
-            if failures > 0 {
-                tracing::info!(kind = kind.label(), failures, "exchanges succeed again");
-            }
-        }
-    }
-}
-
-/// Send times that are unique correlation ids: the seed's `$.cid` is the send time in round-trip
-/// format (100 ns ticks), and two open-loop sends within one tick get consecutive ticks.
-#[derive(Default)]
-struct CidClock(AtomicI64);
-
-impl CidClock {
-    const TICKS_PER_SECOND: i64 = 10_000_000;
-
-    fn next(&self) -> DateTime<Utc> {
-        let now = Utc::now();
-        let ticks = now.timestamp() * Self::TICKS_PER_SECOND
-            + i64::from((now.timestamp_subsec_nanos() / 100).min(9_999_999));
-        let previous = self
-            .0
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
-                Some(ticks.max(last + 1))
-            })
-            .unwrap_or(ticks);
-        let t = ticks.max(previous + 1);
-        DateTime::from_timestamp(
-            t.div_euclid(Self::TICKS_PER_SECOND),
-            (t.rem_euclid(Self::TICKS_PER_SECOND) * 100) as u32,
-        )
-        .unwrap_or(now)
-    }
-}
-
-/// Open loop: the message exchanges waiting for a reply, by correlation id, so that concurrent
-/// exchanges each get their own reply (a method's reply comes back on its own HTTP request).
-#[derive(Default)]
-struct PendingReplies(Mutex<PendingMap>);
-
-#[derive(Default)]
-struct PendingMap {
-    waiting: HashMap<String, oneshot::Sender<Message>>,
-    closed: bool,
-}
-
-impl PendingReplies {
-    fn with_capacity(n: usize) -> Self {
-        Self(Mutex::new(PendingMap {
-            waiting: HashMap::with_capacity(n),
-            closed: false,
-        }))
-    }
-
-    /// Registers an exchange before its message is sent (the reply may beat the send's return).
-    fn expect(&self, cid: String) -> oneshot::Receiver<Message> {
-        let (tx, rx) = oneshot::channel();
-        if let Ok(mut p) = self.0.lock() {
-            if !p.closed {
-                p.waiting.insert(cid, tx);
-            }
-        }
-        rx // dropped sender (session over): the receiver fails at once
-    }
-
-    fn forget(&self, cid: &str) {
-        if let Ok(mut p) = self.0.lock() {
-            p.waiting.remove(cid);
-        }
-    }
-
-    /// Hands a reply to its exchange; false for a late or foreign reply.
-    fn complete(&self, reply: Message) -> bool {
-        let waiter = match (reply.correlation_id(), self.0.lock()) {
-            (Some(cid), Ok(mut p)) => p.waiting.remove(cid),
-            _ => None,
-        };
-        match waiter {
-            Some(tx) => tx.send(reply).is_ok(),
-            None => false,
-        }
-    }
-
-    /// The session's deliveries ended: every waiting exchange fails now, later ones at once.
-    fn close(&self) {
-        if let Ok(mut p) = self.0.lock() {
-            p.closed = true;
-            p.waiting.clear();
-        }
-    }
-}
-
-/// Where message replies go: the closed loop's single waiter, or the open loop's table.
-enum ReplyRoute {
-    Channel(mpsc::Sender<Message>),
-    Pending(Arc<PendingReplies>),
-}
-
-/// One method call. `scheduled` is the open loop's planned start, from which Total and the
-/// deadline count; the closed loop passes `None` (they count from now) and pauses a second
-/// after an error.
-async fn method_exchange(
-    client: &MethodClient,
-    device: &str,
-    producer: &str,
-    timeout: Duration,
-    recorder: &Recorder,
-    streak: &ErrorStreak,
+/// Starts exchanges of one kind until told to stop, each in its `exchange` span.
+fn traced(
+    kind: Kind,
+    exchange: &Exchange,
     scheduled: Option<Instant>,
-) {
-    let mut request = TimeRequest::default();
-    telemetry::inject_current(|k, v| {
-        request.trace.insert(k.to_owned(), v);
-    });
-    let payload = serde_json::to_value(&request).unwrap_or(serde_json::Value::Null);
-    let sent = Utc::now();
-    let start = scheduled.unwrap_or_else(Instant::now);
-    // Our deadline is the exchange timeout; the hub's own (at least 5 s) only bounds its wait.
-    let result = match tokio::time::timeout_at(
-        tokio::time::Instant::from_std(start + timeout),
-        client.invoke(device, producer, METHOD_NAME, &payload, timeout),
-    )
-    .await
-    {
-        Ok(r) => r,
-        Err(_) => Err(edge::InvokeError::Timeout(format!(
-            "no answer within {timeout:?}"
-        ))),
-    };
-    let total = start.elapsed();
-    let received = Utc::now();
-    let outcome = match result {
-        Ok(r) if r.status == 200 => match serde_json::to_vec(&r.payload)
-            .map_err(|e| e.to_string())
-            .and_then(|b| parse_reply(&b))
-        {
-            Ok((produced, reply)) => {
-                reply_span(Kind::Method, |k| reply.trace.get(k).cloned());
-                Ok(Sample {
-                    c2p_ms: millis_between(sent, produced),
-                    p2c_ms: millis_between(produced, received),
-                    total_ms: total.as_secs_f64() * 1000.0,
-                })
-            }
-            Err(e) => Err(e),
-        },
-        Ok(r) => Err(format!(
-            "producer answered status {} with {}",
-            r.status, r.payload
-        )),
-        Err(e) if e.is_timeout() || total >= timeout => {
-            tracing::debug!(error = %e, "method timed out");
-            recorder.record(Kind::Method, Outcome::Timeout);
-            return;
-        }
-        Err(e) => Err(e.to_string()),
-    };
-    match outcome {
-        Ok(sample) => {
-            streak.succeeded(Kind::Method);
-            recorder.record(Kind::Method, Outcome::Ok(sample));
-        }
-        Err(e) => {
-            streak.failed(Kind::Method, &e);
-            recorder.record(Kind::Method, Outcome::Error);
-            if scheduled.is_none() {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
-    }
-}
-
-/// Records a message exchange's reply (its exchange already matched it by correlation id).
-fn message_replied(
-    reply: &Message,
-    sent: DateTime<Utc>,
-    total: Duration,
-    recorder: &Recorder,
-    streak: &ErrorStreak,
-) {
-    let received = Utc::now();
-    match parse_reply(&reply.body) {
-        Ok((produced, _)) => {
-            reply_span(Kind::Message, |k| {
-                reply.properties.get(k).map(str::to_owned)
-            });
-            streak.succeeded(Kind::Message);
-            recorder.record(
-                Kind::Message,
-                Outcome::Ok(Sample {
-                    c2p_ms: millis_between(sent, produced),
-                    p2c_ms: millis_between(produced, received),
-                    total_ms: total.as_secs_f64() * 1000.0,
-                }),
-            );
-        }
-        Err(e) => {
-            streak.failed(Kind::Message, &e);
-            recorder.record(Kind::Message, Outcome::Error);
-        }
-    }
-}
-
-/// The closed loop's message exchange: one at a time, replies on one channel.
-async fn message_exchange(
-    client: &ModuleClient,
-    replies: &mut mpsc::Receiver<Message>,
-    timeout: Duration,
-    recorder: &Recorder,
-    streak: &ErrorStreak,
-) {
-    let sent = Utc::now();
-    // The seed's contract: the correlation id is the send time, round-trip format.
-    let cid = edge::time::round_trip(sent);
-    let mut message = Message::new(Bytes::new()).with_correlation_id(cid.as_str());
-    telemetry::inject_current(|k, v| message.properties.insert(k, v));
-    let start = Instant::now();
-    if let Err(e) = client.send_output(MESSAGE_ENDPOINT, message).await {
-        streak.failed(Kind::Message, &e.to_string());
-        recorder.record(Kind::Message, Outcome::Error);
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        return;
-    }
-    let deadline = tokio::time::Instant::from_std(start + timeout);
-    loop {
-        let reply = match tokio::time::timeout_at(deadline, replies.recv()).await {
-            Err(_) => {
-                tracing::debug!(correlation_id = %cid, "message reply timed out");
-                recorder.record(Kind::Message, Outcome::Timeout);
-                return;
-            }
-            Ok(None) => {
-                streak.failed(Kind::Message, "the edge hub session ended");
-                recorder.record(Kind::Message, Outcome::Error);
-                return;
-            }
-            Ok(Some(reply)) => reply,
-        };
-        if reply.correlation_id() != Some(cid.as_str()) {
-            // A reply to an exchange that already timed out.
-            tracing::debug!(expected = %cid, got = ?reply.correlation_id(), "late or foreign reply ignored");
-            continue;
-        }
-        message_replied(&reply, sent, start.elapsed(), recorder, streak);
-        return;
-    }
-}
-
-/// The open loop's message exchange: many may be in flight, each waits for the reply that carries
-/// its correlation id. Total and the deadline count from the planned start.
-async fn open_message_exchange(
-    client: &ModuleClient,
-    pending: &PendingReplies,
-    cids: &CidClock,
-    timeout: Duration,
-    recorder: &Recorder,
-    streak: &ErrorStreak,
-    scheduled: Instant,
-) {
-    let deadline = tokio::time::Instant::from_std(scheduled + timeout);
-    let sent = cids.next();
-    let cid = edge::time::round_trip(sent);
-    let reply = pending.expect(cid.clone());
-    let mut message = Message::new(Bytes::new()).with_correlation_id(cid.as_str());
-    telemetry::inject_current(|k, v| message.properties.insert(k, v));
-    let failure = match tokio::time::timeout_at(
-        deadline,
-        client.send_output(MESSAGE_ENDPOINT, message),
-    )
-    .await
-    {
-        Ok(Ok(())) => None,
-        Ok(Err(e)) => {
-            streak.failed(Kind::Message, &e.to_string());
-            Some(Outcome::Error)
-        }
-        Err(_) => Some(Outcome::Timeout),
-    };
-    if let Some(outcome) = failure {
-        pending.forget(&cid);
-        recorder.record(Kind::Message, outcome);
-        return;
-    }
-    match tokio::time::timeout_at(deadline, reply).await {
-        Err(_) => {
-            pending.forget(&cid);
-            tracing::debug!(correlation_id = %cid, "message reply timed out");
-            recorder.record(Kind::Message, Outcome::Timeout);
-        }
-        Ok(Err(_)) => {
-            streak.failed(Kind::Message, "the edge hub session ended");
-            recorder.record(Kind::Message, Outcome::Error);
-        }
-        Ok(Ok(reply)) => message_replied(&reply, sent, scheduled.elapsed(), recorder, streak),
-    }
-}
-
-/// How summaries are printed.
-#[derive(Clone)]
-struct Output {
-    format: SummaryFormat,
-    kinds: Vec<Kind>,
-    schedule: Schedule,
-}
-
-impl Output {
-    fn render(&self, scope: Scope, stats: &IntervalStats, covered: Duration) -> String {
-        let stamp = edge::time::round_trip_offset(Utc::now());
-        let verdict = stats.verdict(&self.kinds);
-        let mut out = String::new();
-        if matches!(self.format, SummaryFormat::Table | SummaryFormat::Both) {
-            match scope {
-                Scope::Interval => {
-                    out.push_str(&stats::render_table(
-                        &stamp,
-                        covered,
-                        stats,
-                        &self.kinds,
-                        true,
-                    ));
-                    if let Some(v) = &verdict {
-                        out.push_str(&stats::render_verdict(v));
-                    }
-                }
-                Scope::Run => out.push_str(&stats::render_run_table(
-                    &stamp,
-                    covered,
-                    stats,
-                    &self.kinds,
-                    self.schedule,
-                    verdict.as_ref(),
-                )),
-            }
-        }
-        if matches!(self.format, SummaryFormat::Json | SummaryFormat::Both) {
-            out.push_str(&stats::render_summary_json(
-                scope,
-                &stamp,
-                covered,
-                stats,
-                &self.kinds,
-                self.schedule,
-                verdict.as_ref(),
-            ));
-            out.push('\n');
-        }
-        out
-    }
-
-    /// Renders (the verdict's bootstrap takes milliseconds of CPU) and writes off the async
-    /// workers, in one write so tables from concurrent output never interleave.
-    async fn print(&self, scope: Scope, stats: IntervalStats, covered: Duration) {
-        let this = self.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            let out = this.render(scope, &stats, covered);
-            let mut stdout = std::io::stdout().lock();
-            let _ = stdout.write_all(out.as_bytes());
-            let _ = stdout.flush();
-        })
-        .await;
-    }
+) -> impl std::future::Future<Output = ()> {
+    let span = tracing::info_span!("exchange", otel.kind = "client", kind = kind.label());
+    exchange(scheduled).instrument(span)
 }
 
 /// Runs until SIGTERM/Ctrl-C, then prints the last (partial) interval and the whole run.
@@ -582,88 +188,95 @@ pub async fn run(args: Args) -> Result<()> {
         },
     )
     .await?;
-    let (reply_tx, mut reply_rx) = mpsc::channel::<Message>(64);
+    if args.enable_message {
+        // Every (re)connect of the session restarts the message kind's time to first success.
+        let (mut connections, recorder) = (client.connections(), recorder.clone());
+        tokio::spawn(async move {
+            while connections.changed().await.is_ok() {
+                recorder.reconnected(Kind::Message);
+            }
+        });
+    }
     let pending = Arc::new(match schedule {
         Schedule::Closed => PendingReplies::default(),
         Schedule::Open { max_in_flight, .. } => PendingReplies::with_capacity(max_in_flight),
     });
-    let route = match schedule {
-        Schedule::Closed => ReplyRoute::Channel(reply_tx),
-        Schedule::Open { .. } => ReplyRoute::Pending(pending.clone()),
-    };
-    tokio::spawn(async move {
-        while let Some(incoming) = deliveries.recv().await {
-            match incoming {
-                Incoming::Input { input, message } if input == MESSAGE_ENDPOINT => match &route {
-                    ReplyRoute::Channel(tx) => {
-                        if tx.send(message).await.is_err() {
-                            return;
+    {
+        let (pending, recorder) = (pending.clone(), recorder.clone());
+        tokio::spawn(async move {
+            while let Some(incoming) = deliveries.recv().await {
+                match incoming {
+                    Incoming::Input { input, message } if input == MESSAGE_ENDPOINT => {
+                        if let Delivery::Ignored(why) = pending.complete(message) {
+                            tracing::debug!(reason = why.as_str(), "reply ignored");
+                            recorder.late(Kind::Message, why);
                         }
                     }
-                    ReplyRoute::Pending(pending) => {
-                        if !pending.complete(message) {
-                            tracing::debug!("late or foreign reply ignored");
-                        }
+                    Incoming::Input { input, .. } => {
+                        tracing::debug!(%input, "message on an unexpected input ignored")
                     }
-                },
-                Incoming::Input { input, .. } => {
-                    tracing::debug!(%input, "message on an unexpected input ignored")
-                }
-                Incoming::Method(m) => {
-                    tracing::debug!(method = %m.method, "unexpected method request ignored")
+                    Incoming::Method(m) => {
+                        tracing::debug!(method = %m.method, "unexpected method request ignored")
+                    }
                 }
             }
-        }
-        if let ReplyRoute::Pending(pending) = &route {
             pending.close();
-        }
-    });
+        });
+    }
 
-    let method_client = match args.enable_method {
-        true => Some(Arc::new(MethodClient::new(identity.clone()).await?)),
-        false => None,
+    let common = |kind| Common {
+        kind,
+        timeout: args.exchange_timeout,
+        recorder: recorder.clone(),
+        streak: ErrorStreak::default(),
     };
+    let overdue = Arc::new(AtomicUsize::new(0));
+    let mut exchanges: Vec<(Kind, Exchange)> = Vec::new();
+    if args.enable_message {
+        let message = Arc::new(MessageExchange {
+            common: common(Kind::Message),
+            client: client.clone(),
+            pending: pending.clone(),
+            cids: CidClock::default(),
+        });
+        exchanges.push((
+            Kind::Message,
+            Arc::new(move |scheduled| {
+                let message = message.clone();
+                Box::pin(async move { message.run(scheduled).await })
+            }),
+        ));
+    }
+    if args.enable_method {
+        let method = Arc::new(MethodExchange {
+            common: common(Kind::Method),
+            client: Arc::new(MethodClient::new(identity.clone()).await?),
+            device: identity.device_id.as_str().into(),
+            producer: args.producer.as_str().into(),
+            overdue: overdue.clone(),
+        });
+        // The first call connects.
+        recorder.reconnected(Kind::Method);
+        exchanges.push((
+            Kind::Method,
+            Arc::new(move |scheduled| {
+                let method = method.clone();
+                Box::pin(async move { method.run(scheduled).await })
+            }),
+        ));
+    }
+
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut loops = Vec::new();
     let mut open_loop = None;
     match schedule {
         Schedule::Closed => {
-            if let Some(method_client) = method_client {
-                let (recorder, mut stop, device, producer, timeout) = (
-                    recorder.clone(),
-                    stop_rx.clone(),
-                    identity.device_id.clone(),
-                    args.producer.clone(),
-                    args.exchange_timeout,
-                );
+            for (kind, exchange) in exchanges {
+                let stop = stop_rx.clone();
+                // An exchange in flight at the stop ends (within EXIT_GRACE) and is counted.
                 loops.push(tokio::spawn(async move {
-                    let streak = ErrorStreak::default();
                     while !*stop.borrow() {
-                        let span =
-                            tracing::info_span!("exchange", otel.kind = "client", kind = "method");
-                        tokio::select! {
-                            _ = method_exchange(&method_client, &device, &producer, timeout, &recorder, &streak, None).instrument(span) => {}
-                            _ = stop.changed() => break,
-                        }
-                    }
-                }));
-            }
-            if args.enable_message {
-                let (recorder, mut stop, client, timeout) = (
-                    recorder.clone(),
-                    stop_rx.clone(),
-                    client.clone(),
-                    args.exchange_timeout,
-                );
-                loops.push(tokio::spawn(async move {
-                    let streak = ErrorStreak::default();
-                    while !*stop.borrow() {
-                        let span =
-                            tracing::info_span!("exchange", otel.kind = "client", kind = "message");
-                        tokio::select! {
-                            _ = message_exchange(&client, &mut reply_rx, timeout, &recorder, &streak).instrument(span) => {}
-                            _ = stop.changed() => break,
-                        }
+                        traced(kind, &exchange, None).await;
                     }
                 }));
             }
@@ -673,90 +286,26 @@ pub async fn run(args: Args) -> Result<()> {
             max_in_flight,
         } => {
             let runtime = tokio::runtime::Handle::current();
-            let timeout = args.exchange_timeout;
             let period = Duration::from_secs_f64(1.0 / rate);
-            let mut lanes = Vec::new();
-            if args.enable_message {
-                let (recorder, client, runtime, pending) = (
-                    recorder.clone(),
-                    client.clone(),
-                    runtime.clone(),
-                    pending.clone(),
-                );
-                let (cids, streak) = (
-                    Arc::new(CidClock::default()),
-                    Arc::new(ErrorStreak::default()),
-                );
-                lanes.push(Lane {
-                    kind: Kind::Message,
-                    offset: Duration::ZERO,
-                    start: Box::new(move |scheduled, permit| {
-                        let (recorder, client, pending, cids, streak) = (
-                            recorder.clone(),
-                            client.clone(),
-                            pending.clone(),
-                            cids.clone(),
-                            streak.clone(),
-                        );
-                        runtime.spawn(async move {
-                            let span = tracing::info_span!(
-                                "exchange",
-                                otel.kind = "client",
-                                kind = "message"
-                            );
-                            open_message_exchange(
-                                &client, &pending, &cids, timeout, &recorder, &streak, scheduled,
-                            )
-                            .instrument(span)
-                            .await;
-                            drop(permit);
-                        });
-                    }),
-                });
-            }
-            if let Some(method_client) = method_client {
-                let (recorder, runtime) = (recorder.clone(), runtime.clone());
-                let device: Arc<str> = identity.device_id.as_str().into();
-                let producer: Arc<str> = args.producer.as_str().into();
-                let streak = Arc::new(ErrorStreak::default());
-                lanes.push(Lane {
-                    kind: Kind::Method,
-                    // Half a period after the messages, so the two kinds do not collide.
-                    offset: if args.enable_message {
-                        period / 2
-                    } else {
-                        Duration::ZERO
-                    },
-                    start: Box::new(move |scheduled, permit| {
-                        let (recorder, client, device, producer, streak) = (
-                            recorder.clone(),
-                            method_client.clone(),
-                            device.clone(),
-                            producer.clone(),
-                            streak.clone(),
-                        );
-                        runtime.spawn(async move {
-                            let span = tracing::info_span!(
-                                "exchange",
-                                otel.kind = "client",
-                                kind = "method"
-                            );
-                            method_exchange(
-                                &client,
-                                &device,
-                                &producer,
-                                timeout,
-                                &recorder,
-                                &streak,
-                                Some(scheduled),
-                            )
-                            .instrument(span)
-                            .await;
-                            drop(permit);
-                        });
-                    }),
-                });
-            }
+            let lanes = exchanges
+                .into_iter()
+                .enumerate()
+                .map(|(i, (kind, exchange))| {
+                    let runtime = runtime.clone();
+                    Lane {
+                        kind,
+                        // Staggered by half a period, so the two kinds do not collide.
+                        offset: period / 2 * i as u32,
+                        start: Box::new(move |scheduled, permit| {
+                            let started = traced(kind, &exchange, Some(scheduled));
+                            runtime.spawn(async move {
+                                started.await;
+                                drop(permit);
+                            });
+                        }),
+                    }
+                })
+                .collect();
             open_loop = Some(OpenLoop::start(
                 rate,
                 max_in_flight,
@@ -794,11 +343,18 @@ pub async fn run(args: Args) -> Result<()> {
     tracing::info!("consumer stopping");
     let _ = stop_tx.send(true);
     if let Some(open_loop) = open_loop {
-        open_loop.stop(Duration::from_secs(2)).await;
+        open_loop.stop(EXIT_GRACE).await;
     }
     for l in loops {
-        let _ = tokio::time::timeout(Duration::from_secs(2), l).await;
+        if tokio::time::timeout(EXIT_GRACE, l).await.is_err() {
+            tracing::info!("an exchange still in flight at exit is not counted");
+        }
     }
+    // Replies still owed to timed-out exchanges: counted as late if they come now.
+    tokio::join!(
+        pending.drain(EXIT_GRACE),
+        exchange::method::drain(&overdue, EXIT_GRACE)
+    );
     let (stats, covered) = (recorder.take_interval(), last.elapsed());
     report_log.interval(&stats, covered);
     output.print(Scope::Interval, stats, covered).await;
@@ -816,51 +372,6 @@ pub async fn run(args: Args) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn correlation_ids_are_unique_send_times_in_the_seeds_format() {
-        let cids = CidClock::default();
-        let before = Utc::now();
-        let ids: Vec<String> = (0..10_000)
-            .map(|_| edge::time::round_trip(cids.next()))
-            .collect();
-        let unique: std::collections::HashSet<&String> = ids.iter().collect();
-        assert_eq!(unique.len(), ids.len());
-        let first = edge::time::parse(&ids[0]).unwrap();
-        assert!(
-            (first - before).num_milliseconds().abs() < 1000,
-            "{}",
-            ids[0]
-        );
-        assert!(ids[0].ends_with('Z') && ids[0].len() == 28, "{}", ids[0]);
-        assert!(ids.windows(2).all(|w| w[0] < w[1]));
-    }
-
-    #[tokio::test]
-    async fn concurrent_message_replies_go_to_their_own_exchange() {
-        let pending = PendingReplies::with_capacity(4);
-        let reply = |cid: &str, body: &'static str| {
-            Message::new(Bytes::from_static(body.as_bytes())).with_correlation_id(cid)
-        };
-        let a = pending.expect("a".into());
-        let b = pending.expect("b".into());
-        // Replies in the other order, and one for nobody.
-        assert!(pending.complete(reply("b", "to b")));
-        assert!(!pending.complete(reply("zzz", "late")));
-        assert!(pending.complete(reply("a", "to a")));
-        assert_eq!(&a.await.unwrap().body[..], b"to a");
-        assert_eq!(&b.await.unwrap().body[..], b"to b");
-        // A forgotten (timed-out) exchange's reply is ignored.
-        let c = pending.expect("c".into());
-        pending.forget("c");
-        assert!(!pending.complete(reply("c", "too late")));
-        assert!(c.await.is_err());
-        // When the session's deliveries end, waiting and later exchanges fail at once.
-        let d = pending.expect("d".into());
-        pending.close();
-        assert!(d.await.is_err());
-        assert!(pending.expect("e".into()).await.is_err());
-    }
 
     #[test]
     fn rate_zero_is_the_closed_loop_and_bad_values_are_refused() {

@@ -10,6 +10,8 @@ pub const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
+/// Names with this prefix are system properties (`$.mid`, `$.on`, …), never application ones.
+pub const SYSTEM_PREFIX: &str = "$.";
 /// Output name (module → hub only; the hub drops it on delivery).
 pub const OUTPUT_NAME: &str = "$.on";
 pub const CORRELATION_ID: &str = "$.cid";
@@ -66,7 +68,7 @@ impl PropertyBag {
 
     /// Application properties: every key that is not a `$.` system property.
     pub fn application(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.iter().filter(|(k, _)| !k.starts_with("$."))
+        self.iter().filter(|(k, _)| !k.starts_with(SYSTEM_PREFIX))
     }
 
     pub fn is_empty(&self) -> bool {

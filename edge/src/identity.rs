@@ -3,29 +3,16 @@
 //! and `EdgeModuleCACertificateFile` that the Azure SDKs also accept
 //! (docs/protocol.md#identity-and-environment).
 
+use crate::contract::vars;
+use crate::contract::{ConnectionString, ConnectionStringError};
 use crate::sas;
 use crate::workload::{WorkloadClient, WorkloadError};
-use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Duration;
 
 pub const DEFAULT_MQTT_PORT: u16 = 8883;
 pub const DEFAULT_HTTPS_PORT: u16 = 443;
-/// Variables that override the gateway ports (the local run cannot use 443 as an ordinary user).
-pub const MQTT_PORT_VAR: &str = "EDGEHUB_MQTT_PORT";
-pub const HTTPS_PORT_VAR: &str = "EDGEHUB_HTTPS_PORT";
 const DEFAULT_WORKLOAD_API_VERSION: &str = "2019-01-30";
-
-/// The seven variables with which the Python SDK uses edge mode; we require the same set.
-const EDGE_VARS: [&str; 6] = [
-    "IOTEDGE_IOTHUBHOSTNAME",
-    "IOTEDGE_GATEWAYHOSTNAME",
-    "IOTEDGE_DEVICEID",
-    "IOTEDGE_MODULEID",
-    "IOTEDGE_MODULEGENERATIONID",
-    "IOTEDGE_WORKLOADURI",
-];
 
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
@@ -36,7 +23,7 @@ pub enum IdentityError {
     )]
     Missing(String),
     #[error("EdgeHubConnectionString is invalid: {0}")]
-    ConnectionString(String),
+    ConnectionString(#[from] ConnectionStringError),
     #[error("EdgeModuleCACertificateFile is not set: the gateway's CA is needed to verify its TLS certificate")]
     NoCaFile,
     #[error("cannot read the CA file {path}: {source}")]
@@ -52,60 +39,6 @@ pub enum IdentityError {
     Port { var: &'static str, value: String },
     #[error(transparent)]
     Workload(#[from] WorkloadError),
-}
-
-/// `HostName=…;DeviceId=…;ModuleId=…;SharedAccessKey=…;GatewayHostName=…`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct ConnectionString {
-    pub host_name: String,
-    pub device_id: String,
-    pub module_id: String,
-    pub shared_access_key: Vec<u8>,
-    pub gateway_host_name: String,
-}
-
-// The key never reaches a log line.
-impl std::fmt::Debug for ConnectionString {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ConnectionString")
-            .field("host_name", &self.host_name)
-            .field("device_id", &self.device_id)
-            .field("module_id", &self.module_id)
-            .field("gateway_host_name", &self.gateway_host_name)
-            .finish_non_exhaustive()
-    }
-}
-
-impl FromStr for ConnectionString {
-    type Err = IdentityError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = |m: &str| IdentityError::ConnectionString(m.to_owned());
-        let field = |name: &str| {
-            s.split(';')
-                .filter_map(|kv| kv.split_once('='))
-                .find(|(k, _)| k.trim().eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.trim().to_owned())
-                .filter(|v| !v.is_empty())
-        };
-        let host_name = field("HostName").ok_or_else(|| bad("HostName is missing"))?;
-        let device_id = field("DeviceId").ok_or_else(|| bad("DeviceId is missing"))?;
-        let module_id = field("ModuleId").ok_or_else(|| bad("ModuleId is missing"))?;
-        let key = field("SharedAccessKey").ok_or_else(|| bad("SharedAccessKey is missing"))?;
-        let shared_access_key = BASE64
-            .decode(key.as_bytes())
-            .map_err(|_| bad("SharedAccessKey is not base64"))?;
-        let gateway_host_name = field("GatewayHostName").ok_or_else(|| {
-            bad("GatewayHostName is missing: a module talks to its edge hub, not to IoT Hub")
-        })?;
-        Ok(Self {
-            host_name,
-            device_id,
-            module_id,
-            shared_access_key,
-            gateway_host_name,
-        })
-    }
 }
 
 /// How the module signs its SAS tokens.
@@ -145,9 +78,6 @@ pub struct TokenLifetime {
     pub renew_margin: Duration,
 }
 
-pub const TOKEN_LIFETIME_VAR: &str = "SAS_TOKEN_LIFETIME";
-pub const TOKEN_RENEW_MARGIN_VAR: &str = "SAS_TOKEN_RENEW_MARGIN";
-
 impl Default for TokenLifetime {
     /// One hour, renewed five minutes before it ends.
     fn default() -> Self {
@@ -172,17 +102,20 @@ impl TokenLifetime {
                 })
                 .transpose()
         };
-        if let Some(ttl) = parse(TOKEN_LIFETIME_VAR)? {
+        if let Some(ttl) = parse(vars::TOKEN_LIFETIME)? {
             lifetime.ttl = ttl;
         }
-        if let Some(margin) = parse(TOKEN_RENEW_MARGIN_VAR)? {
+        if let Some(margin) = parse(vars::TOKEN_RENEW_MARGIN)? {
             lifetime.renew_margin = margin;
         }
         if lifetime.ttl < Duration::from_secs(10) || lifetime.renew_margin >= lifetime.ttl {
             return Err(IdentityError::TokenLifetime {
                 problem: format!(
-                    "{TOKEN_LIFETIME_VAR} ({:?}) must be at least 10s and longer than {TOKEN_RENEW_MARGIN_VAR} ({:?})",
-                    lifetime.ttl, lifetime.renew_margin
+                    "{} ({:?}) must be at least 10s and longer than {} ({:?})",
+                    vars::TOKEN_LIFETIME,
+                    lifetime.ttl,
+                    vars::TOKEN_RENEW_MARGIN,
+                    lifetime.renew_margin
                 ),
             });
         }
@@ -227,19 +160,18 @@ impl ModuleIdentity {
             }),
         };
         let token_lifetime = TokenLifetime::from_lookup(&var)?;
-        let mqtt_port = port(MQTT_PORT_VAR, DEFAULT_MQTT_PORT)?;
-        let https_port = port(HTTPS_PORT_VAR, DEFAULT_HTTPS_PORT)?;
-        let edge: Vec<Option<String>> = EDGE_VARS.iter().map(|k| var(k)).collect();
+        let mqtt_port = port(vars::MQTT_PORT, DEFAULT_MQTT_PORT)?;
+        let https_port = port(vars::HTTPS_PORT, DEFAULT_HTTPS_PORT)?;
+        let edge: Vec<Option<String>> = vars::EDGE_MODE.iter().map(|k| var(k)).collect();
         if let [Some(hub), Some(gw), Some(device), Some(module), Some(genid), Some(uri)] =
             edge.as_slice()
         {
-            if let Some(scheme) = var("IOTEDGE_AUTHSCHEME") {
+            if let Some(scheme) = var(vars::AUTH_SCHEME) {
                 if !scheme.eq_ignore_ascii_case("sasToken") {
                     return Err(IdentityError::AuthScheme(scheme));
                 }
             }
-            let api =
-                var("IOTEDGE_APIVERSION").unwrap_or_else(|| DEFAULT_WORKLOAD_API_VERSION.into());
+            let api = var(vars::API_VERSION).unwrap_or_else(|| DEFAULT_WORKLOAD_API_VERSION.into());
             let workload = WorkloadClient::new(uri, &api, module, genid)?;
             return Ok(Self {
                 token_lifetime,
@@ -253,9 +185,9 @@ impl ModuleIdentity {
                 trust: TrustSource::Workload,
             });
         }
-        let Some(cs) = var("EdgeHubConnectionString").or_else(|| var("IotHubConnectionString"))
+        let Some(cs) = var(vars::CONNECTION_STRING).or_else(|| var(vars::IOTHUB_CONNECTION_STRING))
         else {
-            let present: Vec<&str> = EDGE_VARS
+            let present: Vec<&str> = vars::EDGE_MODE
                 .iter()
                 .zip(&edge)
                 .filter(|(_, v)| v.is_some())
@@ -264,7 +196,7 @@ impl ModuleIdentity {
             let hint = if present.is_empty() {
                 String::new()
             } else {
-                let missing: Vec<&str> = EDGE_VARS
+                let missing: Vec<&str> = vars::EDGE_MODE
                     .iter()
                     .zip(&edge)
                     .filter(|(_, v)| v.is_none())
@@ -274,8 +206,8 @@ impl ModuleIdentity {
             };
             return Err(IdentityError::Missing(hint));
         };
-        let cs: ConnectionString = cs.parse()?;
-        let ca = var("EdgeModuleCACertificateFile").ok_or(IdentityError::NoCaFile)?;
+        let cs = ConnectionString::parse(&cs)?;
+        let ca = var(vars::CA_CERTIFICATE_FILE).ok_or(IdentityError::NoCaFile)?;
         Ok(Self {
             token_lifetime,
             iothub_hostname: cs.host_name,
@@ -389,14 +321,20 @@ mod tests {
         let id = ModuleIdentity::from_lookup(lookup(&pair)).unwrap();
         assert_eq!(id.token_lifetime, TokenLifetime::default());
         let mut short = pair.to_vec();
-        short.extend([(TOKEN_LIFETIME_VAR, "60s"), (TOKEN_RENEW_MARGIN_VAR, "20s")]);
+        short.extend([
+            (vars::TOKEN_LIFETIME, "60s"),
+            (vars::TOKEN_RENEW_MARGIN, "20s"),
+        ]);
         let id = ModuleIdentity::from_lookup(lookup(&short)).unwrap();
         assert_eq!(id.token_lifetime.ttl, Duration::from_secs(60));
         assert!(id.token_lifetime.due(1_020, 1_000));
         assert!(!id.token_lifetime.due(1_021, 1_000));
         for (ttl, margin) in [("5s", "1s"), ("60s", "60s"), ("soon", "1s"), ("60s", "x")] {
             let mut bad = pair.to_vec();
-            bad.extend([(TOKEN_LIFETIME_VAR, ttl), (TOKEN_RENEW_MARGIN_VAR, margin)]);
+            bad.extend([
+                (vars::TOKEN_LIFETIME, ttl),
+                (vars::TOKEN_RENEW_MARGIN, margin),
+            ]);
             let e = ModuleIdentity::from_lookup(lookup(&bad))
                 .unwrap_err()
                 .to_string();

@@ -29,6 +29,9 @@ pub enum InvokeError {
     Refused { status: u16, body: String },
     #[error("cannot reach the gateway: {0}")]
     Transport(String),
+    /// The TCP connection was made but its TLS handshake failed.
+    #[error("TLS handshake with the gateway failed: {0}")]
+    Handshake(String),
     #[error("unexpected answer from the gateway: {0}")]
     Protocol(String),
     #[error(transparent)]
@@ -37,9 +40,49 @@ pub enum InvokeError {
     Tls(#[from] tls::TlsError),
 }
 
+/// What kind of failure an [`InvokeError`] is: a closed set, for counting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum InvokeFailure {
+    /// No answer in time (the hub's 504 or our own deadline).
+    Timeout,
+    /// The hub answered with an error status (404 target not found, 401, 429, 503, …).
+    Refused,
+    /// No TCP connection, or it broke (also: no SAS token from the workload API).
+    Transport,
+    /// The TLS handshake failed (or the gateway CA is unusable).
+    Tls,
+    /// HTTP 200 with a body that is not `{"status":…,"payload":…}`.
+    Malformed,
+}
+
 impl InvokeError {
     pub fn is_timeout(&self) -> bool {
         matches!(self, InvokeError::Timeout(_))
+    }
+
+    /// Which kind of failure this is.
+    pub fn failure(&self) -> InvokeFailure {
+        match self {
+            InvokeError::Timeout(_) => InvokeFailure::Timeout,
+            InvokeError::NotFound(_) | InvokeError::Refused { .. } => InvokeFailure::Refused,
+            InvokeError::Transport(_) | InvokeError::Identity(_) => InvokeFailure::Transport,
+            InvokeError::Handshake(_) | InvokeError::Tls(_) => InvokeFailure::Tls,
+            InvokeError::Protocol(_) => InvokeFailure::Malformed,
+        }
+    }
+
+    /// Classifies the HTTP client's error: a connect error from the TLS stage (hyper-rustls
+    /// reports those as `io::Error`; the TCP stage's are hyper-util's own `ConnectError`) is a
+    /// handshake failure, anything else a transport one.
+    fn from_request(e: &hyper_util::client::legacy::Error) -> Self {
+        let from_tls_stage = e.is_connect()
+            && std::error::Error::source(e)
+                .is_some_and(|s| s.downcast_ref::<std::io::Error>().is_some());
+        if from_tls_stage {
+            InvokeError::Handshake(error_chain(e))
+        } else {
+            InvokeError::Transport(error_chain(e))
+        }
     }
 }
 
@@ -145,7 +188,7 @@ impl MethodClient {
                 .http
                 .request(request)
                 .await
-                .map_err(|e| InvokeError::Transport(error_chain(&e)))?;
+                .map_err(|e| InvokeError::from_request(&e))?;
             let status = response.status();
             let bytes = response
                 .into_body()

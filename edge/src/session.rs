@@ -14,7 +14,7 @@ use rumqttc::{
 };
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 /// edgeHub's message limit (body and topic) plus the packet's own header bytes; rumqttc's
 /// default (10 KiB) is far below it.
@@ -81,6 +81,8 @@ pub struct ModuleClient {
     identity: Arc<ModuleIdentity>,
     /// `devices/{d}/modules/{m}/messages/events/`, built once.
     events_prefix: Arc<str>,
+    /// How many times the session has connected (CONNACK received) so far.
+    connections: watch::Receiver<u64>,
 }
 
 impl ModuleClient {
@@ -122,7 +124,9 @@ impl ModuleClient {
         eventloop.set_network_options(network);
 
         let (tx, rx) = mpsc::channel(1024);
+        let (connected, connections) = watch::channel(0);
         let driver = Driver {
+            connected,
             identity: identity.clone(),
             client: client.clone(),
             subscriptions,
@@ -139,6 +143,7 @@ impl ModuleClient {
                 client,
                 identity,
                 events_prefix: events_prefix.into(),
+                connections,
             },
             rx,
         ))
@@ -146,6 +151,12 @@ impl ModuleClient {
 
     pub fn identity(&self) -> &ModuleIdentity {
         &self.identity
+    }
+
+    /// The number of times the session has connected (each CONNACK, the first included); it
+    /// changes on every reconnect.
+    pub fn connections(&self) -> watch::Receiver<u64> {
+        self.connections.clone()
     }
 
     /// Sends `message` to `output` (QoS 1, `$.on` set). Returns once the session has queued it.
@@ -189,6 +200,7 @@ impl ModuleClient {
 }
 
 struct Driver {
+    connected: watch::Sender<u64>,
     identity: Arc<ModuleIdentity>,
     client: AsyncClient,
     subscriptions: Subscriptions,
@@ -222,6 +234,7 @@ impl Driver {
                     tracing::info!(module = %name, gateway = %self.identity.gateway_hostname, port = self.identity.mqtt_port, code = ?ack.code, "connected to edge hub");
                     backoff = BACKOFF_MIN;
                     self.subscribe().await;
+                    self.connected.send_modify(|n| *n += 1);
                 }
                 Ok(Event::Incoming(Packet::Publish(publish))) => {
                     if let Some(incoming) = classify(&publish.topic, publish.payload) {

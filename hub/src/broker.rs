@@ -2,15 +2,18 @@
 //! outputs routed to inputs, method responses, twin GET/PATCH, keep-alive, and limits. Packets
 //! are parsed and written with rumqttc's codec, the same code the modules' client uses.
 
-use crate::admission::{Admission, Expelled, Ticket};
+mod connect;
+
+use crate::admission::{Admission, Ticket};
+use crate::listener::{accept_loop, expelled, handshake};
 use crate::metrics::{ConnectFailedLabels, IdLabels};
 use crate::refusals::{Protocol, Reason};
 use crate::state::{Hub, PublishError, RouteError, Session};
 use bytes::{Bytes, BytesMut};
-use edge::sas::SasToken;
+use connect::{authenticate, Refusal};
 use edge::topic::{self, Subscription, Topic};
 use rumqttc::mqttbytes::v4::{
-    ConnAck, Connect, ConnectReturnCode, Packet, PubAck, SubAck, SubscribeReasonCode, UnsubAck,
+    ConnAck, ConnectReturnCode, Packet, PubAck, SubAck, SubscribeReasonCode, UnsubAck,
 };
 use rumqttc::mqttbytes::{Error as CodecError, QoS};
 use std::net::SocketAddr;
@@ -29,7 +32,7 @@ const PACKET_SLACK: usize = 64 * 1024;
 const MAX_CONNECT_PACKET: usize = 16 * 1024;
 /// A client that does not read what the hub writes for this long is cut off, so a stalled
 /// reader cannot hold the hub's writer (and what waits on it) forever.
-pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 const EMPTY_TWIN: &[u8] = br#"{"desired":{"$version":1},"reported":{"$version":1}}"#;
 
 #[derive(Debug, thiserror::Error)]
@@ -59,58 +62,22 @@ pub(crate) async fn serve(
     tls: Option<TlsAcceptor>,
     admission: Arc<Admission>,
 ) {
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "MQTT accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let ticket = admission.arrive();
-        let _ = stream.set_nodelay(true);
+    let mqtt = move |hub: Arc<Hub>, stream, peer, ticket: Ticket| {
         let tls = tls.clone();
-        let owner = hub.clone();
-        let hub = hub.clone();
-        owner.spawn(async move {
+        async move {
             match tls {
                 Some(acceptor) => {
-                    let handshake = tokio::select! {
-                        r = acceptor.accept(stream) => r,
-                        e = ticket.expelled() => return expelled(&hub, peer, e),
-                    };
-                    match handshake {
-                        Ok(stream) => connection(hub, stream, peer, ticket).await,
-                        Err(e) => hub.refusals.refuse(
-                            Protocol::Mqtt,
-                            Reason::TlsHandshake,
-                            Some(peer),
-                            "",
-                            &format_args!("TLS handshake failed: {e}"),
-                        ),
+                    let handshake =
+                        handshake(&hub, Protocol::Mqtt, &acceptor, stream, peer, &ticket);
+                    if let Some(stream) = handshake.await {
+                        connection(hub, stream, peer, ticket).await;
                     }
                 }
                 None => connection(hub, stream, peer, ticket).await,
             }
-        });
-    }
-}
-
-/// An unauthenticated connection made way for newer ones, or ran out of time.
-fn expelled(hub: &Hub, peer: SocketAddr, e: Expelled) {
-    let (reason, detail) = match e {
-        Expelled::Evicted => (
-            Reason::UnauthenticatedLimit,
-            "closed an unauthenticated connection to make room for newer ones (--max-unauthenticated)",
-        ),
-        Expelled::Expired => (
-            Reason::AuthDeadline,
-            "no authenticated CONNECT within --auth-timeout",
-        ),
+        }
     };
-    hub.refusals
-        .refuse(Protocol::Mqtt, reason, Some(peer), "", &detail);
+    accept_loop(hub, listener, Protocol::Mqtt, admission, mqtt).await;
 }
 
 async fn read_packet<R: AsyncRead + Unpin>(
@@ -184,99 +151,6 @@ async fn writer<W: AsyncWrite + Unpin>(
     let _ = wr.shutdown().await;
 }
 
-/// Why a CONNECT is refused, with the CONNACK code edgeHub would send.
-struct Refusal {
-    code: ConnectReturnCode,
-    reason: Reason,
-    detail: String,
-}
-
-fn authenticate(hub: &Hub, connect: &Connect) -> Result<String, Refusal> {
-    let refuse = |code, reason, detail: String| Refusal {
-        code,
-        reason,
-        detail,
-    };
-    let Some(login) = &connect.login else {
-        return Err(refuse(
-            ConnectReturnCode::BadUserNamePassword,
-            Reason::NoCredentials,
-            "CONNECT has no username/password".into(),
-        ));
-    };
-    let id = topic::parse_username(&login.username).map_err(|e| {
-        refuse(
-            ConnectReturnCode::BadUserNamePassword,
-            Reason::BadUsername,
-            e.to_string(),
-        )
-    })?;
-    let Some(module) = id.module else {
-        return Err(refuse(
-            ConnectReturnCode::NotAuthorized,
-            Reason::NotAModule,
-            format!(
-                "{} is a device identity; this hub serves modules",
-                id.device
-            ),
-        ));
-    };
-    let expected_client_id = format!("{}/{}", id.device, module);
-    if connect.client_id != expected_client_id {
-        return Err(refuse(
-            ConnectReturnCode::NotAuthorized,
-            Reason::ClientIdMismatch,
-            format!(
-                "client id {:?} must equal {expected_client_id:?} (from the username)",
-                connect.client_id
-            ),
-        ));
-    }
-    if id.device != hub.settings.device_id {
-        return Err(refuse(
-            ConnectReturnCode::NotAuthorized,
-            Reason::UnknownDevice,
-            format!("device {:?} is not this edge device", id.device),
-        ));
-    }
-    let Some(keys) = hub.identities.keys(&module) else {
-        return Err(refuse(
-            ConnectReturnCode::NotAuthorized,
-            Reason::UnknownModule,
-            format!("module {module:?} has no identity on this hub"),
-        ));
-    };
-    let token = SasToken::parse(&login.password).map_err(|e| {
-        refuse(
-            ConnectReturnCode::NotAuthorized,
-            Reason::BadToken,
-            e.to_string(),
-        )
-    })?;
-    let keys: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
-    let hosts = [
-        hub.settings.iothub_hostname.as_str(),
-        hub.settings.gateway_hostname.as_str(),
-    ];
-    token
-        .verify(
-            &hosts,
-            &id.device,
-            Some(&module),
-            &keys,
-            edge::sas::now_unix(),
-        )
-        .map_err(|e| {
-            let reason = match e {
-                edge::sas::SasError::Expired(_) => Reason::TokenExpired,
-                edge::sas::SasError::BadSignature => Reason::BadSignature,
-                _ => Reason::BadToken,
-            };
-            refuse(ConnectReturnCode::NotAuthorized, reason, e.to_string())
-        })?;
-    Ok(module)
-}
-
 async fn connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     hub: Arc<Hub>,
     stream: S,
@@ -287,7 +161,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     let mut buf = BytesMut::with_capacity(4096);
     let first = tokio::select! {
         r = read_packet(&mut rd, &mut buf, MAX_CONNECT_PACKET) => r,
-        e = ticket.expelled() => return expelled(&hub, peer, e),
+        e = ticket.expelled() => return expelled(&hub, Protocol::Mqtt, peer, e),
     };
     let refuse = |reason, detail: &dyn std::fmt::Display| {
         hub.refusals

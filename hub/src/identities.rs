@@ -3,28 +3,13 @@
 
 use anyhow::{Context, Result};
 use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
+use edge::sas::{SasError, SasToken};
 use rand::RngCore;
-use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ModuleKeys {
-    pub primary_key: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub secondary_key: Option<String>,
-}
-
-/// The file's shape; hostnames and device id are written for the clients' convenience.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct IdentitiesFile {
-    pub iothub_hostname: String,
-    pub gateway_hostname: String,
-    pub device_id: String,
-    pub modules: BTreeMap<String, ModuleKeys>,
-}
+/// The file's shape, shared with its readers (launcher, tests, bench).
+pub use edge::contract::{IdentitiesFile, ModuleKeys};
 
 /// Decoded keys per module.
 #[derive(Clone, Default)]
@@ -38,7 +23,17 @@ impl std::fmt::Debug for Identities {
     }
 }
 
-pub fn new_key() -> String {
+/// Why a SAS token does not prove a module's identity.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AuthRefusal {
+    #[error("module {0:?} has no identity on this hub")]
+    UnknownModule(String),
+    /// The token does not parse, or is not this module's, current and signed with its key.
+    #[error(transparent)]
+    Token(#[from] SasError),
+}
+
+pub(crate) fn new_key() -> String {
     let mut key = [0u8; 32];
     rand::rng().fill_bytes(&mut key);
     BASE64.encode(key)
@@ -47,7 +42,7 @@ pub fn new_key() -> String {
 impl Identities {
     /// Loads `path` if it exists, adds a key for every name in `ensure` that has none, and writes
     /// the file back when it changed.
-    pub fn load_or_create(
+    pub(crate) fn load_or_create(
         path: &Path,
         iothub_hostname: &str,
         gateway_hostname: &str,
@@ -118,8 +113,27 @@ impl Identities {
         self.keys.get(module).map(Vec::as_slice)
     }
 
+    /// Checks a SAS token as edgeHub does for MQTT CONNECT and HTTPS alike: `module` has an
+    /// identity here, and the token is for one of `hosts`, this device and module, unexpired,
+    /// and signed with one of the module's keys.
+    pub(crate) fn verify(
+        &self,
+        token: &str,
+        hosts: &[&str],
+        device: &str,
+        module: &str,
+    ) -> Result<(), AuthRefusal> {
+        let keys = self
+            .keys(module)
+            .ok_or_else(|| AuthRefusal::UnknownModule(module.to_owned()))?;
+        let token = SasToken::parse(token)?;
+        let keys: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+        token.verify(hosts, device, Some(module), &keys, edge::sas::now_unix())?;
+        Ok(())
+    }
+
     /// Whether `client_id` is `{device}/{module}` for a module with an identity here.
-    pub fn is_client_id(&self, device: &str, client_id: &str) -> bool {
+    pub(crate) fn is_client_id(&self, device: &str, client_id: &str) -> bool {
         client_id
             .strip_prefix(device)
             .and_then(|r| r.strip_prefix('/'))
@@ -128,16 +142,5 @@ impl Identities {
 
     pub fn modules(&self) -> impl Iterator<Item = &str> {
         self.keys.keys().map(String::as_str)
-    }
-}
-
-impl IdentitiesFile {
-    /// The local-development connection string for `module` (what `EdgeHubConnectionString` holds).
-    pub fn connection_string(&self, module: &str) -> Option<String> {
-        let k = self.modules.get(module)?;
-        Some(format!(
-            "HostName={};DeviceId={};ModuleId={module};SharedAccessKey={};GatewayHostName={}",
-            self.iothub_hostname, self.device_id, k.primary_key, self.gateway_hostname
-        ))
     }
 }

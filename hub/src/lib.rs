@@ -8,11 +8,13 @@ pub mod broker;
 pub mod certs;
 pub mod faults;
 pub mod identities;
+mod listener;
 pub mod methods;
 pub mod metrics;
 pub mod refusals;
 pub mod routes;
 pub mod state;
+pub mod store;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
@@ -246,7 +248,10 @@ pub async fn start(args: &Args) -> Result<RunningHub> {
     for fault in &args.faults {
         tracing::warn!(%fault, "fault injection on: {fault:?} (counted in edgehub_faults_injected_total{{fault=\"{fault}\"}})");
     }
-    let hub = Hub::new(settings, identities, routes, metrics);
+    // Messages queued before a stop (or a kill) are delivered again; an unreadable store stops
+    // the start here, naming the file to remove.
+    let store = Arc::new(store::Store::open(&args.state_dir)?);
+    let hub = Hub::with_store(settings, identities, routes, metrics, Some(store));
     let unauthenticated = usize::try_from(args.max_unauthenticated).unwrap_or(usize::MAX);
     let mqtt_admission =
         admission::Admission::new(unauthenticated, args.max_connections, args.auth_timeout);
@@ -316,19 +321,16 @@ pub async fn start(args: &Args) -> Result<RunningHub> {
 
 /// `endpoints.json` in the state directory: the actual ports, for launchers and tests.
 fn write_endpoints(state_dir: &std::path::Path, hub: &RunningHub) -> Result<()> {
-    let v = serde_json::json!({
-        "mqtt": hub.mqtt.port(),
-        "https": hub.https.port(),
-        "plainMqtt": hub.plain_mqtt.map(|a| a.port()),
-        "metrics": hub.metrics.port(),
-        "ca": hub.ca_path,
-        "identities": hub.identities_path,
-        "pid": std::process::id(),
-    });
-    std::fs::create_dir_all(state_dir)?;
-    let tmp = state_dir.join("endpoints.json.tmp");
-    std::fs::write(&tmp, v.to_string())?;
-    std::fs::rename(&tmp, state_dir.join("endpoints.json"))?;
+    edge::Endpoints {
+        ca: hub.ca_path.clone(),
+        https: hub.https.port(),
+        identities: hub.identities_path.clone(),
+        metrics: hub.metrics.port(),
+        mqtt: hub.mqtt.port(),
+        pid: std::process::id(),
+        plain_mqtt: hub.plain_mqtt.map(|a| a.port()),
+    }
+    .write(state_dir)?;
     Ok(())
 }
 

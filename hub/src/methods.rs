@@ -2,12 +2,12 @@
 //! as edgeHub's TwinsController does (docs/protocol.md#invoking-a-direct-method-over-https),
 //! forwarded over MQTT to the target module.
 
-use crate::admission::{Admission, Expelled, Ticket};
+use crate::admission::{Admission, Ticket};
+use crate::listener::{accept_loop, expelled, handshake};
 use crate::metrics::MethodLabels;
 use crate::refusals::{Protocol, Reason};
 use crate::state::Hub;
 use bytes::Bytes;
-use edge::sas::SasToken;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -48,42 +48,17 @@ pub(crate) async fn serve(
     admission: Arc<Admission>,
     limits: HttpLimits,
 ) {
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "HTTPS accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        if hub.faults.tls_fail() {
-            // Fault injection: the handshake dies as it starts, as the seed saw on real devices.
-            drop(stream);
-            continue;
-        }
-        let ticket = Arc::new(admission.arrive());
-        let _ = stream.set_nodelay(true);
+    let https = move |hub: Arc<Hub>, stream, peer, ticket| {
         let tls = tls.clone();
-        let owner = hub.clone();
-        let hub = hub.clone();
-        owner.spawn(async move {
+        async move {
             let refuse = |reason, detail: &dyn std::fmt::Display| {
                 hub.refusals
                     .refuse(Protocol::Https, reason, Some(peer), "", detail)
             };
-            let handshake = tokio::select! {
-                r = tls.accept(stream) => r,
-                e = ticket.expelled() => return expelled(&hub, peer, e),
-            };
-            let stream = match handshake {
-                Ok(s) => s,
-                Err(e) => {
-                    return refuse(
-                        Reason::TlsHandshake,
-                        &format_args!("TLS handshake failed: {e}"),
-                    )
-                }
+            let ticket = Arc::new(ticket);
+            let Some(stream) = handshake(&hub, Protocol::Https, &tls, stream, peer, &ticket).await
+            else {
+                return;
             };
             let service = {
                 let (hub, ticket) = (hub.clone(), ticket.clone());
@@ -120,7 +95,7 @@ pub(crate) async fn serve(
                 r = conn => r,
                 e = ticket.expelled() => {
                     if spoke.load(Ordering::Relaxed) {
-                        return expelled(&hub, peer, e);
+                        return expelled(&hub, Protocol::Https, peer, e);
                     }
                     return idle(&hub, peer);
                 }
@@ -145,8 +120,9 @@ pub(crate) async fn serve(
                     tracing::debug!(%peer, error = %e, "HTTPS connection ended with an error")
                 }
             }
-        });
-    }
+        }
+    };
+    accept_loop(hub, listener, Protocol::Https, admission, https).await;
 }
 
 /// A connection that completed TLS and never sent a byte of a request is closed quietly.
@@ -190,22 +166,6 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for FirstByte<S> {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
-}
-
-/// An unauthenticated connection made way for newer ones, or ran out of time.
-fn expelled(hub: &Hub, peer: SocketAddr, e: Expelled) {
-    let (reason, detail) = match e {
-        Expelled::Evicted => (
-            Reason::UnauthenticatedLimit,
-            "closed an unauthenticated connection to make room for newer ones (--max-unauthenticated)",
-        ),
-        Expelled::Expired => (
-            Reason::AuthDeadline,
-            "no authenticated request within --auth-timeout",
-        ),
-    };
-    hub.refusals
-        .refuse(Protocol::Https, reason, Some(peer), "", &detail);
 }
 
 fn respond(status: StatusCode, body: Value) -> Response<Full<Bytes>> {
@@ -372,7 +332,12 @@ async fn handle(
         .get(hyper::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    if let Err(why) = check_token(hub, auth, &caller_device, &caller_module) {
+    let hosts = [
+        hub.settings.iothub_hostname.as_str(),
+        hub.settings.gateway_hostname.as_str(),
+    ];
+    let verified = (hub.identities).verify(auth, &hosts, &caller_device, &caller_module);
+    if let Err(why) = verified.map_err(|e| e.to_string()) {
         let known = hub.identities.keys(&caller_module).is_some();
         refuse(
             Reason::Unauthorized,
@@ -452,22 +417,6 @@ async fn handle(
         .get_or_create(&labels)
         .observe(started.elapsed().as_secs_f64());
     response
-}
-
-fn check_token(hub: &Hub, auth: &str, device: &str, module: &str) -> Result<(), String> {
-    let token = SasToken::parse(auth).map_err(|e| e.to_string())?;
-    let keys = hub
-        .identities
-        .keys(module)
-        .ok_or_else(|| format!("module {module:?} has no identity on this hub"))?;
-    let keys: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
-    let hosts = [
-        hub.settings.iothub_hostname.as_str(),
-        hub.settings.gateway_hostname.as_str(),
-    ];
-    token
-        .verify(&hosts, device, Some(module), &keys, edge::sas::now_unix())
-        .map_err(|e| e.to_string())
 }
 
 async fn invoke(

@@ -47,8 +47,9 @@ pub enum DropReason {
     NoRoute,
     /// A route sends it to `$upstream`, and there is no IoT Hub behind the local hub.
     Upstream,
-    /// Its time-to-live ran out while it waited for delivery.
-    TtlExpiry,
+    /// Its time-to-live ran out while it waited for delivery (also while the hub was stopped:
+    /// counted when the store is loaded).
+    TtlExpired,
     /// The target's delivery queue was full.
     QueueOverflow,
     /// It cannot be sent to the target (topic or size over the limits).
@@ -64,7 +65,7 @@ impl DropReason {
         match self {
             DropReason::NoRoute => "no_route",
             DropReason::Upstream => "upstream",
-            DropReason::TtlExpiry => "ttl_expiry",
+            DropReason::TtlExpired => "ttl_expired",
             DropReason::QueueOverflow => "queue_overflow",
             DropReason::Undeliverable => "undeliverable",
             DropReason::NotAcknowledged => "not_acknowledged",
@@ -189,7 +190,7 @@ impl HubMetrics {
         );
         r.register(
             "edgehub_messages_dropped",
-            "Messages dropped: no_route, upstream (no cloud here), ttl_expiry, queue_overflow, undeliverable, not_acknowledged",
+            "Messages dropped: no_route, upstream (no cloud here), ttl_expired, queue_overflow, undeliverable, not_acknowledged, fault",
             m.messages_dropped.clone(),
         );
         r.register(

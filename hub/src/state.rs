@@ -6,6 +6,9 @@
 //! buffers and, per output it sends on, the routes whose FROM matches with their label values
 //! and metric handles resolved once; a message is decoded into reused buffers, encoded once for
 //! all its targets, and queued as its topic, that encoded bag, its body and an `Arc`.
+//!
+//! With a [`Store`], what is queued is also written to it before the sender's PUBACK, and what
+//! the store held when the hub started is queued again first (`Hub::restore`).
 
 mod delivery;
 mod session;
@@ -21,16 +24,17 @@ use crate::metrics::{
 };
 use crate::refusals::Refusals;
 use crate::routes::{RouteTable, Sink};
+use crate::store::Store;
 use bytes::Bytes;
 use delivery::{deliver, Delivery, DeliveryQueue, Routed};
 use edge::bag::{BagBuffer, CONNECTION_DEVICE_ID, CONNECTION_MODULE_ID, OUTPUT_NAME};
 use edge::topic::{check_deliverable, DeliveryError};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -74,6 +78,10 @@ pub struct Hub {
     pub metrics: HubMetrics,
     pub refusals: Refusals,
     pub faults: Faults,
+    /// Where queued messages are kept across restarts; `None`: in memory only.
+    store: Option<Arc<Store>>,
+    /// A failed store write is logged once until one succeeds again.
+    store_failed: AtomicBool,
     /// Every task the hub spawns runs under this token and tracker, so `stop` ends them all.
     shutdown: CancellationToken,
     tasks: TaskTracker,
@@ -82,38 +90,6 @@ pub struct Hub {
     pending_methods: Mutex<HashMap<String, oneshot::Sender<(u16, Bytes)>>>,
     next_session: AtomicU64,
     upstream_logged: AtomicBool,
-}
-
-/// What a module message looks like to a route's WHERE clause.
-struct RoutingView<'a> {
-    device: &'a str,
-    module: &'a str,
-    output: Option<&'a str>,
-    bag: &'a BagBuffer,
-}
-
-impl crate::routes::MessageProperties for RoutingView<'_> {
-    fn system(&self, name: &str) -> Option<&str> {
-        use edge::bag::{CONTENT_ENCODING, CONTENT_TYPE, CORRELATION_ID, MESSAGE_ID, TO, USER_ID};
-        match name {
-            "connectionDeviceId" => Some(self.device),
-            "connectionModuleId" => Some(self.module),
-            "outputName" => self.output,
-            "messageId" => self.bag.get(MESSAGE_ID),
-            "correlationId" => self.bag.get(CORRELATION_ID),
-            "contentType" => self.bag.get(CONTENT_TYPE),
-            "contentEncoding" => self.bag.get(CONTENT_ENCODING),
-            "userId" => self.bag.get(USER_ID),
-            "to" => self.bag.get(TO),
-            _ => None,
-        }
-    }
-    fn application(&self, name: &str) -> Option<&str> {
-        if name.starts_with("$.") {
-            return None;
-        }
-        self.bag.get(name)
-    }
 }
 
 /// Outputs of one connection whose routes are kept resolved; messages on further outputs are
@@ -157,6 +133,18 @@ struct RouteUse {
     target: Option<(Arc<DeliveryQueue>, Arc<Delivery>)>,
 }
 
+/// An error with its causes, `: `-separated.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
 /// Counts one dropped message in `edgehub_messages_dropped_total{reason,from,from_route_output}`.
 fn count_drop(metrics: &HubMetrics, reason: DropReason, from: &SharedLabel, output: &SharedLabel) {
     metrics
@@ -170,11 +158,24 @@ fn count_drop(metrics: &HubMetrics, reason: DropReason, from: &SharedLabel, outp
 }
 
 impl Hub {
+    /// A hub whose queues are kept in memory only.
     pub fn new(
         settings: Settings,
         identities: Identities,
         routes: RouteTable,
         metrics: HubMetrics,
+    ) -> Arc<Self> {
+        Self::with_store(settings, identities, routes, metrics, None)
+    }
+
+    /// A hub whose queues are kept in `store` too; what the store holds is queued again (in
+    /// order, expired messages dropped and counted as `ttl_expired`).
+    pub fn with_store(
+        settings: Settings,
+        identities: Identities,
+        routes: RouteTable,
+        metrics: HubMetrics,
+        store: Option<Arc<Store>>,
     ) -> Arc<Self> {
         let refusals = Refusals::new(metrics.refusals.clone());
         let faults = Faults::new(settings.faults.clone(), &metrics.faults_injected);
@@ -185,6 +186,8 @@ impl Hub {
             metrics,
             refusals,
             faults,
+            store,
+            store_failed: AtomicBool::new(false),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             sessions: Mutex::new(HashMap::new()),
@@ -206,7 +209,79 @@ impl Hub {
         for t in targets {
             hub.queue(&t);
         }
+        if let Some(store) = hub.store.clone() {
+            hub.restore(&store);
+        }
         hub
+    }
+
+    /// Queues what `store` held when it was opened, in order; drops (and counts) what expired
+    /// meanwhile. Logs one line per module input.
+    fn restore(self: &Arc<Self>, store: &Store) {
+        let loaded = store.take_loaded();
+        if loaded.is_empty() {
+            return;
+        }
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        // (restored, expired, overflowed) per (module, input).
+        let mut counts: BTreeMap<(SharedLabel, SharedLabel), (u64, u64, u64)> = BTreeMap::new();
+        let mut deliveries: HashMap<
+            (SharedLabel, SharedLabel, SharedLabel, SharedLabel, u8),
+            Arc<Delivery>,
+        > = HashMap::new();
+        let device = &self.settings.device_id;
+        for (seq, r) in loaded {
+            let queue = self.queue(&r.module);
+            let via = deliveries
+                .entry((
+                    r.module.clone(),
+                    r.input.clone(),
+                    r.from.clone(),
+                    r.from_output.clone(),
+                    r.priority,
+                ))
+                .or_insert_with(|| {
+                    Arc::new(Delivery::new(
+                        &queue,
+                        edge::topic::input_prefix(device, &r.module, &r.input),
+                        r.from.clone(),
+                        r.from_output.clone(),
+                        &r.input,
+                        r.priority,
+                        Duration::ZERO,
+                    ))
+                })
+                .clone();
+            let count = counts
+                .entry((r.module.clone(), r.input.clone()))
+                .or_default();
+            let left = r.expires.duration_since(wall).unwrap_or_default();
+            if left.is_zero() {
+                count.1 += 1;
+                via.dropped(&self.metrics, DropReason::TtlExpired);
+                store.remove(seq);
+                continue;
+            }
+            let routed = Routed {
+                topic: None,
+                bag: r.bag,
+                body: r.body,
+                via: via.clone(),
+                expires: now
+                    .checked_add(left)
+                    .unwrap_or(now + Duration::from_secs(1 << 32)),
+                seq: Some(seq),
+            };
+            if queue.push(&self.metrics, routed, self.settings.queue_size) {
+                count.0 += 1;
+            } else {
+                count.2 += 1;
+                via.dropped(&self.metrics, DropReason::QueueOverflow);
+            }
+        }
+        for ((module, input), (restored, expired, overflowed)) in counts {
+            tracing::info!(store = %store.path().display(), target_module = %module, %input, restored, expired, overflowed, "store: {restored} message(s) queued again for {module}/inputs/{input}; {expired} expired while the hub was stopped (edgehub_messages_dropped_total{{reason=\"ttl_expired\"}}){}", if overflowed > 0 { format!("; {overflowed} beyond --queue-size dropped (queue_overflow)") } else { String::new() });
+        }
     }
 
     /// Spawns a task the hub owns: it ends when the hub stops, and `stop` waits for it.
@@ -228,6 +303,11 @@ impl Hub {
         self.shutdown.cancel();
         self.tasks.close();
         self.tasks.wait().await;
+        // Every delivery has ended: what is still queued is in the store; make the removals
+        // durable and release the file, so a new hub can open it.
+        if let Some(store) = &self.store {
+            store.close();
+        }
         // Sessions and queues hold channels to tasks that are gone now.
         if let Ok(mut s) = self.sessions.lock() {
             s.clear();
@@ -285,7 +365,11 @@ impl Hub {
         if let Some(q) = queues.get(module) {
             return q.clone();
         }
-        let q = Arc::new(DeliveryQueue::new(&self.settings.device_id, module));
+        let q = Arc::new(DeliveryQueue::new(
+            &self.settings.device_id,
+            module,
+            self.store.clone(),
+        ));
         queues.insert(module.to_owned(), q.clone());
         self.spawn(deliver(self.clone(), q.clone()));
         q
@@ -357,7 +441,7 @@ impl Hub {
             .observe(body.len() as f64);
         // `$.on` is still in the bag here; WHERE sees it only as `outputName`, never as an
         // application property (`$.` names are system properties).
-        let view = RoutingView {
+        let view = crate::routes::RoutingView {
             device,
             module,
             output,
@@ -411,18 +495,25 @@ impl Hub {
                 body: body.clone(),
                 via: via.clone(),
                 expires: now + via.ttl,
+                seq: None,
             };
             pending.push((queue.clone(), routed));
         }
         for _ in 0..upstream {
             self.dropped(DropReason::Upstream, &out);
         }
+        pending.retain(|_| {
+            let drop = self.faults.drop(Path::Messages);
+            if drop {
+                self.dropped(DropReason::Fault, &out);
+            }
+            !drop
+        });
+        if let Some(store) = &self.store {
+            self.persist(store, pending);
+        }
         let mut taken = 0;
         for (queue, routed) in pending.drain(..) {
-            if self.faults.drop(Path::Messages) {
-                self.dropped(DropReason::Fault, &out);
-                continue;
-            }
             if queue.push(&self.metrics, routed, self.settings.queue_size) {
                 taken += 1;
             } else {
@@ -431,6 +522,37 @@ impl Hub {
             }
         }
         Ok(taken)
+    }
+
+    /// Writes a message's deliveries to the store (one durable commit) before they are queued
+    /// and the sender gets its PUBACK. A failed write is logged, and the message is queued in
+    /// memory only (it would be lost if the hub stopped before delivering it).
+    fn persist(&self, store: &Store, pending: &mut [(Arc<DeliveryQueue>, Routed)]) {
+        if pending.is_empty() {
+            return;
+        }
+        let wall = SystemTime::now();
+        let records = (pending.iter())
+            .map(|(queue, routed)| {
+                let expires = wall
+                    .checked_add(routed.via.ttl)
+                    .unwrap_or(wall + Duration::from_secs(1 << 32));
+                routed.record(&queue.name, expires)
+            })
+            .collect();
+        match store.put(records) {
+            Ok(seqs) => {
+                for ((_, routed), seq) in pending.iter_mut().zip(seqs) {
+                    routed.seq = Some(seq);
+                }
+                self.store_failed.store(false, Ordering::Relaxed);
+            }
+            Err(e) => {
+                if !self.store_failed.swap(true, Ordering::Relaxed) {
+                    tracing::error!(error = %error_chain(&e), "message not written to the hub store; queued in memory only, so it is lost if the hub stops before delivering it (logged once until a write succeeds)");
+                }
+            }
+        }
     }
 
     /// Resolves what messages from `sender` on `output` need: their source, their labels and

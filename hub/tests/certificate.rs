@@ -1,9 +1,10 @@
 //! One server certificate: the MQTT and HTTPS listeners present the same one, and it is the one
 //! written to `server.pem` (issue 11).
 
-use clap::Parser;
 use std::sync::Arc;
 use tokio::net::TcpStream;
+
+mod support;
 
 const MANIFEST: &str = r#"{"modulesContent":{"$edgeAgent":{"properties.desired":{"modules":{"a":{}}}},
   "$edgeHub":{"properties.desired":{"routes":{}}}}}"#;
@@ -21,25 +22,8 @@ async fn presented(ca: &str, addr: std::net::SocketAddr, alpn: &[&[u8]]) -> Vec<
 
 #[tokio::test]
 async fn both_listeners_present_the_certificate_in_server_pem() {
-    let dir = std::env::temp_dir().join(format!("hub-test-cert-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("deployment.json"), MANIFEST).unwrap();
-    let args = hub::Args::parse_from([
-        "hub",
-        "--bind",
-        "127.0.0.1",
-        "--mqtt-port",
-        "0",
-        "--https-port",
-        "0",
-        "--metrics-port",
-        "0",
-        "--deployment",
-        dir.join("deployment.json").to_str().unwrap(),
-        "--state-dir",
-        dir.to_str().unwrap(),
-    ]);
+    let dir = support::state_dir("cert", MANIFEST);
+    let args = support::args(&dir, &[]);
     let running = hub::start(&args).await.unwrap();
     let ca = std::fs::read_to_string(&running.ca_path).unwrap();
     let mqtt = presented(&ca, running.mqtt, &[]).await;

@@ -4,78 +4,30 @@
 use bytes::Bytes;
 use clap::Parser;
 use edge::session::Subscriptions;
-use edge::{Incoming, Message, MethodClient, ModuleClient, ModuleIdentity};
+use edge::{Incoming, Message, MethodClient, ModuleClient};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
+
+mod support;
+use support::TestHub;
 
 const MANIFEST: &str = r#"{"modulesContent":{
   "$edgeAgent":{"properties.desired":{"modules":{"a":{},"b":{}}}},
   "$edgeHub":{"properties.desired":{"routes":{
      "toB":"FROM /messages/modules/a/outputs/* INTO BrokeredEndpoint(\"/modules/b/inputs/in\")"}}}}}"#;
 
-struct TestHub {
-    running: hub::RunningHub,
-}
-
 async fn start(name: &str, extra: &[&str]) -> TestHub {
-    let dir = std::env::temp_dir().join(format!("hub-faults-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("deployment.json"), MANIFEST).unwrap();
-    let deployment = dir.join("deployment.json");
-    let mut args = vec![
-        "hub",
-        "--bind",
-        "127.0.0.1",
-        "--mqtt-port",
-        "0",
-        "--https-port",
-        "0",
-        "--metrics-port",
-        "0",
-        "--deployment",
-        deployment.to_str().unwrap(),
-        "--state-dir",
-        dir.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    let args = hub::Args::parse_from(args);
-    TestHub {
-        running: hub::start(&args).await.unwrap(),
-    }
+    support::start(&format!("faults-{name}"), MANIFEST, extra)
+        .await
+        .unwrap()
 }
 
 impl TestHub {
-    fn identity(&self, module: &str) -> Arc<ModuleIdentity> {
-        let mut id = ModuleIdentity::with_key(
-            "local-hub.azure-devices.net",
-            "localhost",
-            "local-edge-device",
-            module,
-            self.running.hub.identities.keys(module).unwrap()[0].clone(),
-            self.running.ca_path.clone(),
-        );
-        id.mqtt_port = self.running.mqtt.port();
-        id.https_port = self.running.https.port();
-        Arc::new(id)
-    }
-
-    async fn metrics(&self) -> String {
-        let mut s = TcpStream::connect(self.running.metrics).await.unwrap();
-        s.write_all(b"GET /metrics HTTP/1.0\r\naccept: text/plain\r\n\r\n")
-            .await
-            .unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).await.unwrap();
-        out
-    }
-
     /// The sum of every series of `name` whose labels contain `label`.
     async fn value(&self, name: &str, label: &str) -> u64 {
-        self.metrics()
+        self.scrape()
             .await
             .lines()
             .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(label))
@@ -117,17 +69,10 @@ async fn receiver(hub: &TestHub) -> (ModuleClient, mpsc::Receiver<String>) {
 }
 
 async fn wait_subscribed(hub: &TestHub, module: &str) {
-    for _ in 0..400 {
-        let s = hub.running.hub.session(module);
-        if s.is_some_and(|s| {
-            s.inputs.load(std::sync::atomic::Ordering::SeqCst)
-                && s.methods.load(std::sync::atomic::Ordering::SeqCst) > 0
-        }) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("{module} never subscribed");
+    hub.wait_for_session(module, "subscribed", |s| {
+        s.takes_inputs() && s.takes_methods()
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,19 +3,20 @@
 
 use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
 use bytes::{Bytes, BytesMut};
-use clap::Parser;
 use edge::session::Subscriptions;
-use edge::{Incoming, Message, MethodClient, ModuleClient, ModuleIdentity};
+use edge::{Incoming, Message, MethodClient, ModuleClient};
 use http_body_util::{BodyExt, Full};
 use rand::RngCore;
 use rumqttc::mqttbytes::v4::{Connect, ConnectReturnCode, Packet, Publish};
 use rumqttc::mqttbytes::QoS;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
+
+mod support;
+use support::TestHub;
 
 const MANIFEST: &str = r#"{"modulesContent":{
   "$edgeAgent":{"properties.desired":{"modules":{"a":{},"b":{},"silent":{}}}},
@@ -24,58 +25,16 @@ const MANIFEST: &str = r#"{"modulesContent":{
      "toB":{"route":"FROM /messages/modules/a/outputs/toB INTO BrokeredEndpoint(\"/modules/b/inputs/fromA\")","priority":1,"timeToLiveSecs":60},
      "cloud":"FROM /messages/modules/b/* INTO $upstream"}}}}}"#;
 
-struct TestHub {
-    running: hub::RunningHub,
-    dir: PathBuf,
-}
-
 async fn start_hub(name: &str, manifest: &str) -> anyhow::Result<TestHub> {
-    let dir = std::env::temp_dir().join(format!("hub-test-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    std::fs::write(dir.join("deployment.json"), manifest)?;
-    let args = hub::Args::parse_from([
-        "hub",
-        "--bind",
-        "127.0.0.1",
-        "--mqtt-port",
-        "0",
-        "--https-port",
-        "0",
-        "--metrics-port",
-        "0",
-        "--plain-mqtt-port",
-        "0",
-        "--ack-timeout",
-        "2s",
-        "--deployment",
-        dir.join("deployment.json").to_str().unwrap(),
-        "--state-dir",
-        dir.to_str().unwrap(),
-    ]);
-    Ok(TestHub {
-        running: hub::start(&args).await?,
-        dir,
-    })
+    support::start(
+        name,
+        manifest,
+        &["--plain-mqtt-port", "0", "--ack-timeout", "2s"],
+    )
+    .await
 }
 
 impl TestHub {
-    fn key(&self, module: &str) -> Vec<u8> {
-        self.running.hub.identities.keys(module).unwrap()[0].clone()
-    }
-    fn identity(&self, module: &str) -> Arc<ModuleIdentity> {
-        let mut id = ModuleIdentity::with_key(
-            "local-hub.azure-devices.net",
-            "localhost",
-            "local-edge-device",
-            module,
-            self.key(module),
-            self.running.ca_path.clone(),
-        );
-        id.mqtt_port = self.running.mqtt.port();
-        id.https_port = self.running.https.port();
-        Arc::new(id)
-    }
     async fn client(
         &self,
         module: &str,
@@ -87,25 +46,8 @@ impl TestHub {
     }
     /// Waits until `module` has subscribed to direct methods (connect returns before SUBACK).
     async fn wait_for_methods_subscription(&self, module: &str) {
-        for _ in 0..200 {
-            let subscribed = self
-                .running
-                .hub
-                .session(module)
-                .is_some_and(|s| s.methods.load(std::sync::atomic::Ordering::SeqCst) > 0);
-            if subscribed {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("{module} never subscribed to methods");
-    }
-
-    fn metrics(&self) -> String {
-        let mut s = String::new();
-        let _ = &self.dir;
-        s.push_str(&format!("{}", self.running.metrics));
-        s
+        self.wait_for_session(module, "subscribed to methods", |s| s.takes_methods())
+            .await;
     }
 }
 
@@ -334,14 +276,7 @@ async fn refusals_get_edgehub_answers_and_spare_other_clients() {
 }
 
 async fn common_metrics(hub: &TestHub) -> String {
-    let _ = hub.metrics();
-    let mut s = TcpStream::connect(hub.running.metrics).await.unwrap();
-    s.write_all(b"GET /metrics HTTP/1.0\r\nAccept: text/plain\r\n\r\n")
-        .await
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out
+    hub.scrape().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,12 +3,13 @@
 //! time: no task, socket or port is left behind.
 
 use bytes::BytesMut;
-use clap::Parser;
 use rumqttc::mqttbytes::v4::{Connect, Packet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+mod support;
 
 const MANIFEST: &str = r#"{"modulesContent":{"$edgeAgent":{"properties.desired":{"modules":{"a":{},"b":{}}}},
   "$edgeHub":{"properties.desired":{"routes":{"r":"FROM /messages/modules/a/outputs/* INTO BrokeredEndpoint(\"/modules/b/inputs/in\")"}}}}}"#;
@@ -31,28 +32,8 @@ async fn settled_tasks(at_most: usize) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_starts_and_stops_leave_nothing_behind() {
-    let dir = std::env::temp_dir().join(format!("hub-test-lifecycle-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("deployment.json"), MANIFEST).unwrap();
-    let deployment = dir.join("deployment.json");
-    let args = hub::Args::parse_from([
-        "hub",
-        "--bind",
-        "127.0.0.1",
-        "--mqtt-port",
-        "0",
-        "--https-port",
-        "0",
-        "--metrics-port",
-        "0",
-        "--plain-mqtt-port",
-        "0",
-        "--deployment",
-        deployment.to_str().unwrap(),
-        "--state-dir",
-        dir.to_str().unwrap(),
-    ]);
+    let dir = support::state_dir("lifecycle", MANIFEST);
+    let args = support::args(&dir, &["--plain-mqtt-port", "0"]);
     let tasks_before = settled_tasks(0).await;
     let mut fds_before = None;
     for round in 0..20 {

@@ -34,6 +34,13 @@ impl MessageProperties for Props {
     }
 }
 
+/// A deployment manifest whose `$edgeHub` has `routes` under `schemaVersion`.
+fn manifest(schema: &str, routes: serde_json::Map<String, Value>) -> Value {
+    json!({"modulesContent": {"$edgeHub": {"properties.desired": {
+        "schemaVersion": schema, "routes": Value::Object(routes)
+    }}}})
+}
+
 /// Parses, and checks what every outcome must satisfy: a refusal names the route, an accepted
 /// route can be evaluated.
 fn check(name: &str, text: &str, props: &Props) -> Result<bool, TestCaseError> {
@@ -441,9 +448,7 @@ proptest! {
             };
             map.insert(n.clone(), spec);
         }
-        let manifest = json!({"modulesContent": {"$edgeHub": {"properties.desired": {
-            "schemaVersion": "1.1", "routes": Value::Object(map.clone())
-        }}}});
+        let manifest = manifest("1.1", map.clone());
         let table = RouteTable::from_manifest(&manifest)
             .map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert_eq!(table.routes().len(), map.len());
@@ -678,10 +683,7 @@ proptest! {
         ),
         schema in prop::sample::select(&["1.0", "1.1", "1.2", ""][..]),
     ) {
-        let routes: serde_json::Map<String, Value> = entries.into_iter().collect();
-        let manifest = json!({"modulesContent": {"$edgeHub": {"properties.desired": {
-            "schemaVersion": schema, "routes": Value::Object(routes)
-        }}}});
+        let manifest = manifest(schema, entries.into_iter().collect());
         let _ = RouteTable::from_manifest(&manifest).map(|t| t.routes().len());
     }
 }

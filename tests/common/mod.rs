@@ -2,6 +2,7 @@
 //! on real sockets, stopped when the test ends.
 #![allow(dead_code)]
 
+use edge::contract::{vars, Endpoints, IdentitiesFile, ModuleEnv};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -70,7 +71,9 @@ impl Proc {
             .map(|(k, _)| k.to_string_lossy().into_owned())
             .collect();
         for (k, _) in std::env::vars() {
-            if (k.starts_with("IOTEDGE_") || k.starts_with("OTEL_")) && !explicit.contains(&k) {
+            if (k.starts_with(vars::IOTEDGE_PREFIX) || k.starts_with("OTEL_"))
+                && !explicit.contains(&k)
+            {
                 cmd.env_remove(k);
             }
         }
@@ -189,7 +192,7 @@ pub struct Hub {
     pub plain_mqtt: Option<u16>,
     pub metrics: u16,
     pub ca: PathBuf,
-    pub identities: serde_json::Value,
+    pub identities: IdentitiesFile,
 }
 
 impl Hub {
@@ -200,7 +203,8 @@ impl Hub {
 
     /// Starts a hub on an existing state directory (a restart keeps its CA and keys).
     pub fn start_in(state: PathBuf, manifest: &Path, mqtt: u16, https: u16, extra: &[&str]) -> Hub {
-        let _ = std::fs::remove_file(state.join("endpoints.json"));
+        let endpoints = Endpoints::path(&state);
+        let _ = std::fs::remove_file(&endpoints);
         let mut cmd = Command::new(bin());
         cmd.args([
             "hub",
@@ -223,7 +227,6 @@ impl Hub {
         ])
         .args(extra);
         let mut proc = Proc::spawn("hub", cmd);
-        let endpoints = state.join("endpoints.json");
         let deadline = Instant::now() + Duration::from_secs(20);
         let text = loop {
             if let Ok(t) = std::fs::read_to_string(&endpoints) {
@@ -240,17 +243,15 @@ impl Hub {
             );
             std::thread::sleep(Duration::from_millis(50));
         };
-        let e: serde_json::Value = serde_json::from_str(&text).unwrap();
-        let identities: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(state.join("identities.json")).unwrap())
-                .unwrap();
-        let port = |k: &str| e[k].as_u64().unwrap_or(0) as u16;
+        let e = Endpoints::parse(&text)
+            .unwrap_or_else(|err| panic!("{}: {err}: {text}", endpoints.display()));
+        let identities = IdentitiesFile::read(&e.identities).unwrap_or_else(|err| panic!("{err}"));
         Hub {
-            mqtt: port("mqtt"),
-            https: port("https"),
-            plain_mqtt: e["plainMqtt"].as_u64().map(|p| p as u16),
-            metrics: port("metrics"),
-            ca: PathBuf::from(e["ca"].as_str().unwrap()),
+            mqtt: e.mqtt,
+            https: e.https,
+            plain_mqtt: e.plain_mqtt,
+            metrics: e.metrics,
+            ca: e.ca,
             identities,
             state,
             proc,
@@ -258,42 +259,43 @@ impl Hub {
     }
 
     pub fn key(&self, module: &str) -> String {
-        self.identities["modules"][module]["primaryKey"]
-            .as_str()
+        self.identities
+            .modules
+            .get(module)
             .unwrap_or_else(|| panic!("no identity for {module}"))
-            .to_owned()
+            .primary_key
+            .clone()
     }
 
     pub fn device(&self) -> String {
-        self.identities["deviceId"].as_str().unwrap().to_owned()
+        self.identities.device_id.clone()
     }
 
     pub fn iothub(&self) -> String {
-        self.identities["iothubHostname"]
-            .as_str()
-            .unwrap()
-            .to_owned()
+        self.identities.iothub_hostname.clone()
     }
 
     pub fn connection_string(&self, module: &str) -> String {
-        format!("HostName={};DeviceId={};ModuleId={module};SharedAccessKey={};GatewayHostName=localhost", self.iothub(), self.device(), self.key(module))
+        self.identities
+            .connection_string(module)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .to_string()
     }
 
     /// The environment a module process gets in the local-development mode.
     pub fn module_env(&self, module: &str) -> BTreeMap<String, String> {
-        BTreeMap::from([
-            (
-                "EdgeHubConnectionString".into(),
-                self.connection_string(module),
-            ),
-            (
-                "EdgeModuleCACertificateFile".into(),
-                self.ca.display().to_string(),
-            ),
-            ("EDGEHUB_MQTT_PORT".into(), self.mqtt.to_string()),
-            ("EDGEHUB_HTTPS_PORT".into(), self.https.to_string()),
-            ("METRICS_ADDR".into(), "127.0.0.1:0".into()),
-        ])
+        let mut env = ModuleEnv {
+            connection_string: self
+                .identities
+                .connection_string(module)
+                .unwrap_or_else(|e| panic!("{e}")),
+            ca_file: self.ca.clone(),
+            mqtt_port: self.mqtt,
+            https_port: self.https,
+        }
+        .vars();
+        env.insert(vars::METRICS_ADDR.into(), "127.0.0.1:0".into());
+        env
     }
 
     pub fn metrics_text(&self) -> String {
@@ -361,6 +363,19 @@ pub fn wait_for_summary(
 
 pub fn count(s: &serde_json::Value, kind: &str, field: &str) -> u64 {
     s["kinds"][kind][field].as_u64().unwrap_or(0)
+}
+
+/// `method-vs-message <args>` (the local run, as `cargo run --release -- <args>`) from the
+/// repository root with its state in `state` and every port chosen freely, so that no
+/// [`FixedPorts`] lock is needed.
+pub fn local_run_command(state: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(bin());
+    cmd.current_dir(repo())
+        .args(args)
+        .args(edge::contract::LOCAL_RUN_FREE_PORTS)
+        .arg("--state-dir")
+        .arg(state);
+    cmd
 }
 
 /// Starts a module (`producer` or `consumer`) with `env`.

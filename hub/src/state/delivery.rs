@@ -5,12 +5,17 @@
 //! values and handles — is a [`Delivery`] resolved once per (sender connection, output, route) by
 //! the router and shared by every message it routes that way, so a message carries only its
 //! topic, its encoded bag, its body and an `Arc`.
+//!
+//! With a store (`crate::store`), every queued message is also there under its sequence number
+//! (`Routed::seq`): written before the sender's PUBACK, removed when the message leaves the queue
+//! (acknowledged or dropped), so a restarted hub delivers what was waiting.
 
 use super::{Hub, PublishError};
 use crate::faults::Path;
 use crate::metrics::{
     DropReason, HubMetrics, QueueLabels, SendDurationLabels, SentLabels, SharedLabel,
 };
+use crate::store::{Record, Store};
 use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -27,12 +32,12 @@ pub(crate) struct Delivery {
     /// `devices/{d}/modules/{target}/inputs/{input}`.
     topic_prefix: String,
     /// The sender's `{device}/{module}`.
-    from: SharedLabel,
+    pub(super) from: SharedLabel,
     /// The sender's output ("" without one).
-    from_output: SharedLabel,
+    pub(super) from_output: SharedLabel,
     /// The target's `{device}/{module}`.
     to: SharedLabel,
-    input: SharedLabel,
+    pub(super) input: SharedLabel,
     priority: u8,
     pub(super) ttl: Duration,
     /// `edgehub_messages_sent_total` and `edgehub_message_send_duration_seconds` of this
@@ -92,7 +97,7 @@ impl Delivery {
         })
     }
 
-    fn dropped(&self, metrics: &HubMetrics, reason: DropReason) {
+    pub(super) fn dropped(&self, metrics: &HubMetrics, reason: DropReason) {
         super::count_drop(metrics, reason, &self.from, &self.from_output);
     }
 }
@@ -107,11 +112,32 @@ pub(crate) struct Routed {
     pub(super) body: Bytes,
     pub(super) via: Arc<Delivery>,
     pub(super) expires: Instant,
+    /// Its number in the store; `None` without one (or when writing it failed).
+    pub(super) seq: Option<u64>,
+}
+
+impl Routed {
+    /// What the store keeps of it for `module`.
+    pub(super) fn record(&self, module: &SharedLabel, expires: std::time::SystemTime) -> Record {
+        Record {
+            module: module.clone(),
+            input: self.via.input.clone(),
+            from: self.via.from.clone(),
+            from_output: self.via.from_output.clone(),
+            priority: self.via.priority,
+            expires,
+            bag: self.bag.clone(),
+            body: self.body.clone(),
+        }
+    }
 }
 
 /// Store-and-forward queue of one target module: one message in flight, as edgeHub does.
 pub(crate) struct DeliveryQueue {
     pub(crate) module: String,
+    /// The module's name as the store records it.
+    pub(super) name: SharedLabel,
+    store: Option<Arc<Store>>,
     /// `{device}/{module}`: the `to` label of what this queue delivers.
     to: SharedLabel,
     items: Mutex<VecDeque<Routed>>,
@@ -121,9 +147,11 @@ pub(crate) struct DeliveryQueue {
 }
 
 impl DeliveryQueue {
-    pub(super) fn new(device: &str, module: &str) -> Self {
+    pub(super) fn new(device: &str, module: &str, store: Option<Arc<Store>>) -> Self {
         Self {
             module: module.to_owned(),
+            name: module.into(),
+            store,
             to: format!("{device}/{module}").into(),
             items: Mutex::new(VecDeque::new()),
             wake: Notify::new(),
@@ -131,13 +159,16 @@ impl DeliveryQueue {
         }
     }
 
-    /// Appends `routed` unless `capacity` messages wait already; the new length when it did.
+    /// Appends `routed` unless `capacity` messages wait already (then it leaves the store too);
+    /// whether it did.
     pub(super) fn push(&self, metrics: &HubMetrics, routed: Routed, capacity: usize) -> bool {
         let len = {
             let Ok(mut items) = self.items.lock() else {
                 return false;
             };
             if items.len() >= capacity {
+                drop(items);
+                self.forget(&routed);
                 return false;
             }
             items.push_back(routed);
@@ -173,6 +204,7 @@ impl DeliveryQueue {
         Some(m.topic.take().unwrap_or_else(|| m.via.topic(&m.bag)))
     }
 
+    /// Removes the head, from the store too.
     fn pop(&self, metrics: &HubMetrics) -> Option<Routed> {
         let (m, len) = {
             let mut items = self.items.lock().ok()?;
@@ -180,7 +212,16 @@ impl DeliveryQueue {
             (m, items.len())
         };
         self.length(metrics).set(len as i64);
+        if let Some(m) = &m {
+            self.forget(m);
+        }
         m
+    }
+
+    fn forget(&self, m: &Routed) {
+        if let (Some(store), Some(seq)) = (&self.store, m.seq) {
+            store.remove(seq);
+        }
     }
 
     /// Removes the head for good: counted in `edgehub_messages_dropped_total{reason}` and
@@ -210,6 +251,17 @@ pub(super) async fn deliver(hub: Arc<Hub>, queue: Arc<DeliveryQueue>) {
     loop {
         let notified = queue.wake.notified();
         let head = queue.head();
+        if head
+            .as_ref()
+            .is_some_and(|(_, expires)| Instant::now() > *expires)
+        {
+            attempts = 0;
+            // Expiry is what the time-to-live is for: counted, not logged per message. Checked
+            // before anyone is there to take it, so expired messages do not wait for a module
+            // that stays offline (within a second: the wait below wakes up to look).
+            queue.drop_head(metrics, DropReason::TtlExpired, None);
+            continue;
+        }
         let session = hub
             .session(&queue.module)
             .filter(|s| s.inputs.load(Ordering::SeqCst) && !s.is_closed.load(Ordering::SeqCst));
@@ -220,8 +272,7 @@ pub(super) async fn deliver(hub: Arc<Hub>, queue: Arc<DeliveryQueue>) {
         };
         if Instant::now() > expires {
             attempts = 0;
-            // Expiry is what the time-to-live is for: counted, not logged per message.
-            queue.drop_head(metrics, DropReason::TtlExpiry, None);
+            queue.drop_head(metrics, DropReason::TtlExpired, None);
             continue;
         }
         if attempts >= hub.settings.max_delivery_attempts {

@@ -18,9 +18,9 @@ pub struct Session {
     /// `{device}/{module}`.
     pub name: Arc<str>,
     pub outbound: mpsc::Sender<Packet>,
-    pub inputs: AtomicBool,
+    pub(crate) inputs: AtomicBool,
     /// Granted QoS for method requests + 1; 0 = not subscribed.
-    pub methods: AtomicU8,
+    pub(crate) methods: AtomicU8,
     next_pkid: AtomicU16,
     /// Packet ids of QoS 1 publishes still waiting for their PUBACK; `acked` wakes the waiters
     /// when one leaves. (A waiter that gave up leaves its id here, so a late PUBACK for it is
@@ -28,8 +28,8 @@ pub struct Session {
     acks: Mutex<HashSet<u16>>,
     acked: Notify,
     pub closed: Notify,
-    pub is_closed: AtomicBool,
-    pub twin_version: AtomicU64,
+    pub(crate) is_closed: AtomicBool,
+    pub(crate) twin_version: AtomicU64,
     /// Buffers and resolved handles for routing this connection's messages; only `Hub::route`
     /// takes it, from this connection's read loop, so it is never contended.
     pub(super) routing: Mutex<super::SenderRouting>,
@@ -52,6 +52,16 @@ impl Session {
             twin_version: AtomicU64::new(1),
             routing: Mutex::default(),
         }
+    }
+
+    /// Subscribed to its inputs (deliveries may go to it).
+    pub fn takes_inputs(&self) -> bool {
+        self.inputs.load(Ordering::SeqCst)
+    }
+
+    /// Subscribed to method requests (calls may go to it).
+    pub fn takes_methods(&self) -> bool {
+        self.methods.load(Ordering::SeqCst) > 0
     }
 
     fn pkid(&self) -> u16 {

@@ -1,0 +1,109 @@
+//! One exchange of either kind, and what both kinds share: the reply's parsing and span, the
+//! error streak's logging and how an outcome is concluded. The loops (closed and open) start
+//! exchanges through [`Exchange`] without knowing their kind.
+
+pub(crate) mod message;
+pub(crate) mod method;
+
+use crate::recorder::{Outcome, Recorder};
+use crate::stats::Kind;
+use chrono::{DateTime, Utc};
+use edge::seed::TimeReply;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The closed loop's pause after a failure (not after a timeout, which already waited).
+pub(crate) const CLOSED_LOOP_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Starts one exchange of a kind. `scheduled` is the open loop's planned start, from which Total
+/// and the deadline count; the closed loop passes `None` (they count from now) and pauses
+/// [`CLOSED_LOOP_BACKOFF`] after a failure.
+pub(crate) type Exchange =
+    Arc<dyn Fn(Option<Instant>) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+pub(crate) fn millis_between(a: DateTime<Utc>, b: DateTime<Utc>) -> f64 {
+    (b - a)
+        .num_microseconds()
+        .map(|us| us as f64 / 1000.0)
+        .unwrap_or(f64::NAN)
+}
+
+/// The producer's timestamp and trace context from a reply, or why it is unusable.
+pub(crate) fn parse_reply(body: &[u8]) -> Result<(DateTime<Utc>, TimeReply), String> {
+    let reply: TimeReply =
+        serde_json::from_slice(body).map_err(|e| format!("reply is not {{\"UtcTime\":…}}: {e}"))?;
+    let produced = edge::time::parse(&reply.utc_time)
+        .ok_or_else(|| format!("UtcTime {:?} is not a time", reply.utc_time))?;
+    Ok((produced, reply))
+}
+
+/// The consumer's span around receiving a reply: its parent is the producer's handling span.
+pub(crate) fn reply_span(kind: Kind, get: impl Fn(&str) -> Option<String>) {
+    let span = tracing::info_span!("receive_reply", otel.kind = "consumer", kind = kind.label());
+    let values: Vec<(&str, String)> = ["traceparent", "tracestate"]
+        .into_iter()
+        .filter_map(|k| get(k).map(|v| (k, v)))
+        .collect();
+    telemetry::set_remote_parent(&span, |k| {
+        values
+            .iter()
+            .find(|(key, _)| *key == k)
+            .map(|(_, v)| v.as_str())
+    });
+    let _entered = span.enter();
+}
+
+/// Logs an error streak once, and its end. Shared by the open loop's concurrent exchanges.
+#[derive(Default)]
+pub(crate) struct ErrorStreak(AtomicU64);
+
+impl ErrorStreak {
+    fn failed(&self, kind: Kind, what: &str) {
+        if self.0.fetch_add(1, Ordering::Relaxed) == 0 {
+            tracing::warn!(
+                kind = kind.label(),
+                error = what,
+                "exchange failed; further failures are counted, not logged (the closed loop retries every second)"
+            );
+        }
+    }
+    fn succeeded(&self, kind: Kind) {
+        // A load first: the common case (no streak) writes nothing.
+        if self.0.load(Ordering::Relaxed) > 0 {
+            let failures = self.0.swap(0, Ordering::Relaxed);
+            if failures > 0 {
+                tracing::info!(kind = kind.label(), failures, "exchanges succeed again");
+            }
+        }
+    }
+}
+
+/// What every exchange of a kind shares.
+pub(crate) struct Common {
+    pub kind: Kind,
+    pub timeout: Duration,
+    pub recorder: Recorder,
+    pub streak: ErrorStreak,
+}
+
+impl Common {
+    /// Records how the exchange ended (`why` says what failed) and, in the closed loop, pauses
+    /// after a failure.
+    async fn conclude(&self, outcome: Outcome, why: &str, scheduled: Option<Instant>) {
+        match outcome {
+            Outcome::Ok(_) => self.streak.succeeded(self.kind),
+            Outcome::Failed(_) => self.streak.failed(self.kind, why),
+            Outcome::Timeout => {
+                tracing::debug!(kind = self.kind.label(), why, "exchange timed out")
+            }
+            Outcome::Skipped => {}
+        }
+        self.recorder.record(self.kind, outcome);
+        if scheduled.is_none() && matches!(outcome, Outcome::Failed(_)) {
+            tokio::time::sleep(CLOSED_LOOP_BACKOFF).await;
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! The summaries printed every interval and at exit: the seed's table, the JSON line, or both.
+
+use crate::stats::{self, IntervalStats, Kind, Schedule, Scope};
+use crate::SummaryFormat;
+use chrono::Utc;
+use std::io::Write as _;
+use std::time::Duration;
+
+/// How summaries are printed.
+#[derive(Clone)]
+pub(crate) struct Output {
+    pub format: SummaryFormat,
+    pub kinds: Vec<Kind>,
+    pub schedule: Schedule,
+}
+
+impl Output {
+    fn render(&self, scope: Scope, stats: &IntervalStats, covered: Duration) -> String {
+        let stamp = edge::time::round_trip_offset(Utc::now());
+        let verdict = stats.verdict(&self.kinds);
+        let mut out = String::new();
+        if matches!(self.format, SummaryFormat::Table | SummaryFormat::Both) {
+            match scope {
+                Scope::Interval => {
+                    out.push_str(&stats::render_table(
+                        &stamp,
+                        covered,
+                        stats,
+                        &self.kinds,
+                        true,
+                    ));
+                    if let Some(v) = &verdict {
+                        out.push_str(&stats::render_verdict(v));
+                    }
+                }
+                Scope::Run => out.push_str(&stats::render_run_table(
+                    &stamp,
+                    covered,
+                    stats,
+                    &self.kinds,
+                    self.schedule,
+                    verdict.as_ref(),
+                )),
+            }
+        }
+        if matches!(self.format, SummaryFormat::Json | SummaryFormat::Both) {
+            out.push_str(&stats::render_summary_json(
+                scope,
+                &stamp,
+                covered,
+                stats,
+                &self.kinds,
+                self.schedule,
+                verdict.as_ref(),
+            ));
+            out.push('\n');
+        }
+        out
+    }
+
+    /// Renders (the verdict's bootstrap takes milliseconds of CPU) and writes off the async
+    /// workers, in one write so tables from concurrent output never interleave.
+    pub(crate) async fn print(&self, scope: Scope, stats: IntervalStats, covered: Duration) {
+        let this = self.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            let out = this.render(scope, &stats, covered);
+            let mut stdout = std::io::stdout().lock();
+            let _ = stdout.write_all(out.as_bytes());
+            let _ = stdout.flush();
+        })
+        .await;
+    }
+}

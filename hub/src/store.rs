@@ -1,0 +1,488 @@
+//! The hub's persistent store-and-forward queue: every message waiting for a module input (queued
+//! while the module is offline, or sent and not acknowledged yet) is kept in a redb database
+//! under the state directory, so a restarted hub — also one that was killed — delivers it.
+//!
+//! One table maps a sequence number, increasing across restarts, to the message: target module
+//! and input, sender and output (its metric labels), route priority, expiry as unix time, the
+//! encoded property bag and the body. Order per module input is the order of the numbers.
+//!
+//! Writes go through one thread, behind the message path: `put` and `remove` only hand the
+//! change to it. It gathers what arrives within [`COMMIT_DELAY`] and commits it as one
+//! transaction; a message put and removed in the same batch (delivered and acknowledged within
+//! the delay, the usual case with the module online) is never written at all, so the store costs
+//! the message path almost nothing until messages actually wait.
+//!
+//! What survives what, as with edgeHub's RocksDB store (writes not synced): a commit is in the
+//! operating system's page cache when it returns and reaches the disk by an fsync at most
+//! [`SYNC_INTERVAL`] later. A killed hub loses what was routed within the last [`COMMIT_DELAY`]
+//! (plus the commit itself); a power cut loses at most [`SYNC_INTERVAL`] more. A removal not yet
+//! committed means that message is delivered once more after a restart (at least once, as MQTT
+//! QoS 1). Waiting for an fsync before each PUBACK would cost about a millisecond per message,
+//! several times a whole hop through the hub (measured with `scripts/bench.sh`).
+
+use bytes::Bytes;
+use redb::backends::FileBackend;
+use redb::{Database, ReadableTable, StorageBackend, TableDefinition};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// The store's file in the state directory.
+pub const FILE_NAME: &str = "store.redb";
+
+/// How long the writer gathers changes before it commits them.
+pub const COMMIT_DELAY: Duration = Duration::from_millis(5);
+
+/// How long a commit may stay in the page cache before it is synced to the disk.
+pub const SYNC_INTERVAL: Duration = Duration::from_secs(1);
+
+/// redb's file backend with the sync of each commit left to the writer's clock (see the module
+/// documentation); everything else is the file backend's.
+#[derive(Debug)]
+struct PageCacheBackend(FileBackend);
+
+impl StorageBackend for PageCacheBackend {
+    fn len(&self) -> std::io::Result<u64> {
+        self.0.len()
+    }
+    fn read(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+        self.0.read(offset, len)
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.0.set_len(len)
+    }
+    fn sync_data(&self, _eventual: bool) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.0.write(offset, data)
+    }
+}
+
+/// sequence → (module, input, from, from output, priority, expires unix ms, bag, body).
+type Row<'a> = (
+    &'a str,
+    &'a str,
+    &'a str,
+    &'a str,
+    u8,
+    u64,
+    &'a str,
+    &'a [u8],
+);
+const MESSAGES: TableDefinition<u64, Row<'static>> = TableDefinition::new("messages");
+
+/// One stored message for one module input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub module: Arc<str>,
+    pub input: Arc<str>,
+    /// The sender's `{device}/{module}` and output ("" without one): the labels it is counted by.
+    pub from: Arc<str>,
+    pub from_output: Arc<str>,
+    pub priority: u8,
+    pub expires: SystemTime,
+    /// The encoded property bag as delivered.
+    pub bag: Arc<str>,
+    pub body: Bytes,
+}
+
+/// What the store could not do; each keeps redb's error as its source.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("hub store {} cannot be opened (to start with an empty store, remove {} — the messages queued in it will be lost)", path.display(), path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: Box<redb::Error>,
+    },
+    #[error("hub store {} is in use by another process (another hub on the same --state-dir?)", path.display())]
+    InUse {
+        path: PathBuf,
+        #[source]
+        source: Box<redb::Error>,
+    },
+    #[error("hub store {}: its writer thread is gone", path.display())]
+    Closed { path: PathBuf },
+}
+
+enum Op {
+    Put(Vec<(u64, Record)>),
+    Remove(u64),
+    Flush(mpsc::SyncSender<()>),
+}
+
+/// The open store; cheap to share (`Arc`).
+pub struct Store {
+    path: PathBuf,
+    next: AtomicU64,
+    ops: Mutex<Option<mpsc::Sender<Op>>>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    loaded: Mutex<Vec<(u64, Record)>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+impl Store {
+    /// Opens (or creates) `dir/store.redb` and reads what it holds; a file that is not a
+    /// readable store is an error naming it and how to start without it, never discarded.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let path = dir.join(FILE_NAME);
+        let open_err = |source: redb::Error| match source {
+            redb::Error::DatabaseAlreadyOpen => StoreError::InUse {
+                path: path.clone(),
+                source: Box::new(source),
+            },
+            source => StoreError::Open {
+                path: path.clone(),
+                source: Box::new(source),
+            },
+        };
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            return Err(open_err(redb::Error::Io(e)));
+        }
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| open_err(redb::Error::Io(e)))?;
+        // The writer syncs through a second handle of the same file.
+        let sync = file.try_clone().map_err(|e| open_err(redb::Error::Io(e)))?;
+        let backend = FileBackend::new(file).map_err(|e| open_err(e.into()))?;
+        let db = Database::builder()
+            // The format redb 3 and later read too.
+            .create_with_file_format_v3(true)
+            .create_with_backend(PageCacheBackend(backend))
+            .map_err(|e| open_err(e.into()))?;
+        let loaded = Self::load(&db).map_err(open_err)?;
+        let next = loaded.last().map(|(seq, _)| seq + 1).unwrap_or(1);
+        let (tx, rx) = mpsc::channel();
+        let writer_path = path.clone();
+        let writer = std::thread::Builder::new()
+            .name("hub-store".into())
+            .spawn(move || writer(db, sync, rx, &writer_path))
+            .map_err(|e| open_err(redb::Error::Io(e)))?;
+        Ok(Store {
+            path,
+            next: AtomicU64::new(next),
+            ops: Mutex::new(Some(tx)),
+            writer: Mutex::new(Some(writer)),
+            loaded: Mutex::new(loaded),
+        })
+    }
+
+    // redb's error is large; it is boxed where it is kept (`StoreError`).
+    #[allow(clippy::result_large_err)]
+    fn load(db: &Database) -> Result<Vec<(u64, Record)>, redb::Error> {
+        // Creates the table in a new store, and checks its types in an old one.
+        let txn = db.begin_write()?;
+        txn.open_table(MESSAGES)?;
+        txn.commit()?;
+        let txn = db.begin_read()?;
+        let table = txn.open_table(MESSAGES)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (seq, v) = row?;
+            let (module, input, from, from_output, priority, expires, bag, body) = v.value();
+            out.push((
+                seq.value(),
+                Record {
+                    module: module.into(),
+                    input: input.into(),
+                    from: from.into(),
+                    from_output: from_output.into(),
+                    priority,
+                    expires: UNIX_EPOCH + Duration::from_millis(expires),
+                    bag: bag.into(),
+                    body: Bytes::copy_from_slice(body),
+                },
+            ));
+        }
+        Ok(out)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The messages the store held when it was opened, in order (once; later calls get none).
+    pub fn take_loaded(&self) -> Vec<(u64, Record)> {
+        self.loaded
+            .lock()
+            .map(|mut l| std::mem::take(&mut *l))
+            .unwrap_or_default()
+    }
+
+    fn send(&self, op: Op) -> Result<(), StoreError> {
+        let sent = self
+            .ops
+            .lock()
+            .ok()
+            .and_then(|tx| tx.as_ref().map(|tx| tx.send(op).is_ok()));
+        match sent {
+            Some(true) => Ok(()),
+            _ => Err(StoreError::Closed {
+                path: self.path.clone(),
+            }),
+        }
+    }
+
+    /// Hands `records` to the writer (committed within [`COMMIT_DELAY`]) and returns their
+    /// sequence numbers, in order.
+    pub fn put(&self, records: Vec<Record>) -> Result<Vec<u64>, StoreError> {
+        let first = self.next.fetch_add(records.len() as u64, Ordering::Relaxed);
+        let seqs: Vec<u64> = (first..).take(records.len()).collect();
+        self.send(Op::Put(seqs.iter().copied().zip(records).collect()))?;
+        Ok(seqs)
+    }
+
+    /// Forgets a message (delivered or dropped); committed within [`COMMIT_DELAY`].
+    pub fn remove(&self, seq: u64) {
+        if self.send(Op::Remove(seq)).is_err() {
+            tracing::debug!(seq, "hub store closed; removal not recorded");
+        }
+    }
+
+    /// Commits every change so far and syncs the file.
+    pub fn flush(&self) {
+        let (tx, rx) = mpsc::sync_channel(1);
+        if self.send(Op::Flush(tx)).is_ok() {
+            let _ = rx.recv();
+        }
+    }
+
+    /// Commits and syncs everything and ends the writer; later writes fail with `Closed`.
+    pub fn close(&self) {
+        self.flush();
+        let tx = self.ops.lock().ok().and_then(|mut o| o.take());
+        drop(tx);
+        let writer = self.writer.lock().ok().and_then(|mut w| w.take());
+        if let Some(w) = writer {
+            let _ = w.join();
+        }
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// The writer thread: gathers changes for [`COMMIT_DELAY`] (a flush ends the wait), commits
+/// them as one transaction, and syncs the file once commits have waited [`SYNC_INTERVAL`], on a
+/// flush, and at the end.
+fn writer(db: Database, file: std::fs::File, rx: mpsc::Receiver<Op>, path: &Path) {
+    // Since when a commit has not been synced.
+    let mut unsynced: Option<Instant> = None;
+    let mut failed_logged = false;
+    let sync = |unsynced: &mut Option<Instant>| {
+        if unsynced.take().is_some() {
+            if let Err(e) = file.sync_data() {
+                tracing::error!(store = %path.display(), error = %e, "hub store: sync to disk failed");
+            }
+        }
+    };
+    let mut open = true;
+    while open {
+        let first = match unsynced {
+            Some(since) => match rx
+                .recv_timeout((since + SYNC_INTERVAL).saturating_duration_since(Instant::now()))
+            {
+                Ok(op) => op,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    sync(&mut unsynced);
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            },
+            None => match rx.recv() {
+                Ok(op) => op,
+                Err(_) => break,
+            },
+        };
+        let mut batch = vec![first];
+        let until = Instant::now() + COMMIT_DELAY;
+        while !batch.iter().any(|op| matches!(op, Op::Flush(_))) {
+            match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
+                Ok(op) => batch.push(op),
+                Err(mpsc::RecvTimeoutError::Timeout) => break,
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    open = false;
+                    break;
+                }
+            }
+        }
+        let (puts, removes) = net_changes(&mut batch);
+        if !puts.is_empty() || !removes.is_empty() {
+            match commit(&db, &puts, &removes) {
+                Ok(()) => failed_logged = false,
+                Err(e) if !failed_logged => {
+                    failed_logged = true;
+                    tracing::error!(store = %path.display(), error = %e, "hub store: commit failed; the messages stay queued in memory only (logged once until a commit succeeds)");
+                }
+                Err(_) => {}
+            }
+            unsynced.get_or_insert_with(Instant::now);
+        }
+        let flush = batch.iter().any(|op| matches!(op, Op::Flush(_)));
+        if flush || unsynced.is_some_and(|since| since.elapsed() >= SYNC_INTERVAL) {
+            sync(&mut unsynced);
+        }
+        for op in batch {
+            if let Op::Flush(reply) = op {
+                let _ = reply.send(());
+            }
+        }
+    }
+    sync(&mut unsynced);
+}
+
+/// What a batch changes: a message put and removed within it cancels out.
+fn net_changes(batch: &mut [Op]) -> (Vec<(u64, Record)>, Vec<u64>) {
+    let mut removed: std::collections::HashSet<u64> = batch
+        .iter()
+        .filter_map(|op| match op {
+            Op::Remove(seq) => Some(*seq),
+            _ => None,
+        })
+        .collect();
+    let mut puts = Vec::new();
+    for op in batch.iter_mut() {
+        if let Op::Put(records) = op {
+            for (seq, record) in records.drain(..) {
+                if !removed.remove(&seq) {
+                    puts.push((seq, record));
+                }
+            }
+        }
+    }
+    let mut removes: Vec<u64> = removed.into_iter().collect();
+    removes.sort_unstable();
+    (puts, removes)
+}
+
+#[allow(clippy::result_large_err)] // redb's error, logged by the writer
+fn commit(db: &Database, puts: &[(u64, Record)], removes: &[u64]) -> Result<(), redb::Error> {
+    // A durable commit as far as redb knows (it frees pages); the backend leaves out the sync.
+    let txn = db.begin_write()?;
+    {
+        let mut table = txn.open_table(MESSAGES)?;
+        for (seq, r) in puts {
+            let row: Row<'_> = (
+                &r.module,
+                &r.input,
+                &r.from,
+                &r.from_output,
+                r.priority,
+                unix_ms(r.expires),
+                &r.bag,
+                &r.body,
+            );
+            table.insert(*seq, row)?;
+        }
+        for seq in removes {
+            table.remove(*seq)?;
+        }
+    }
+    txn.commit()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(module: &str, n: u32, expires: SystemTime) -> Record {
+        Record {
+            module: module.into(),
+            input: "in".into(),
+            from: "dev/a".into(),
+            from_output: "out".into(),
+            priority: 3,
+            expires,
+            bag: format!("%24.cid={n}").into(),
+            body: Bytes::from(format!("body {n}")),
+        }
+    }
+
+    #[test]
+    fn messages_survive_a_reopen_in_order_and_removals_are_kept() {
+        let dir = std::env::temp_dir().join(format!("hub-store-unit-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let expires = UNIX_EPOCH + Duration::from_millis(unix_ms(SystemTime::now()) + 60_000);
+        let seqs = {
+            let store = Store::open(&dir).unwrap();
+            assert!(store.take_loaded().is_empty());
+            let mut seqs = store
+                .put(vec![record("b", 1, expires), record("c", 2, expires)])
+                .unwrap();
+            seqs.extend(store.put(vec![record("b", 3, expires)]).unwrap());
+            store.remove(seqs[1]);
+            seqs
+        };
+        let store = Store::open(&dir).unwrap();
+        let loaded = store.take_loaded();
+        assert_eq!(
+            loaded,
+            vec![
+                (seqs[0], record("b", 1, expires)),
+                (seqs[2], record("b", 3, expires))
+            ]
+        );
+        // Numbers go on increasing after a restart.
+        let more = store.put(vec![record("b", 4, expires)]).unwrap();
+        assert!(more[0] > seqs[2]);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_message_put_and_removed_in_one_batch_is_never_written() {
+        let expires = SystemTime::now();
+        let mut batch = vec![
+            Op::Put(vec![
+                (1, record("b", 1, expires)),
+                (2, record("b", 2, expires)),
+            ]),
+            Op::Remove(1),
+            Op::Remove(7),
+        ];
+        let (puts, removes) = net_changes(&mut batch);
+        assert_eq!(puts, vec![(2, record("b", 2, expires))]);
+        // A removal of a message put in an earlier batch is written.
+        assert_eq!(removes, vec![7]);
+    }
+
+    #[test]
+    fn garbage_is_refused_naming_the_file_and_the_way_out() {
+        let dir = std::env::temp_dir().join(format!("hub-store-garbage-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(FILE_NAME);
+        std::fs::write(&path, vec![0x5a; 8192]).unwrap();
+        let e = Store::open(&dir).unwrap_err();
+        assert!(matches!(e, StoreError::Open { .. }), "{e:?}");
+        let text = e.to_string();
+        assert!(
+            text.contains(&format!("remove {}", path.display())),
+            "{text}"
+        );
+        // Refused, not replaced: the file is as it was.
+        assert_eq!(std::fs::read(&path).unwrap(), vec![0x5a; 8192]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,105 @@
+//! What the hub's integration tests share: a hub started in-process on free local ports in a
+//! fresh state directory, and the identities and metrics it serves.
+// Each test binary uses a part of this.
+#![allow(dead_code)]
+
+use clap::Parser;
+use edge::ModuleIdentity;
+use hub::state::Session;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A fresh state directory for test `name`, with `manifest` as its deployment.json.
+pub fn state_dir(name: &str, manifest: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("hub-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("deployment.json"), manifest).unwrap();
+    dir
+}
+
+/// A hub on 127.0.0.1 with every port picked free, its deployment and state in `dir`, and the
+/// `extra` flags.
+pub fn args(dir: &Path, extra: &[&str]) -> hub::Args {
+    let deployment = dir.join("deployment.json");
+    let mut args = vec![
+        "hub",
+        "--bind",
+        "127.0.0.1",
+        "--mqtt-port",
+        "0",
+        "--https-port",
+        "0",
+        "--metrics-port",
+        "0",
+        "--deployment",
+        deployment.to_str().unwrap(),
+        "--state-dir",
+        dir.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    hub::Args::parse_from(args)
+}
+
+pub struct TestHub {
+    pub running: hub::RunningHub,
+    pub dir: PathBuf,
+}
+
+/// Starts a hub for test `name` (see [`state_dir`] and [`args`]).
+pub async fn start(name: &str, manifest: &str, extra: &[&str]) -> anyhow::Result<TestHub> {
+    let dir = state_dir(name, manifest);
+    let running = hub::start(&args(&dir, extra)).await?;
+    Ok(TestHub { running, dir })
+}
+
+impl TestHub {
+    pub fn key(&self, module: &str) -> Vec<u8> {
+        self.running.hub.identities.keys(module).unwrap()[0].clone()
+    }
+
+    pub fn identity(&self, module: &str) -> Arc<ModuleIdentity> {
+        let mut id = ModuleIdentity::with_key(
+            "local-hub.azure-devices.net",
+            "localhost",
+            "local-edge-device",
+            module,
+            self.key(module),
+            self.running.ca_path.clone(),
+        );
+        id.mqtt_port = self.running.mqtt.port();
+        id.https_port = self.running.https.port();
+        Arc::new(id)
+    }
+
+    /// The Prometheus text the hub serves at /metrics.
+    pub async fn scrape(&self) -> String {
+        let mut s = TcpStream::connect(self.running.metrics).await.unwrap();
+        s.write_all(b"GET /metrics HTTP/1.0\r\naccept: text/plain\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    }
+
+    /// Waits until `module`'s session is `ready` (connect returns before SUBACK); panics saying
+    /// the module never got `what` after 10 s.
+    pub async fn wait_for_session(
+        &self,
+        module: &str,
+        what: &str,
+        ready: impl Fn(&Session) -> bool,
+    ) {
+        for _ in 0..400 {
+            if self.running.hub.session(module).is_some_and(|s| ready(&s)) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("{module} never {what}");
+    }
+}
