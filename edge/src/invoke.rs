@@ -27,13 +27,21 @@ pub enum InvokeError {
     Timeout(String),
     #[error("hub refused the call with HTTP {status}: {body}")]
     Refused { status: u16, body: String },
-    #[error("cannot reach the gateway: {0}")]
-    Transport(String),
+    #[error("cannot reach the gateway")]
+    Transport(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The TCP connection was made but its TLS handshake failed.
-    #[error("TLS handshake with the gateway failed: {0}")]
-    Handshake(String),
-    #[error("unexpected answer from the gateway: {0}")]
-    Protocol(String),
+    #[error("TLS handshake with the gateway failed")]
+    Handshake(#[source] hyper_util::client::legacy::Error),
+    #[error("cannot build the request")]
+    Request(#[source] hyper::http::Error),
+    #[error("the gateway's answer is not JSON: {body}")]
+    NotJson {
+        body: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("the gateway's answer has no status: {body}")]
+    NoStatus { body: String },
     #[error(transparent)]
     Identity(#[from] IdentityError),
     #[error("gateway CA: {0}")]
@@ -67,21 +75,23 @@ impl InvokeError {
             InvokeError::NotFound(_) | InvokeError::Refused { .. } => InvokeFailure::Refused,
             InvokeError::Transport(_) | InvokeError::Identity(_) => InvokeFailure::Transport,
             InvokeError::Handshake(_) | InvokeError::Tls(_) => InvokeFailure::Tls,
-            InvokeError::Protocol(_) => InvokeFailure::Malformed,
+            InvokeError::Request(_)
+            | InvokeError::NotJson { .. }
+            | InvokeError::NoStatus { .. } => InvokeFailure::Malformed,
         }
     }
 
     /// Classifies the HTTP client's error: a connect error from the TLS stage (hyper-rustls
     /// reports those as `io::Error`; the TCP stage's are hyper-util's own `ConnectError`) is a
     /// handshake failure, anything else a transport one.
-    fn from_request(e: &hyper_util::client::legacy::Error) -> Self {
+    fn from_request(e: hyper_util::client::legacy::Error) -> Self {
         let from_tls_stage = e.is_connect()
-            && std::error::Error::source(e)
+            && std::error::Error::source(&e)
                 .is_some_and(|s| s.downcast_ref::<std::io::Error>().is_some());
         if from_tls_stage {
-            InvokeError::Handshake(error_chain(e))
+            InvokeError::Handshake(e)
         } else {
-            InvokeError::Transport(error_chain(e))
+            InvokeError::Transport(Box::new(e))
         }
     }
 }
@@ -180,7 +190,7 @@ impl MethodClient {
             .header("content-type", "application/json")
             .header("user-agent", USER_AGENT)
             .body(Full::new(Bytes::from(body.to_string())))
-            .map_err(|e| InvokeError::Protocol(e.to_string()))?;
+            .map_err(InvokeError::Request)?;
         // The hub answers 504 after the response timeout; allow it a little longer than that.
         let deadline = Duration::from_secs(timeout_secs) + Duration::from_secs(5);
         let exchange = async {
@@ -188,13 +198,13 @@ impl MethodClient {
                 .http
                 .request(request)
                 .await
-                .map_err(|e| InvokeError::from_request(&e))?;
+                .map_err(InvokeError::from_request)?;
             let status = response.status();
             let bytes = response
                 .into_body()
                 .collect()
                 .await
-                .map_err(|e| InvokeError::Transport(e.to_string()))?
+                .map_err(|e| InvokeError::Transport(Box::new(e)))?
                 .to_bytes();
             Ok::<_, InvokeError>((status, bytes))
         };
@@ -211,13 +221,15 @@ impl MethodClient {
         };
         match status {
             StatusCode::OK => {
-                let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
-                    InvokeError::Protocol(format!("body is not JSON ({e}): {}", text()))
-                })?;
+                let v: serde_json::Value =
+                    serde_json::from_slice(&bytes).map_err(|source| InvokeError::NotJson {
+                        body: text(),
+                        source,
+                    })?;
                 let status = v
                     .get("status")
                     .and_then(|s| s.as_i64())
-                    .ok_or_else(|| InvokeError::Protocol(format!("no status in {}", text())))?;
+                    .ok_or_else(|| InvokeError::NoStatus { body: text() })?;
                 Ok(MethodResult {
                     status,
                     payload: v.get("payload").cloned().unwrap_or(serde_json::Value::Null),
@@ -231,15 +243,4 @@ impl MethodClient {
             }),
         }
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }

@@ -18,6 +18,19 @@ pub mod topic;
 pub mod workload;
 
 pub use bag::PropertyBag;
+
+/// An error with its causes, `: `-separated: the one line a log needs.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
 pub use contract::{ConnectionString, Endpoints, IdentitiesFile, ModuleEnv};
 pub use identity::{IdentityError, ModuleIdentity};
 pub use invoke::{InvokeError, InvokeFailure, MethodClient, MethodResult};

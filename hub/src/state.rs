@@ -7,10 +7,11 @@
 //! and metric handles resolved once; a message is decoded into reused buffers, encoded once for
 //! all its targets, and queued as its topic, that encoded bag, its body and an `Arc`.
 //!
-//! With a [`Store`], what is queued is also written to it before the sender's PUBACK, and what
-//! the store held when the hub started is queued again first (`Hub::restore`).
+//! With a [`Store`], what is queued is also handed to it (`persistence.rs`), and what the store
+//! held when the hub started is queued again first (`Hub::restore`).
 
 mod delivery;
+mod persistence;
 mod session;
 #[cfg(test)]
 mod tests;
@@ -28,13 +29,14 @@ use crate::store::Store;
 use bytes::Bytes;
 use delivery::{deliver, Delivery, DeliveryQueue, Routed};
 use edge::bag::{BagBuffer, CONNECTION_DEVICE_ID, CONNECTION_MODULE_ID, OUTPUT_NAME};
+use edge::error_chain;
 use edge::topic::{check_deliverable, DeliveryError};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -133,18 +135,6 @@ struct RouteUse {
     target: Option<(Arc<DeliveryQueue>, Arc<Delivery>)>,
 }
 
-/// An error with its causes, `: `-separated.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
 /// Counts one dropped message in `edgehub_messages_dropped_total{reason,from,from_route_output}`.
 fn count_drop(metrics: &HubMetrics, reason: DropReason, from: &SharedLabel, output: &SharedLabel) {
     metrics
@@ -213,75 +203,6 @@ impl Hub {
             hub.restore(&store);
         }
         hub
-    }
-
-    /// Queues what `store` held when it was opened, in order; drops (and counts) what expired
-    /// meanwhile. Logs one line per module input.
-    fn restore(self: &Arc<Self>, store: &Store) {
-        let loaded = store.take_loaded();
-        if loaded.is_empty() {
-            return;
-        }
-        let (now, wall) = (Instant::now(), SystemTime::now());
-        // (restored, expired, overflowed) per (module, input).
-        let mut counts: BTreeMap<(SharedLabel, SharedLabel), (u64, u64, u64)> = BTreeMap::new();
-        let mut deliveries: HashMap<
-            (SharedLabel, SharedLabel, SharedLabel, SharedLabel, u8),
-            Arc<Delivery>,
-        > = HashMap::new();
-        let device = &self.settings.device_id;
-        for (seq, r) in loaded {
-            let queue = self.queue(&r.module);
-            let via = deliveries
-                .entry((
-                    r.module.clone(),
-                    r.input.clone(),
-                    r.from.clone(),
-                    r.from_output.clone(),
-                    r.priority,
-                ))
-                .or_insert_with(|| {
-                    Arc::new(Delivery::new(
-                        &queue,
-                        edge::topic::input_prefix(device, &r.module, &r.input),
-                        r.from.clone(),
-                        r.from_output.clone(),
-                        &r.input,
-                        r.priority,
-                        Duration::ZERO,
-                    ))
-                })
-                .clone();
-            let count = counts
-                .entry((r.module.clone(), r.input.clone()))
-                .or_default();
-            let left = r.expires.duration_since(wall).unwrap_or_default();
-            if left.is_zero() {
-                count.1 += 1;
-                via.dropped(&self.metrics, DropReason::TtlExpired);
-                store.remove(seq);
-                continue;
-            }
-            let routed = Routed {
-                topic: None,
-                bag: r.bag,
-                body: r.body,
-                via: via.clone(),
-                expires: now
-                    .checked_add(left)
-                    .unwrap_or(now + Duration::from_secs(1 << 32)),
-                seq: Some(seq),
-            };
-            if queue.push(&self.metrics, routed, self.settings.queue_size) {
-                count.0 += 1;
-            } else {
-                count.2 += 1;
-                via.dropped(&self.metrics, DropReason::QueueOverflow);
-            }
-        }
-        for ((module, input), (restored, expired, overflowed)) in counts {
-            tracing::info!(store = %store.path().display(), target_module = %module, %input, restored, expired, overflowed, "store: {restored} message(s) queued again for {module}/inputs/{input}; {expired} expired while the hub was stopped (edgehub_messages_dropped_total{{reason=\"ttl_expired\"}}){}", if overflowed > 0 { format!("; {overflowed} beyond --queue-size dropped (queue_overflow)") } else { String::new() });
-        }
     }
 
     /// Spawns a task the hub owns: it ends when the hub stops, and `stop` waits for it.
@@ -522,37 +443,6 @@ impl Hub {
             }
         }
         Ok(taken)
-    }
-
-    /// Writes a message's deliveries to the store (one durable commit) before they are queued
-    /// and the sender gets its PUBACK. A failed write is logged, and the message is queued in
-    /// memory only (it would be lost if the hub stopped before delivering it).
-    fn persist(&self, store: &Store, pending: &mut [(Arc<DeliveryQueue>, Routed)]) {
-        if pending.is_empty() {
-            return;
-        }
-        let wall = SystemTime::now();
-        let records = (pending.iter())
-            .map(|(queue, routed)| {
-                let expires = wall
-                    .checked_add(routed.via.ttl)
-                    .unwrap_or(wall + Duration::from_secs(1 << 32));
-                routed.record(&queue.name, expires)
-            })
-            .collect();
-        match store.put(records) {
-            Ok(seqs) => {
-                for ((_, routed), seq) in pending.iter_mut().zip(seqs) {
-                    routed.seq = Some(seq);
-                }
-                self.store_failed.store(false, Ordering::Relaxed);
-            }
-            Err(e) => {
-                if !self.store_failed.swap(true, Ordering::Relaxed) {
-                    tracing::error!(error = %error_chain(&e), "message not written to the hub store; queued in memory only, so it is lost if the hub stops before delivering it (logged once until a write succeeds)");
-                }
-            }
-        }
     }
 
     /// Resolves what messages from `sender` on `output` need: their source, their labels and

@@ -44,7 +44,7 @@ impl MessageExchange {
             },
             Ok(Err(e)) => {
                 self.pending.abandon(&cid);
-                (Outcome::Failed(Failure::Transport), e.to_string())
+                (Outcome::Failed(Failure::Transport), edge::error_chain(&e))
             }
             Err(_) => {
                 // Queued but not sent in time: a reply may still come, late.

@@ -96,7 +96,7 @@ impl MethodExchange {
                 Outcome::Failed(Failure::HubRefused),
                 format!("producer answered status {} with {}", r.status, r.payload),
             ),
-            Err(e) => (failure(&e), e.to_string()),
+            Err(e) => (failure(&e), edge::error_chain(&e)),
         };
         self.common.conclude(outcome, &why, scheduled).await;
         if matches!(outcome, Outcome::Failed(Failure::Transport | Failure::Tls)) {

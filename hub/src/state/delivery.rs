@@ -7,8 +7,8 @@
 //! topic, its encoded bag, its body and an `Arc`.
 //!
 //! With a store (`crate::store`), every queued message is also there under its sequence number
-//! (`Routed::seq`): written before the sender's PUBACK, removed when the message leaves the queue
-//! (acknowledged or dropped), so a restarted hub delivers what was waiting.
+//! (`Routed::seq`): handed to it as it is queued, removed when it leaves the queue (acknowledged
+//! or dropped), so a restarted hub delivers what was waiting.
 
 use super::{Hub, PublishError};
 use crate::faults::Path;
