@@ -198,7 +198,7 @@ pub async fn start(args: &Args) -> Result<RunningHub> {
     let identities_path = args
         .identities
         .clone()
-        .unwrap_or_else(|| args.state_dir.join("identities.json"));
+        .unwrap_or_else(|| args.state_dir.join(edge::contract::IDENTITIES_FILE));
     let (identities, _) = identities::Identities::load_or_create(
         &identities_path,
         &args.iothub_hostname,

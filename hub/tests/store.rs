@@ -3,8 +3,9 @@
 //! expires by the manifest's time-to-live (counted as `ttl_expired`), and an unreadable store
 //! stops the start, naming the file to remove.
 
+mod support;
+
 use bytes::Bytes;
-use clap::Parser;
 use edge::session::Subscriptions;
 use edge::{Incoming, Message, ModuleClient, ModuleIdentity};
 use std::path::{Path, PathBuf};
@@ -28,31 +29,13 @@ fn manifest(ttl: u64) -> String {
 }
 
 fn state_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("hub-test-store-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    support::state_dir(&format!("store-{name}"), "{}")
 }
 
+/// The shared hub flags, with `manifest` as the deployment and a short ack timeout.
 fn args(dir: &Path, manifest: &str) -> hub::Args {
     std::fs::write(dir.join("deployment.json"), manifest).unwrap();
-    hub::Args::parse_from([
-        "hub",
-        "--bind",
-        "127.0.0.1",
-        "--mqtt-port",
-        "0",
-        "--https-port",
-        "0",
-        "--metrics-port",
-        "0",
-        "--ack-timeout",
-        "2s",
-        "--deployment",
-        dir.join("deployment.json").to_str().unwrap(),
-        "--state-dir",
-        dir.to_str().unwrap(),
-    ])
+    support::args(dir, &["--ack-timeout", "2s"])
 }
 
 async fn client(
