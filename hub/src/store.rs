@@ -108,7 +108,11 @@ pub enum StoreError {
 }
 
 enum Op {
-    Put(Vec<(u64, Record)>),
+    /// Records numbered from `first` on.
+    Put {
+        first: u64,
+        records: Vec<Record>,
+    },
     Remove(u64),
     Flush(mpsc::SyncSender<()>),
 }
@@ -242,10 +246,10 @@ impl Store {
 
     /// Hands `records` to the writer (committed within [`COMMIT_DELAY`]) and returns their
     /// sequence numbers, in order.
-    pub fn put(&self, records: Vec<Record>) -> Result<Vec<u64>, StoreError> {
+    pub fn put(&self, records: Vec<Record>) -> Result<std::ops::Range<u64>, StoreError> {
         let first = self.next.fetch_add(records.len() as u64, Ordering::Relaxed);
-        let seqs: Vec<u64> = (first..).take(records.len()).collect();
-        self.send(Op::Put(seqs.iter().copied().zip(records).collect()))?;
+        let seqs = first..first + records.len() as u64;
+        self.send(Op::Put { first, records })?;
         Ok(seqs)
     }
 
@@ -362,8 +366,8 @@ fn net_changes(batch: &mut [Op]) -> (Vec<(u64, Record)>, Vec<u64>) {
         .collect();
     let mut puts = Vec::new();
     for op in batch.iter_mut() {
-        if let Op::Put(records) = op {
-            for (seq, record) in records.drain(..) {
+        if let Op::Put { first, records } = op {
+            for (seq, record) in (*first..).zip(records.drain(..)) {
                 if !removed.remove(&seq) {
                     puts.push((seq, record));
                 }
@@ -427,9 +431,10 @@ mod tests {
         let seqs = {
             let store = Store::open(&dir).unwrap();
             assert!(store.take_loaded().is_empty());
-            let mut seqs = store
+            let mut seqs: Vec<u64> = store
                 .put(vec![record("b", 1, expires), record("c", 2, expires)])
-                .unwrap();
+                .unwrap()
+                .collect();
             seqs.extend(store.put(vec![record("b", 3, expires)]).unwrap());
             store.remove(seqs[1]);
             seqs
@@ -445,7 +450,7 @@ mod tests {
         );
         // Numbers go on increasing after a restart.
         let more = store.put(vec![record("b", 4, expires)]).unwrap();
-        assert!(more[0] > seqs[2]);
+        assert!(more.start > seqs[2]);
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -454,10 +459,10 @@ mod tests {
     fn a_message_put_and_removed_in_one_batch_is_never_written() {
         let expires = SystemTime::now();
         let mut batch = vec![
-            Op::Put(vec![
-                (1, record("b", 1, expires)),
-                (2, record("b", 2, expires)),
-            ]),
+            Op::Put {
+                first: 1,
+                records: vec![record("b", 1, expires), record("b", 2, expires)],
+            },
             Op::Remove(1),
             Op::Remove(7),
         ];
