@@ -24,11 +24,26 @@ pub(crate) const CLOSED_LOOP_BACKOFF: Duration = Duration::from_secs(1);
 pub(crate) type Exchange =
     Arc<dyn Fn(Option<Instant>) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
-pub(crate) fn millis_between(a: DateTime<Utc>, b: DateTime<Utc>) -> f64 {
+fn millis_between(a: DateTime<Utc>, b: DateTime<Utc>) -> f64 {
     (b - a)
         .num_microseconds()
         .map(|us| us as f64 / 1000.0)
         .unwrap_or(f64::NAN)
+}
+
+/// The three legs of an exchange sent at `sent`, stamped by the producer at `produced`, and
+/// received at `received`, with `total` measured on the monotonic clock.
+pub(crate) fn sample(
+    sent: DateTime<Utc>,
+    produced: DateTime<Utc>,
+    received: DateTime<Utc>,
+    total: Duration,
+) -> crate::stats::Sample {
+    crate::stats::Sample {
+        c2p_ms: millis_between(sent, produced),
+        p2c_ms: millis_between(produced, received),
+        total_ms: total.as_secs_f64() * 1000.0,
+    }
 }
 
 /// The producer's timestamp and trace context from a reply, or why it is unusable.

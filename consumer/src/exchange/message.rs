@@ -1,10 +1,10 @@
 //! The message exchange: a message to the producer's input with a correlation id, and the reply
 //! that carries it back. Closed and open loop alike; replies are matched in [`PendingReplies`].
 
-use super::{millis_between, parse_reply, reply_span, Common};
+use super::{parse_reply, reply_span, sample, Common};
 use crate::recorder::{Failure, Outcome};
 use crate::replies::{CidClock, PendingReplies};
-use crate::stats::{Kind, Sample};
+use crate::stats::Kind;
 use bytes::Bytes;
 use edge::seed::MESSAGE_ENDPOINT;
 use edge::{Message, ModuleClient};
@@ -68,12 +68,10 @@ impl MessageExchange {
                 reply_span(Kind::Message, |k| {
                     reply.properties.get(k).map(str::to_owned)
                 });
-                let sample = Sample {
-                    c2p_ms: millis_between(sent, produced),
-                    p2c_ms: millis_between(produced, received),
-                    total_ms: total.as_secs_f64() * 1000.0,
-                };
-                (Outcome::Ok(sample), String::new())
+                (
+                    Outcome::Ok(sample(sent, produced, received, total)),
+                    String::new(),
+                )
             }
             Err(e) => (Outcome::Failed(Failure::Malformed), e),
         }

@@ -2,9 +2,9 @@
 //! outlives the exchange timeout is left to finish in the background (so its connection is not
 //! torn down, and a late reply is counted once, never as a sample).
 
-use super::{millis_between, parse_reply, reply_span, Common};
+use super::{parse_reply, reply_span, sample, Common};
 use crate::recorder::{Failure, LateReply, Outcome};
-use crate::stats::{Kind, Sample};
+use crate::stats::Kind;
 use chrono::Utc;
 use edge::seed::{TimeRequest, METHOD_NAME};
 use edge::{InvokeError, InvokeFailure, MethodClient};
@@ -83,12 +83,10 @@ impl MethodExchange {
             {
                 Ok((produced, reply)) => {
                     reply_span(Kind::Method, |k| reply.trace.get(k).cloned());
-                    let sample = Sample {
-                        c2p_ms: millis_between(sent, produced),
-                        p2c_ms: millis_between(produced, received),
-                        total_ms: total.as_secs_f64() * 1000.0,
-                    };
-                    (Outcome::Ok(sample), String::new())
+                    (
+                        Outcome::Ok(sample(sent, produced, received, total)),
+                        String::new(),
+                    )
                 }
                 Err(e) => (Outcome::Failed(Failure::Malformed), e),
             },
