@@ -85,7 +85,7 @@ impl HonestPair {
                     Incoming::Input { message, .. } => {
                         let _ = tx.send(message).await;
                     }
-                    Incoming::Method(req) => {
+                    Incoming::Method { request: req, .. } => {
                         let _ = answering.respond(&req, 200, req.payload.clone()).await;
                     }
                 }

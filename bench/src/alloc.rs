@@ -115,14 +115,22 @@ pub struct AllocRow {
 }
 
 /// Starts the hub in-process on a tracked runtime and measures the plain and TLS paths.
-pub async fn run(dir: &Path, seconds: f64, hub_threads: usize) -> Result<Vec<AllocRow>> {
-    let hub_rt = tokio::runtime::Builder::new_multi_thread()
-        // The hub binary's runtime has one worker per core.
-        .worker_threads(hub_threads.max(1))
-        .thread_name("hub")
-        .on_thread_start(track_this_thread)
+pub async fn run(dir: &Path, seconds: f64) -> Result<Vec<AllocRow>> {
+    // As in the hub binary: a current-thread runtime, here driven by a tracked thread of its own
+    // until told to stop.
+    let hub_rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let hub_handle = hub_rt.handle().clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let hub_thread = std::thread::Builder::new()
+        .name("hub".into())
+        .spawn(move || {
+            track_this_thread();
+            hub_rt.block_on(async {
+                let _ = stopped.await;
+            });
+        })?;
     let state = dir.join("alloc-hub");
     std::fs::create_dir_all(&state)?;
     let manifest = state.join("deployment.json");
@@ -146,13 +154,14 @@ pub async fn run(dir: &Path, seconds: f64, hub_threads: usize) -> Result<Vec<All
         "--state-dir".as_ref(),
         state.as_os_str(),
     ]);
-    let running = hub_rt
+    let running = hub_handle
         .spawn(async move { hub::start(&args).await })
         .await
         .context("hub task")??;
     let result = measure(&state, seconds).await;
     running.stop().await;
-    hub_rt.shutdown_background();
+    let _ = stop.send(());
+    let _ = tokio::task::spawn_blocking(move || hub_thread.join()).await;
     result
 }
 
@@ -209,9 +218,9 @@ async fn idle_rate(access: &HubAccess, period: Duration) -> Result<f64> {
     Ok(d.allocs as f64 / period.as_secs_f64())
 }
 
-pub fn print(rows: &[AllocRow], hub_threads: usize) {
+pub fn print(rows: &[AllocRow]) {
     println!();
-    println!("Allocations in the hub per routed message (hub in-process on {hub_threads} worker thread(s), counting allocator):");
+    println!("Allocations in the hub per routed message (hub in-process on its one thread, counting allocator):");
     println!(
         "{:<14} {:>10} {:>10} {:>12} {:>10} {:>13} {:>8} {:>8}",
         "row",
@@ -237,8 +246,8 @@ pub fn print(rows: &[AllocRow], hub_threads: usize) {
         );
     }
     println!(
-        "method: only allocations on the hub runtime's threads are counted (a thread-local flag set\n\
-         by on_thread_start; the clients run on another runtime); delta over the measured window ÷\n\
+        "method: only allocations on the hub runtime's thread are counted (a thread-local flag set\n\
+         when it starts; the clients run on another runtime); delta over the measured window ÷\n\
          (2 × exchanges), since an exchange is two routed messages, each = PUBLISH in + PUBACK out +\n\
          delivery PUBLISH out + PUBACK in; the idle rate (no client connected) is subtracted.\n\
          bytes/msg = requested sizes (realloc: growth only), not a live-memory figure."

@@ -53,6 +53,8 @@ pub struct Outcome<S> {
     /// Latency of each exchange completed in the window, nanoseconds.
     pub hist: Histogram<u64>,
     pub completed: u64,
+    /// Replies to an earlier segment's requests, acknowledged and ignored.
+    pub stale: u64,
     pub elapsed: Duration,
     pub before: S,
     pub after: S,
@@ -68,18 +70,26 @@ fn epoch() -> Instant {
     *EPOCH.get_or_init(Instant::now)
 }
 
-fn request(seq: u64) -> Bytes {
+/// A request: its segment, its sequence number and when it was sent (nanoseconds since
+/// [`epoch`]), padded to [`PAYLOAD_LEN`]; the responder echoes it as the reply.
+fn request(segment: u64, seq: u64) -> Bytes {
     let mut b = BytesMut::with_capacity(PAYLOAD_LEN);
+    b.put_u64_le(segment);
     b.put_u64_le(seq);
     b.put_u64_le(epoch().elapsed().as_nanos() as u64);
     b.resize(PAYLOAD_LEN, 0);
     b.freeze()
 }
 
-fn sent_at(payload: &[u8]) -> Option<u64> {
-    payload
-        .get(8..16)
-        .map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()))
+fn field(payload: &[u8], index: usize) -> Option<u64> {
+    let bytes = payload.get(index * 8..index * 8 + 8)?;
+    Some(u64::from_le_bytes(bytes.try_into().ok()?))
+}
+
+/// A number no earlier segment of this process used.
+fn next_segment() -> u64 {
+    static SEGMENTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    SEGMENTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Connects one client and returns once its subscription is acknowledged.
@@ -211,6 +221,11 @@ async fn requester<S>(
 ) -> Result<Outcome<S>> {
     let (client, mut eventloop) = connect(target, &target.requester).await?;
     let topic = target.requester.publish.clone();
+    // The hub keeps a module's undelivered messages across its connections, as edgeHub does: a
+    // reply whose PUBACK an earlier segment's requester did not send before it left comes to
+    // this one. Such replies are acknowledged and ignored, or they would add exchanges in flight.
+    let segment = next_segment();
+    let mut stale = 0u64;
     let mut hist = new_histogram();
     let mut seq = 0u64;
     let mut outstanding = 0usize;
@@ -223,7 +238,12 @@ async fn requester<S>(
     for _ in 0..inflight {
         seq += 1;
         client
-            .publish_bytes(topic.clone(), QoS::AtLeastOnce, false, request(seq))
+            .publish_bytes(
+                topic.clone(),
+                QoS::AtLeastOnce,
+                false,
+                request(segment, seq),
+            )
             .await?;
         outstanding += 1;
     }
@@ -238,6 +258,10 @@ async fn requester<S>(
             continue;
         };
         let now = Instant::now();
+        if field(&p.payload, 0) != Some(segment) {
+            stale += 1;
+            continue;
+        }
         outstanding -= 1;
         if phase == Phase::Warmup && now >= warm_end {
             phase = Phase::Measure;
@@ -250,7 +274,7 @@ async fn requester<S>(
             ended = now;
         }
         if phase == Phase::Measure {
-            let sent = sent_at(&p.payload).context("reply payload too short")?;
+            let sent = field(&p.payload, 2).context("reply payload too short")?;
             let latency = (now - epoch()).as_nanos() as u64 - sent;
             hist.saturating_record(latency.max(1_000));
             completed += 1;
@@ -258,7 +282,12 @@ async fn requester<S>(
         if phase != Phase::Drain {
             seq += 1;
             client
-                .publish_bytes(topic.clone(), QoS::AtLeastOnce, false, request(seq))
+                .publish_bytes(
+                    topic.clone(),
+                    QoS::AtLeastOnce,
+                    false,
+                    request(segment, seq),
+                )
                 .await?;
             outstanding += 1;
         }
@@ -268,6 +297,7 @@ async fn requester<S>(
         (Some(before), Some(after)) => Ok(Outcome {
             hist,
             completed,
+            stale,
             elapsed: ended - began,
             before,
             after,

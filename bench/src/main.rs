@@ -47,9 +47,6 @@ struct Args {
     /// Only count the hub's heap allocations per routed message (hub in-process).
     #[arg(long)]
     alloc: bool,
-    /// Worker threads of the in-process hub's runtime with --alloc (the hub binary: one per core).
-    #[arg(long)]
-    hub_threads: Option<usize>,
     /// Run only these rows (comma-separated letters: a mosquitto, b hub plain, c hub TLS, d our
     /// modules); ratios need a.
     #[arg(long, value_delimiter = ',', default_value = "a,b,c,d")]
@@ -98,6 +95,8 @@ struct Acc {
     round_p50_us: Vec<f64>,
     timeouts: u64,
     errors: u64,
+    /// Broker rows: replies left over from an earlier segment, ignored.
+    stale: u64,
     rounds: u32,
 }
 
@@ -117,6 +116,7 @@ impl Acc {
             round_p50_us: Vec::new(),
             timeouts: 0,
             errors: 0,
+            stale: 0,
             rounds: 0,
         }
     }
@@ -149,6 +149,7 @@ struct Row {
     round_p50_us: Vec<f64>,
     timeouts: u64,
     errors: u64,
+    stale_replies: u64,
 }
 
 fn finish(acc: &Acc) -> Row {
@@ -193,6 +194,7 @@ fn finish(acc: &Acc) -> Row {
         round_p50_us: acc.round_p50_us.clone(),
         timeouts: acc.timeouts,
         errors: acc.errors,
+        stale_replies: acc.stale,
     }
 }
 
@@ -260,6 +262,12 @@ fn print_table(rows: &[Row]) {
         if r.timeouts + r.errors > 0 {
             extra = format!("; {} timeouts, {} errors", r.timeouts, r.errors);
         }
+        if r.stale_replies > 0 {
+            extra.push_str(&format!(
+                "; {} replies from an earlier segment ignored",
+                r.stale_replies
+            ));
+        }
         if let Some(c) = r.client_cpu_us_per_exchange {
             extra.push_str(&format!("; client CPU {c:.1} µs/ex"));
         }
@@ -305,13 +313,8 @@ async fn main() -> std::process::ExitCode {
 
 async fn alloc_mode(args: &Args, dir: &Path) -> Result<()> {
     let seconds = args.seconds.unwrap_or(if args.quick { 2.0 } else { 5.0 });
-    let threads = args.hub_threads.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2)
-    });
-    let rows = alloc::run(dir, seconds, threads).await?;
-    alloc::print(&rows, threads);
+    let rows = alloc::run(dir, seconds).await?;
+    alloc::print(&rows);
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&rows)?)
             .with_context(|| format!("writing {}", path.display()))?;
@@ -444,6 +447,7 @@ async fn bench(args: &Args, dir: &Path) -> Result<()> {
                     h.add(&outcome.hist).context("merging histograms")?;
                 }
                 acc.count += outcome.completed;
+                acc.stale += outcome.stale;
                 acc.seconds += outcome.elapsed.as_secs_f64();
                 acc.round_p50_us.push(p50);
                 let ((broker_before, client_before), (broker_after, client_after)) =

@@ -206,8 +206,15 @@ pub async fn run(args: Args) -> Result<()> {
         tokio::spawn(async move {
             while let Some(incoming) = deliveries.recv().await {
                 match incoming {
-                    Incoming::Input { input, message } if input == MESSAGE_ENDPOINT => {
-                        if let Delivery::Ignored(why) = pending.complete(message) {
+                    Incoming::Input {
+                        input,
+                        message,
+                        ack,
+                    } if input == MESSAGE_ENDPOINT => {
+                        // The exchange is woken before the PUBACK is queued, so it runs first.
+                        let taken = pending.complete(message);
+                        drop(ack);
+                        if let Delivery::Ignored(why) = taken {
                             tracing::debug!(reason = why.as_str(), "reply ignored");
                             recorder.late(Kind::Message, why);
                         }
@@ -215,8 +222,8 @@ pub async fn run(args: Args) -> Result<()> {
                     Incoming::Input { input, .. } => {
                         tracing::debug!(%input, "message on an unexpected input ignored")
                     }
-                    Incoming::Method(m) => {
-                        tracing::debug!(method = %m.method, "unexpected method request ignored")
+                    Incoming::Method { request, .. } => {
+                        tracing::debug!(method = %request.method, "unexpected method request ignored")
                     }
                 }
             }

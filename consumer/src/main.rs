@@ -1,6 +1,7 @@
 use clap::Parser;
 
-#[tokio::main]
+// One thread: docs/architecture.md#performance-choices.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> std::process::ExitCode {
     match consumer::run(consumer::Args::parse()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,7 +1,7 @@
 //! The module's MQTT session with edgeHub (docs/protocol.md#the-mqtt-connection): exact client
 //! id and username, QoS 1 outputs with `$.on`, inputs and method requests delivered on a
-//! channel, reconnect with bounded exponential backoff, subscriptions restored, and the SAS token
-//! renewed before expiry.
+//! channel, each acknowledged once the module is done with it ([`Ack`]), reconnect with bounded
+//! exponential backoff, subscriptions restored, and the SAS token renewed before expiry.
 
 use crate::bag::{PropertyBag, OUTPUT_NAME};
 use crate::identity::{IdentityError, ModuleIdentity};
@@ -9,8 +9,8 @@ use crate::message::{Message, MethodRequest};
 use crate::tls::{self, TlsError};
 use crate::topic::{self, Topic};
 use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, NetworkOptions, Packet, QoS,
-    TlsConfiguration, Transport,
+    AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, NetworkOptions, Packet, Publish,
+    QoS, TlsConfiguration, Transport,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,11 +40,64 @@ pub enum SessionError {
     Bag(#[from] crate::bag::BagError),
 }
 
-/// What edgeHub delivers to the module.
-#[derive(Debug, Clone)]
+/// What edgeHub delivers to the module, with its acknowledgement.
+#[derive(Debug)]
 pub enum Incoming {
-    Input { input: String, message: Message },
-    Method(MethodRequest),
+    Input {
+        input: String,
+        message: Message,
+        ack: Ack,
+    },
+    Method {
+        request: MethodRequest,
+        ack: Ack,
+    },
+}
+
+/// The PUBACK of one delivery, sent when this is dropped: when the module is done with the
+/// message, as the Azure IoT SDKs complete a message once its handler returns. So a reply the
+/// handler sends leaves before the acknowledgement, not behind it (rumqttc would otherwise write
+/// the PUBACK before handing the message over, on every exchange's critical path), and a module
+/// that stops mid-message gets it again. edgeHub sends a module input its next message only after
+/// this one's PUBACK: an `Ack` held on to holds that input back.
+#[must_use = "the delivery is acknowledged when its Ack is dropped"]
+pub struct Ack {
+    client: AsyncClient,
+    /// Only the QoS and packet id are used; `None` once sent.
+    publish: Option<Publish>,
+}
+
+impl Ack {
+    fn new(client: &AsyncClient, publish: &Publish) -> Self {
+        let mut ack = Publish::new("", publish.qos, Vec::new());
+        ack.pkid = publish.pkid;
+        Self {
+            client: client.clone(),
+            publish: Some(ack),
+        }
+    }
+}
+
+impl std::fmt::Debug for Ack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let pkid = self.publish.as_ref().map(|p| p.pkid);
+        f.debug_struct("Ack").field("pkid", &pkid).finish()
+    }
+}
+
+impl Drop for Ack {
+    fn drop(&mut self) {
+        let Some(publish) = self.publish.take() else {
+            return;
+        };
+        // The session's request queue is full (or closed): wait for room off this thread's way.
+        if self.client.try_ack(&publish).is_err() {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let client = self.client.clone();
+                runtime.spawn(async move { client.ack(&publish).await });
+            }
+        }
+    }
 }
 
 /// Which deliveries to subscribe to (as the SDKs, only what a handler exists for).
@@ -113,6 +166,8 @@ impl ModuleClient {
             .set_keep_alive(KEEP_ALIVE)
             .set_max_packet_size(MAX_PACKET_SIZE, MAX_PACKET_SIZE)
             .set_inflight(100)
+            // Deliveries are acknowledged when handled (`Ack`).
+            .set_manual_acks(true)
             .set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
                 Arc::new(tls),
             )));
@@ -237,7 +292,8 @@ impl Driver {
                     self.connected.send_modify(|n| *n += 1);
                 }
                 Ok(Event::Incoming(Packet::Publish(publish))) => {
-                    if let Some(incoming) = classify(&publish.topic, publish.payload) {
+                    let ack = Ack::new(&self.client, &publish);
+                    if let Some(incoming) = classify(&publish.topic, publish.payload, ack) {
                         if self.deliveries.send(incoming).await.is_err() {
                             return; // nobody listens any more
                         }
@@ -320,7 +376,8 @@ fn renew_at(expiry: u64, margin: Duration) -> tokio::time::Instant {
     tokio::time::Instant::now() + Duration::from_secs(left)
 }
 
-fn classify(topic_name: &str, payload: bytes::Bytes) -> Option<Incoming> {
+/// The delivery a publish is, or `None` (and `ack` acknowledges it at once).
+fn classify(topic_name: &str, payload: bytes::Bytes, ack: Ack) -> Option<Incoming> {
     match topic::parse(topic_name) {
         Topic::Input { input, bag, .. } => Some(Incoming::Input {
             input: input.to_owned(),
@@ -328,12 +385,16 @@ fn classify(topic_name: &str, payload: bytes::Bytes) -> Option<Incoming> {
                 body: payload,
                 properties: PropertyBag::decode(bag).ok()?,
             },
+            ack,
         }),
-        Topic::MethodRequest { method, rid } => Some(Incoming::Method(MethodRequest {
-            method: method.to_owned(),
-            rid: rid.to_owned(),
-            payload,
-        })),
+        Topic::MethodRequest { method, rid } => Some(Incoming::Method {
+            request: MethodRequest {
+                method: method.to_owned(),
+                rid: rid.to_owned(),
+                payload,
+            },
+            ack,
+        }),
         _ => None,
     }
 }

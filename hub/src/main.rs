@@ -1,6 +1,7 @@
 use clap::Parser;
 
-#[tokio::main]
+// One thread: docs/architecture.md#performance-choices.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> std::process::ExitCode {
     let args = hub::Args::parse();
     let _tracing = telemetry::init_tracing(&telemetry::TraceOptions::disabled("hub"));

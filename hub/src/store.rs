@@ -6,9 +6,10 @@
 //! and input, sender and output (its metric labels), route priority, expiry as unix time, the
 //! encoded property bag and the body. Order per module input is the order of the numbers.
 //!
-//! Writes go through one thread, behind the message path: `put` and `remove` only hand the
-//! change to it. It gathers what arrives within [`COMMIT_DELAY`] and commits it as one
-//! transaction; a message put and removed in the same batch (delivered and acknowledged within
+//! Writes go through one thread, behind the message path: `put` and `remove` only append the
+//! change to a list under a lock; the thread is woken (a futex call) only by the first change
+//! after it went idle, never per message. It gathers what arrives within [`COMMIT_DELAY`] and
+//! commits it as one transaction; a message put and removed in the same batch (delivered and acknowledged within
 //! the delay, the usual case with the module online) is never written at all, so the store costs
 //! the message path almost nothing until messages actually wait.
 //!
@@ -25,7 +26,7 @@ use redb::backends::FileBackend;
 use redb::{Database, ReadableTable, StorageBackend, TableDefinition};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The store's file in the state directory.
@@ -108,20 +109,56 @@ pub enum StoreError {
 }
 
 enum Op {
-    /// Records numbered from `first` on.
-    Put {
-        first: u64,
-        records: Vec<Record>,
-    },
+    Put(u64, Record),
     Remove(u64),
     Flush(mpsc::SyncSender<()>),
+}
+
+/// The changes waiting for the writer thread.
+#[derive(Default)]
+struct Pending {
+    ops: Vec<Op>,
+    /// The writer waits for a first change: the next one wakes it.
+    idle: bool,
+    /// No more changes are taken; the writer commits what is left and ends.
+    closed: bool,
+}
+
+/// What the message path and the writer thread share.
+#[derive(Default)]
+struct Changes {
+    pending: Mutex<Pending>,
+    wake: Condvar,
+}
+
+impl Changes {
+    fn lock(&self) -> MutexGuard<'_, Pending> {
+        // Appending to a list leaves nothing half-done to a panic: the list is usable.
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Appends what `add` pushes, unless closed; wakes the writer if it is idle or `urgent`.
+    fn append(&self, urgent: bool, add: impl FnOnce(&mut Vec<Op>)) -> bool {
+        let mut pending = self.lock();
+        if pending.closed {
+            return false;
+        }
+        add(&mut pending.ops);
+        let wake = pending.idle || urgent;
+        pending.idle = false;
+        drop(pending);
+        if wake {
+            self.wake.notify_one();
+        }
+        true
+    }
 }
 
 /// The open store; cheap to share (`Arc`).
 pub struct Store {
     path: PathBuf,
     next: AtomicU64,
-    ops: Mutex<Option<mpsc::Sender<Op>>>,
+    changes: Arc<Changes>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     loaded: Mutex<Vec<(u64, Record)>>,
 }
@@ -173,16 +210,17 @@ impl Store {
             .map_err(|e| open_err(e.into()))?;
         let loaded = Self::load(&db).map_err(open_err)?;
         let next = loaded.last().map(|(seq, _)| seq + 1).unwrap_or(1);
-        let (tx, rx) = mpsc::channel();
+        let changes = Arc::new(Changes::default());
+        let writer_changes = changes.clone();
         let writer_path = path.clone();
         let writer = std::thread::Builder::new()
             .name("hub-store".into())
-            .spawn(move || writer(db, sync, rx, &writer_path))
+            .spawn(move || writer(db, sync, &writer_changes, &writer_path))
             .map_err(|e| open_err(redb::Error::Io(e)))?;
         Ok(Store {
             path,
             next: AtomicU64::new(next),
-            ops: Mutex::new(Some(tx)),
+            changes,
             writer: Mutex::new(Some(writer)),
             loaded: Mutex::new(loaded),
         })
@@ -230,32 +268,28 @@ impl Store {
             .unwrap_or_default()
     }
 
-    fn send(&self, op: Op) -> Result<(), StoreError> {
-        let sent = self
-            .ops
-            .lock()
-            .ok()
-            .and_then(|tx| tx.as_ref().map(|tx| tx.send(op).is_ok()));
-        match sent {
-            Some(true) => Ok(()),
-            _ => Err(StoreError::Closed {
-                path: self.path.clone(),
-            }),
-        }
-    }
-
     /// Hands `records` to the writer (committed within [`COMMIT_DELAY`]) and returns their
     /// sequence numbers, in order.
-    pub fn put(&self, records: Vec<Record>) -> Result<std::ops::Range<u64>, StoreError> {
-        let first = self.next.fetch_add(records.len() as u64, Ordering::Relaxed);
-        let seqs = first..first + records.len() as u64;
-        self.send(Op::Put { first, records })?;
-        Ok(seqs)
+    pub fn put(
+        &self,
+        records: impl ExactSizeIterator<Item = Record>,
+    ) -> Result<std::ops::Range<u64>, StoreError> {
+        let n = records.len() as u64;
+        let first = self.next.fetch_add(n, Ordering::Relaxed);
+        let taken = self.changes.append(false, |ops| {
+            ops.extend((first..).zip(records).map(|(seq, r)| Op::Put(seq, r)))
+        });
+        if !taken {
+            return Err(StoreError::Closed {
+                path: self.path.clone(),
+            });
+        }
+        Ok(first..first + n)
     }
 
     /// Forgets a message (delivered or dropped); committed within [`COMMIT_DELAY`].
     pub fn remove(&self, seq: u64) {
-        if self.send(Op::Remove(seq)).is_err() {
+        if !self.changes.append(false, |ops| ops.push(Op::Remove(seq))) {
             tracing::debug!(seq, "hub store closed; removal not recorded");
         }
     }
@@ -263,7 +297,7 @@ impl Store {
     /// Commits every change so far and syncs the file.
     pub fn flush(&self) {
         let (tx, rx) = mpsc::sync_channel(1);
-        if self.send(Op::Flush(tx)).is_ok() {
+        if self.changes.append(true, |ops| ops.push(Op::Flush(tx))) {
             let _ = rx.recv();
         }
     }
@@ -271,8 +305,8 @@ impl Store {
     /// Commits and syncs everything and ends the writer; later writes fail with `Closed`.
     pub fn close(&self) {
         self.flush();
-        let tx = self.ops.lock().ok().and_then(|mut o| o.take());
-        drop(tx);
+        self.changes.lock().closed = true;
+        self.changes.wake.notify_one();
         let writer = self.writer.lock().ok().and_then(|mut w| w.take());
         if let Some(w) = writer {
             let _ = w.join();
@@ -286,10 +320,10 @@ impl Drop for Store {
     }
 }
 
-/// The writer thread: gathers changes for [`COMMIT_DELAY`] (a flush ends the wait), commits
-/// them as one transaction, and syncs the file once commits have waited [`SYNC_INTERVAL`], on a
-/// flush, and at the end.
-fn writer(db: Database, file: std::fs::File, rx: mpsc::Receiver<Op>, path: &Path) {
+/// The writer thread: waits for a first change, gathers what follows for [`COMMIT_DELAY`] (a
+/// flush or the close ends the wait), commits it as one transaction, and syncs the file once
+/// commits have waited [`SYNC_INTERVAL`], on a flush, and at the end.
+fn writer(db: Database, file: std::fs::File, changes: &Changes, path: &Path) {
     // Since when a commit has not been synced.
     let mut unsynced: Option<Instant> = None;
     let mut failed_logged = false;
@@ -300,37 +334,56 @@ fn writer(db: Database, file: std::fs::File, rx: mpsc::Receiver<Op>, path: &Path
             }
         }
     };
-    let mut open = true;
-    while open {
-        let first = match unsynced {
-            Some(since) => match rx
-                .recv_timeout((since + SYNC_INTERVAL).saturating_duration_since(Instant::now()))
-            {
-                Ok(op) => op,
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    sync(&mut unsynced);
-                    continue;
+    let mut batch = Vec::new();
+    loop {
+        let mut pending = changes.lock();
+        // Idle: wait for a first change (and sync what waits for it when its time comes).
+        while pending.ops.is_empty() && !pending.closed {
+            pending.idle = true;
+            match unsynced {
+                Some(since) => {
+                    let left = (since + SYNC_INTERVAL).saturating_duration_since(Instant::now());
+                    let (guard, waited) = changes
+                        .wake
+                        .wait_timeout(pending, left)
+                        .unwrap_or_else(|e| e.into_inner());
+                    pending = guard;
+                    if waited.timed_out() && pending.ops.is_empty() {
+                        drop(pending);
+                        sync(&mut unsynced);
+                        pending = changes.lock();
+                    }
                 }
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            },
-            None => match rx.recv() {
-                Ok(op) => op,
-                Err(_) => break,
-            },
-        };
-        let mut batch = vec![first];
-        let until = Instant::now() + COMMIT_DELAY;
-        while !batch.iter().any(|op| matches!(op, Op::Flush(_))) {
-            match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
-                Ok(op) => batch.push(op),
-                Err(mpsc::RecvTimeoutError::Timeout) => break,
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    open = false;
-                    break;
+                None => {
+                    pending = changes
+                        .wake
+                        .wait(pending)
+                        .unwrap_or_else(|e| e.into_inner())
                 }
             }
         }
-        let (puts, removes) = net_changes(&mut batch);
+        pending.idle = false;
+        // Gathering: changes append without waking this thread; only a flush or the close do.
+        let until = Instant::now() + COMMIT_DELAY;
+        while !pending.closed && !pending.ops.iter().any(|op| matches!(op, Op::Flush(_))) {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            pending = changes
+                .wake
+                .wait_timeout(pending, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        std::mem::swap(&mut batch, &mut pending.ops);
+        let closed = pending.closed;
+        drop(pending);
+        let NetChanges {
+            puts,
+            removes,
+            flushes,
+        } = net_changes(&mut batch);
         if !puts.is_empty() || !removes.is_empty() {
             match commit(&db, &puts, &removes) {
                 Ok(()) => failed_logged = false,
@@ -342,21 +395,31 @@ fn writer(db: Database, file: std::fs::File, rx: mpsc::Receiver<Op>, path: &Path
             }
             unsynced.get_or_insert_with(Instant::now);
         }
-        let flush = batch.iter().any(|op| matches!(op, Op::Flush(_)));
-        if flush || unsynced.is_some_and(|since| since.elapsed() >= SYNC_INTERVAL) {
+        if !flushes.is_empty()
+            || closed
+            || unsynced.is_some_and(|since| since.elapsed() >= SYNC_INTERVAL)
+        {
             sync(&mut unsynced);
         }
-        for op in batch {
-            if let Op::Flush(reply) = op {
-                let _ = reply.send(());
-            }
+        for reply in flushes {
+            let _ = reply.send(());
+        }
+        if closed {
+            return;
         }
     }
-    sync(&mut unsynced);
 }
 
-/// What a batch changes: a message put and removed within it cancels out.
-fn net_changes(batch: &mut [Op]) -> (Vec<(u64, Record)>, Vec<u64>) {
+/// What a batch comes to: a message put and removed within it cancels out.
+struct NetChanges {
+    puts: Vec<(u64, Record)>,
+    removes: Vec<u64>,
+    /// Who waits for this batch to be committed and synced.
+    flushes: Vec<mpsc::SyncSender<()>>,
+}
+
+/// Empties `batch` (its capacity is kept for the next) into what it changes.
+fn net_changes(batch: &mut Vec<Op>) -> NetChanges {
     let mut removed: std::collections::HashSet<u64> = batch
         .iter()
         .filter_map(|op| match op {
@@ -365,18 +428,21 @@ fn net_changes(batch: &mut [Op]) -> (Vec<(u64, Record)>, Vec<u64>) {
         })
         .collect();
     let mut puts = Vec::new();
-    for op in batch.iter_mut() {
-        if let Op::Put { first, records } = op {
-            for (seq, record) in (*first..).zip(records.drain(..)) {
-                if !removed.remove(&seq) {
-                    puts.push((seq, record));
-                }
-            }
+    let mut flushes = Vec::new();
+    for op in batch.drain(..) {
+        match op {
+            Op::Put(seq, record) if !removed.remove(&seq) => puts.push((seq, record)),
+            Op::Put(..) | Op::Remove(_) => {}
+            Op::Flush(reply) => flushes.push(reply),
         }
     }
     let mut removes: Vec<u64> = removed.into_iter().collect();
     removes.sort_unstable();
-    (puts, removes)
+    NetChanges {
+        puts,
+        removes,
+        flushes,
+    }
 }
 
 #[allow(clippy::result_large_err)] // redb's error, logged by the writer
@@ -432,10 +498,10 @@ mod tests {
             let store = Store::open(&dir).unwrap();
             assert!(store.take_loaded().is_empty());
             let mut seqs: Vec<u64> = store
-                .put(vec![record("b", 1, expires), record("c", 2, expires)])
+                .put([record("b", 1, expires), record("c", 2, expires)].into_iter())
                 .unwrap()
                 .collect();
-            seqs.extend(store.put(vec![record("b", 3, expires)]).unwrap());
+            seqs.extend(store.put([record("b", 3, expires)].into_iter()).unwrap());
             store.remove(seqs[1]);
             seqs
         };
@@ -449,7 +515,7 @@ mod tests {
             ]
         );
         // Numbers go on increasing after a restart.
-        let more = store.put(vec![record("b", 4, expires)]).unwrap();
+        let more = store.put([record("b", 4, expires)].into_iter()).unwrap();
         assert!(more.start > seqs[2]);
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
@@ -459,17 +525,16 @@ mod tests {
     fn a_message_put_and_removed_in_one_batch_is_never_written() {
         let expires = SystemTime::now();
         let mut batch = vec![
-            Op::Put {
-                first: 1,
-                records: vec![record("b", 1, expires), record("b", 2, expires)],
-            },
+            Op::Put(1, record("b", 1, expires)),
+            Op::Put(2, record("b", 2, expires)),
             Op::Remove(1),
             Op::Remove(7),
         ];
-        let (puts, removes) = net_changes(&mut batch);
-        assert_eq!(puts, vec![(2, record("b", 2, expires))]);
+        let changes = net_changes(&mut batch);
+        assert_eq!(changes.puts, vec![(2, record("b", 2, expires))]);
         // A removal of a message put in an earlier batch is written.
-        assert_eq!(removes, vec![7]);
+        assert_eq!(changes.removes, vec![7]);
+        assert!(changes.flushes.is_empty() && batch.is_empty());
     }
 
     #[test]

@@ -59,7 +59,7 @@ async fn receiver(hub: &TestHub) -> (ModuleClient, mpsc::Receiver<String>) {
                         .send(String::from_utf8_lossy(&message.body).into_owned())
                         .await;
                 }
-                Incoming::Method(req) => {
+                Incoming::Method { request: req, .. } => {
                     let _ = answering.respond(&req, 200, req.payload.clone()).await;
                 }
             }

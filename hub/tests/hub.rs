@@ -7,7 +7,7 @@ use edge::session::Subscriptions;
 use edge::{Incoming, Message, MethodClient, ModuleClient};
 use http_body_util::{BodyExt, Full};
 use rand::RngCore;
-use rumqttc::mqttbytes::v4::{Connect, ConnectReturnCode, Packet, Publish};
+use rumqttc::mqttbytes::v4::{Connect, ConnectReturnCode, Packet, PubAck, Publish, Subscribe};
 use rumqttc::mqttbytes::QoS;
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,7 +53,7 @@ impl TestHub {
 
 async fn recv_input(rx: &mut mpsc::Receiver<Incoming>) -> (String, Message) {
     match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
-        Ok(Some(Incoming::Input { input, message })) => (input, message),
+        Ok(Some(Incoming::Input { input, message, .. })) => (input, message),
         other => panic!("expected an input message, got {other:?}"),
     }
 }
@@ -96,16 +96,21 @@ async fn send(stream: &mut Box<dyn Stream>, p: Packet) {
     stream.write_all(&buf).await.unwrap();
 }
 
-/// Reads one packet; `None` when the hub closed the connection.
+/// Reads one packet; `None` when the hub closed the connection. What follows it in the same
+/// read is lost: for one answer at a time (else [`read_next`]).
 async fn read(stream: &mut Box<dyn Stream>) -> Option<Packet> {
-    let mut buf = BytesMut::new();
+    read_next(stream, &mut BytesMut::new()).await
+}
+
+/// Reads the next packet, keeping what arrived after it in `buf` for the next call.
+async fn read_next(stream: &mut Box<dyn Stream>, buf: &mut BytesMut) -> Option<Packet> {
     loop {
-        match Packet::read(&mut buf, 1 << 20) {
+        match Packet::read(buf, 1 << 20) {
             Ok(p) => return Some(p),
             Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => {}
             Err(e) => panic!("hub sent malformed MQTT: {e}"),
         }
-        match tokio::time::timeout(Duration::from_secs(10), stream.read_buf(&mut buf)).await {
+        match tokio::time::timeout(Duration::from_secs(10), stream.read_buf(buf)).await {
             Ok(Ok(0)) | Ok(Err(_)) => return None,
             Ok(Ok(_)) => {}
             Err(_) => panic!("no answer from the hub within 10 s"),
@@ -342,7 +347,7 @@ async fn direct_methods_answer_like_edgehub() {
     // b answers "Echo"; "silent" subscribes but never answers.
     let (b, mut b_rx) = hub.client("b", Subscriptions::METHODS).await;
     tokio::spawn(async move {
-        while let Some(Incoming::Method(req)) = b_rx.recv().await {
+        while let Some(Incoming::Method { request: req, .. }) = b_rx.recv().await {
             let _ = b.respond(&req, 201, req.payload.clone()).await;
         }
     });
@@ -510,6 +515,49 @@ async fn messages_route_to_inputs_with_sender_identity_and_wait_for_offline_modu
         metrics.contains("edgehub_messages_sent_total{"),
         "{metrics}"
     );
+    hub.running.stop().await;
+}
+
+/// A PUBACK read together with the client's DISCONNECT completes the message: the module's next
+/// connection does not get it again. (The delivery is woken by both at once; it once let the
+/// close win and sent the message again, to a client that had acknowledged it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_acknowledged_right_before_disconnect_is_not_sent_again() {
+    let hub = start_hub("ack-then-disconnect", MANIFEST).await.unwrap();
+    let (a, _a_rx) = hub.client("a", Subscriptions::NONE).await;
+    let key = hub.key("b");
+    let expiry = edge::sas::now_unix() + 3600;
+    for i in 0..40 {
+        a.send_output("toB", Message::new(Bytes::from(format!("m{i}"))))
+            .await
+            .unwrap();
+        let login = connect_packet("local-edge-device/b", "b", token(&key, "b", expiry));
+        let (code, mut s) = connack(&hub, login).await;
+        assert_eq!(code, Some(ConnectReturnCode::Success));
+        let inputs = Subscribe::new("devices/local-edge-device/modules/b/#", QoS::AtLeastOnce);
+        send(&mut s, Packet::Subscribe(inputs)).await;
+        let mut buf = BytesMut::new();
+        let publish = loop {
+            match read_next(&mut s, &mut buf).await {
+                Some(Packet::Publish(p)) => break p,
+                Some(_) => {}
+                None => panic!("connection {i} closed before a delivery"),
+            }
+        };
+        assert_eq!(
+            String::from_utf8_lossy(&publish.payload),
+            format!("m{i}"),
+            "connection {i} got an acknowledged message again"
+        );
+        // One write, so the hub reads the PUBACK and the DISCONNECT together.
+        let mut both = BytesMut::new();
+        Packet::PubAck(PubAck::new(publish.pkid))
+            .write(&mut both, usize::MAX)
+            .unwrap();
+        Packet::Disconnect.write(&mut both, usize::MAX).unwrap();
+        s.write_all(&both).await.unwrap();
+        while read_next(&mut s, &mut buf).await.is_some() {}
+    }
     hub.running.stop().await;
 }
 

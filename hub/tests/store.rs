@@ -88,13 +88,13 @@ async fn wait_for_sample(hub: &hub::RunningHub, name: &str, labels: &[&str], val
 
 async fn recv_input(rx: &mut mpsc::Receiver<Incoming>) -> (String, Message) {
     match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
-        Ok(Some(Incoming::Input { input, message })) => (input, message),
+        Ok(Some(Incoming::Input { input, message, .. })) => (input, message),
         other => panic!("expected an input message, got {other:?}"),
     }
 }
 
 async fn nothing_arrives(rx: &mut mpsc::Receiver<Incoming>, within: Duration) {
-    if let Ok(Some(Incoming::Input { input, message })) =
+    if let Ok(Some(Incoming::Input { input, message, .. })) =
         tokio::time::timeout(within, rx.recv()).await
     {
         panic!("unexpected delivery on {input}: {message:?}");

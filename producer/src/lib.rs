@@ -206,13 +206,16 @@ pub async fn run(args: Args) -> Result<()> {
     loop {
         tokio::select! {
             incoming = deliveries.recv() => match incoming {
-                Some(Incoming::Method(request)) => {
+                // Acknowledged once answered: the reply leaves first.
+                Some(Incoming::Method { request, ack }) => {
                     methods += 1;
                     on_method(&client, &metrics, request).await;
+                    drop(ack);
                 }
-                Some(Incoming::Input { input, message }) => {
+                Some(Incoming::Input { input, message, ack }) => {
                     messages += 1;
                     on_message(&client, &metrics, &input, message).await;
+                    drop(ack);
                 }
                 None => anyhow::bail!("the edge hub session ended"),
             },

@@ -302,10 +302,16 @@ pub(super) async fn deliver(hub: Arc<Hub>, queue: Arc<DeliveryQueue>) {
             Err(PublishError::Closed) => continue, // wait for the next connection
         };
         attempts += 1;
-        let acked = tokio::select! {
-            r = tokio::time::timeout(hub.settings.ack_timeout, session.acknowledgement(pkid)) => r.is_ok(),
-            _ = session.closed.notified() => false,
-        };
+        tokio::select! {
+            _ = tokio::time::timeout(hub.settings.ack_timeout, session.acknowledgement(pkid)) => {}
+            _ = session.closed.notified() => {}
+        }
+        // Whichever woke first, the PUBACK decides: one read just before the client's
+        // DISCONNECT (or the timeout) still completes the message, which is not sent again.
+        let acked = !session.awaits(pkid);
+        if !acked {
+            session.forget(pkid);
+        }
         if acked {
             attempts = 0;
             if let Some(m) = queue.pop(metrics) {

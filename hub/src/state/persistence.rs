@@ -88,14 +88,12 @@ impl Hub {
             return;
         }
         let wall = SystemTime::now();
-        let records = (pending.iter())
-            .map(|(queue, routed)| {
-                let expires = wall
-                    .checked_add(routed.via.ttl)
-                    .unwrap_or(wall + Duration::from_secs(1 << 32));
-                routed.record(&queue.name, expires)
-            })
-            .collect();
+        let records = pending.iter().map(|(queue, routed)| {
+            let expires = wall
+                .checked_add(routed.via.ttl)
+                .unwrap_or(wall + Duration::from_secs(1 << 32));
+            routed.record(&queue.name, expires)
+        });
         match store.put(records) {
             Ok(seqs) => {
                 for ((_, routed), seq) in pending.iter_mut().zip(seqs) {

@@ -140,6 +140,13 @@ impl Session {
         }
     }
 
+    /// Stops waiting for `pkid`: a PUBACK for it from now on is ignored.
+    pub fn forget(&self, pkid: u16) {
+        if let Ok(mut a) = self.acks.lock() {
+            a.remove(&pkid);
+        }
+    }
+
     pub fn close(&self) {
         self.is_closed.store(true, Ordering::SeqCst);
         self.closed.notify_waiters();
