@@ -518,6 +518,33 @@ async fn messages_route_to_inputs_with_sender_identity_and_wait_for_offline_modu
     hub.running.stop().await;
 }
 
+/// A module acknowledges a delivery when it drops its `Ack`, not on arrival: while it holds it,
+/// the hub (one message in flight per module) sends that module nothing more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_is_acknowledged_when_its_ack_is_dropped() {
+    let hub = start_hub("ack-on-drop", MANIFEST).await.unwrap();
+    let (a, _a_rx) = hub.client("a", Subscriptions::NONE).await;
+    let (_b, mut b_rx) = hub.client("b", Subscriptions::INPUTS).await;
+    hub.wait_for_session("b", "subscribed to inputs", |s| s.takes_inputs())
+        .await;
+    for i in 0..2 {
+        a.send_output("toB", Message::new(Bytes::from(format!("m{i}"))))
+            .await
+            .unwrap();
+    }
+    let first = tokio::time::timeout(Duration::from_secs(10), b_rx.recv()).await;
+    let Ok(Some(Incoming::Input { message, ack, .. })) = first else {
+        panic!("expected m0, got {first:?}");
+    };
+    assert_eq!(&message.body[..], b"m0");
+    let early = tokio::time::timeout(Duration::from_millis(500), b_rx.recv()).await;
+    assert!(early.is_err(), "m1 came while m0 was not acknowledged: {early:?}");
+    drop(ack);
+    let (_, second) = recv_input(&mut b_rx).await;
+    assert_eq!(&second.body[..], b"m1");
+    hub.running.stop().await;
+}
+
 /// A PUBACK read together with the client's DISCONNECT completes the message: the module's next
 /// connection does not get it again. (The delivery is woken by both at once; it once let the
 /// close win and sent the message again, to a client that had acknowledged it.)
