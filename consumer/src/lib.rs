@@ -211,13 +211,19 @@ pub async fn run(args: Args) -> Result<()> {
                         message,
                         ack,
                     } if input == MESSAGE_ENDPOINT => {
-                        // The exchange is woken before the PUBACK is queued, so it runs first.
-                        let taken = pending.complete(message);
-                        drop(ack);
-                        if let Delivery::Ignored(why) = taken {
-                            tracing::debug!(reason = why.as_str(), "reply ignored");
-                            recorder.late(Kind::Message, why);
+                        match pending.complete(message) {
+                            Delivery::Taken => {
+                                // The woken exchange records its sample and, in the closed loop,
+                                // sends the next request before this PUBACK is queued: the
+                                // PUBACK is on no exchange's critical path, the request is.
+                                tokio::task::yield_now().await;
+                            }
+                            Delivery::Ignored(why) => {
+                                tracing::debug!(reason = why.as_str(), "reply ignored");
+                                recorder.late(Kind::Message, why);
+                            }
                         }
+                        drop(ack);
                     }
                     Incoming::Input { input, .. } => {
                         tracing::debug!(%input, "message on an unexpected input ignored")

@@ -354,8 +354,14 @@ async fn session_loop<R: AsyncRead + Unpin>(
                         ),
                     ));
                 }
-                handle_publish(hub, session, &publish.topic, publish.payload).await?;
+                let handed_over =
+                    handle_publish(hub, session, &publish.topic, publish.payload).await?;
                 if publish.qos == QoS::AtLeastOnce {
+                    if handed_over {
+                        // The delivery (or the method's HTTP answer) is on the exchange's critical
+                        // path and this PUBACK is not: let the task that sends it write first.
+                        tokio::task::yield_now().await;
+                    }
                     reply(Packet::PubAck(PubAck::new(publish.pkid))).await?;
                 }
             }
@@ -416,12 +422,14 @@ fn record_subscription(session: &Session, filter: &str, granted: Option<QoS>) {
     }
 }
 
+/// Handles a client's PUBLISH; whether it handed something to another task to send (a message
+/// queued for a module, a method's answer).
 async fn handle_publish(
     hub: &Arc<Hub>,
     session: &Arc<Session>,
     topic_name: &str,
     payload: Bytes,
-) -> Result<(), ConnError> {
+) -> Result<bool, ConnError> {
     match topic::parse(topic_name) {
         Topic::Events {
             device,
@@ -438,17 +446,19 @@ async fn handle_publish(
                     ),
                 ));
             }
-            hub.route(session, bag, payload).map_err(|e| match e {
+            let queued = hub.route(session, bag, payload).map_err(|e| match e {
                 RouteError::Bag(_) => ConnError::Refused(Reason::BadPropertyBag, e.to_string()),
                 RouteError::Undeliverable { .. } => {
                     ConnError::Refused(Reason::Undeliverable, e.to_string())
                 }
             })?;
+            return Ok(queued > 0);
         }
         Topic::MethodResponse { status, rid } => {
-            if !hub.method_response(rid, status, payload) {
-                tracing::info!(client = %session.name, rid, "method response for no pending call (it may have timed out)");
+            if hub.method_response(rid, status, payload) {
+                return Ok(true);
             }
+            tracing::info!(client = %session.name, rid, "method response for no pending call (it may have timed out)");
         }
         Topic::TwinGet { rid } => {
             hub.metrics
@@ -489,7 +499,7 @@ async fn handle_publish(
             tracing::info!(client = %session.name, topic = shorten(topic_name), "publish to an unsupported topic ignored")
         }
     }
-    Ok(())
+    Ok(false)
 }
 
 /// A reply the client's own request made impossible (e.g. a request id too long for a topic).

@@ -538,7 +538,10 @@ async fn a_delivery_is_acknowledged_when_its_ack_is_dropped() {
     };
     assert_eq!(&message.body[..], b"m0");
     let early = tokio::time::timeout(Duration::from_millis(500), b_rx.recv()).await;
-    assert!(early.is_err(), "m1 came while m0 was not acknowledged: {early:?}");
+    assert!(
+        early.is_err(),
+        "m1 came while m0 was not acknowledged: {early:?}"
+    );
     drop(ack);
     let (_, second) = recv_input(&mut b_rx).await;
     assert_eq!(&second.body[..], b"m1");
