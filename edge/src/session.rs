@@ -65,15 +65,23 @@ pub struct Ack {
     client: AsyncClient,
     /// Only the QoS and packet id are used; `None` once sent.
     publish: Option<Publish>,
+    /// The connection it came on: a packet id means nothing on a later one (the hub sends the
+    /// message again there), so an `Ack` that outlives its connection sends nothing.
+    connection: u64,
+    connections: watch::Receiver<u64>,
 }
 
 impl Ack {
-    fn new(client: &AsyncClient, publish: &Publish) -> Self {
+    fn new(client: &AsyncClient, publish: &Publish, connected: &watch::Sender<u64>) -> Self {
         let mut ack = Publish::new("", publish.qos, Vec::new());
         ack.pkid = publish.pkid;
+        let connections = connected.subscribe();
+        let connection = *connections.borrow();
         Self {
             client: client.clone(),
             publish: Some(ack),
+            connection,
+            connections,
         }
     }
 }
@@ -90,6 +98,9 @@ impl Drop for Ack {
         let Some(publish) = self.publish.take() else {
             return;
         };
+        if *self.connections.borrow() != self.connection {
+            return;
+        }
         // The session's request queue is full (or closed): wait for room off this thread's way.
         if self.client.try_ack(&publish).is_err() {
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
@@ -292,7 +303,7 @@ impl Driver {
                     self.connected.send_modify(|n| *n += 1);
                 }
                 Ok(Event::Incoming(Packet::Publish(publish))) => {
-                    let ack = Ack::new(&self.client, &publish);
+                    let ack = Ack::new(&self.client, &publish, &self.connected);
                     if let Some(incoming) = classify(&publish.topic, publish.payload, ack) {
                         if self.deliveries.send(incoming).await.is_err() {
                             return; // nobody listens any more

@@ -9,9 +9,9 @@
 //! Writes go through one thread, behind the message path: `put` and `remove` only append the
 //! change to a list under a lock; the thread is woken (a futex call) only by the first change
 //! after it went idle, never per message. It gathers what arrives within [`COMMIT_DELAY`] and
-//! commits it as one transaction; a message put and removed in the same batch (delivered and acknowledged within
-//! the delay, the usual case with the module online) is never written at all, so the store costs
-//! the message path almost nothing until messages actually wait.
+//! commits it as one transaction; a message put and removed in the same batch (delivered and
+//! acknowledged within the delay, the usual case with the module online) is never written at
+//! all, so the store costs the message path almost nothing until messages actually wait.
 //!
 //! What survives what, as with edgeHub's RocksDB store (writes not synced): a commit is in the
 //! operating system's page cache when it returns and reaches the disk by an fsync at most

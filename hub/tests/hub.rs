@@ -548,6 +548,52 @@ async fn a_delivery_is_acknowledged_when_its_ack_is_dropped() {
     hub.running.stop().await;
 }
 
+/// An `Ack` that outlives its connection sends nothing: its packet id belongs to the old
+/// connection, and on the new one the same id can name the message sent again, which would then
+/// count as handled before the module saw it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ack_from_an_earlier_connection_acknowledges_nothing() {
+    let hub = start_hub("stale-ack", MANIFEST).await.unwrap();
+    let (a, _a_rx) = hub.client("a", Subscriptions::NONE).await;
+    let (b, mut b_rx) = hub.client("b", Subscriptions::INPUTS).await;
+    let mut connections = b.connections();
+    hub.wait_for_session("b", "subscribed to inputs", |s| s.takes_inputs())
+        .await;
+    a.send_output("toB", Message::new(Bytes::from_static(b"m0")))
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(10), b_rx.recv()).await;
+    let Ok(Some(Incoming::Input { ack: stale, .. })) = first else {
+        panic!("expected m0, got {first:?}");
+    };
+    // The hub drops b's connection; b reconnects and gets m0 again, under the new session's
+    // first packet id, the one m0 had.
+    connections.borrow_and_update();
+    hub.running.hub.session("b").unwrap().close();
+    tokio::time::timeout(Duration::from_secs(10), connections.changed())
+        .await
+        .unwrap()
+        .unwrap();
+    let again = tokio::time::timeout(Duration::from_secs(10), b_rx.recv()).await;
+    let Ok(Some(Incoming::Input { message, ack, .. })) = again else {
+        panic!("expected m0 again, got {again:?}");
+    };
+    assert_eq!(&message.body[..], b"m0");
+    drop(stale);
+    a.send_output("toB", Message::new(Bytes::from_static(b"m1")))
+        .await
+        .unwrap();
+    let early = tokio::time::timeout(Duration::from_millis(500), b_rx.recv()).await;
+    assert!(
+        early.is_err(),
+        "the old connection's Ack acknowledged m0 again: {early:?}"
+    );
+    drop(ack);
+    let (_, second) = recv_input(&mut b_rx).await;
+    assert_eq!(&second.body[..], b"m1");
+    hub.running.stop().await;
+}
+
 /// A PUBACK read together with the client's DISCONNECT completes the message: the module's next
 /// connection does not get it again. (The delivery is woken by both at once; it once let the
 /// close win and sent the message again, to a client that had acknowledged it.)

@@ -308,11 +308,7 @@ pub(super) async fn deliver(hub: Arc<Hub>, queue: Arc<DeliveryQueue>) {
         }
         // Whichever woke first, the PUBACK decides: one read just before the client's
         // DISCONNECT (or the timeout) still completes the message, which is not sent again.
-        let acked = !session.awaits(pkid);
-        if !acked {
-            session.forget(pkid);
-        }
-        if acked {
+        if !session.awaits(pkid) {
             attempts = 0;
             if let Some(m) = queue.pop(metrics) {
                 let elapsed = started.elapsed().as_secs_f64();
@@ -320,8 +316,12 @@ pub(super) async fn deliver(hub: Arc<Hub>, queue: Arc<DeliveryQueue>) {
                 sent.inc();
                 duration.observe(elapsed);
             }
-        } else if !session.is_closed.load(Ordering::SeqCst) {
-            tracing::warn!(client = %session.name, timeout = ?hub.settings.ack_timeout, attempt = attempts, of = hub.settings.max_delivery_attempts, "Message completion response not received; will resend");
+        } else {
+            // Sent again under a new packet id; a PUBACK for this one is ignored from now on.
+            session.forget(pkid);
+            if !session.is_closed.load(Ordering::SeqCst) {
+                tracing::warn!(client = %session.name, timeout = ?hub.settings.ack_timeout, attempt = attempts, of = hub.settings.max_delivery_attempts, "Message completion response not received; will resend");
+            }
         }
     }
 }
