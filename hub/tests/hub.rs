@@ -3,7 +3,7 @@
 
 use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
 use bytes::{Bytes, BytesMut};
-use edge::session::Subscriptions;
+use edge::session::{Ack, Subscriptions};
 use edge::{Incoming, Message, MethodClient, ModuleClient};
 use http_body_util::{BodyExt, Full};
 use rand::RngCore;
@@ -537,15 +537,24 @@ async fn a_delivery_is_acknowledged_when_its_ack_is_dropped() {
         panic!("expected m0, got {first:?}");
     };
     assert_eq!(&message.body[..], b"m0");
-    let early = tokio::time::timeout(Duration::from_millis(500), b_rx.recv()).await;
-    assert!(
-        early.is_err(),
-        "m1 came while m0 was not acknowledged: {early:?}"
-    );
-    drop(ack);
-    let (_, second) = recv_input(&mut b_rx).await;
-    assert_eq!(&second.body[..], b"m1");
+    next_only_after(
+        ack,
+        &mut b_rx,
+        "m1",
+        "m1 came while m0 was not acknowledged",
+    )
+    .await;
     hub.running.stop().await;
+}
+
+/// Checks that nothing arrives on `rx` for 500 ms while `held` is kept, then that `next` does
+/// once it is dropped; `early` says what an arrival before means.
+async fn next_only_after(held: Ack, rx: &mut mpsc::Receiver<Incoming>, next: &str, early: &str) {
+    let arrived = tokio::time::timeout(Duration::from_millis(500), rx.recv()).await;
+    assert!(arrived.is_err(), "{early}: {arrived:?}");
+    drop(held);
+    let (_, m) = recv_input(rx).await;
+    assert_eq!(&m.body[..], next.as_bytes());
 }
 
 /// An `Ack` that outlives its connection sends nothing: its packet id belongs to the old
@@ -583,14 +592,8 @@ async fn an_ack_from_an_earlier_connection_acknowledges_nothing() {
     a.send_output("toB", Message::new(Bytes::from_static(b"m1")))
         .await
         .unwrap();
-    let early = tokio::time::timeout(Duration::from_millis(500), b_rx.recv()).await;
-    assert!(
-        early.is_err(),
-        "the old connection's Ack acknowledged m0 again: {early:?}"
-    );
-    drop(ack);
-    let (_, second) = recv_input(&mut b_rx).await;
-    assert_eq!(&second.body[..], b"m1");
+    let early = "the old connection's Ack acknowledged m0 again";
+    next_only_after(ack, &mut b_rx, "m1", early).await;
     hub.running.stop().await;
 }
 
