@@ -1,5 +1,5 @@
 //! The main job: `cargo run --release` runs the whole method-vs-message comparison on this machine.
-//! Like a tiny IoT Edge runtime it reads deployment.json, starts the local hub with its routes and
+//! Like a tiny IoT Edge runtime it reads deployment.template.json, starts the local hub with its routes and
 //! the producer and consumer as separate processes (real sockets, real TLS) with the identities and
 //! `env` the manifest gives them, streams the consumer's tables, and stops all three cleanly.
 //! The same binary is each of those processes (`method-vs-message hub|producer|consumer`).
@@ -14,6 +14,8 @@ use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+
+mod manifest;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -39,12 +41,16 @@ enum Cmd {
     Producer(producer::Args),
     /// Run only the consumer module.
     Consumer(consumer::Args),
+    /// Write a deployable deployment.json (real images, registry credentials) from
+    /// deployment.template.json, for `az iot edge set-modules` or the portal.
+    Manifest(manifest::ManifestArgs),
 }
 
 #[derive(Debug, Clone, clap::Args)]
 struct RunArgs {
-    /// Deployment manifest: routes for the hub, modules and their env.
-    #[arg(long, default_value = "deployment.json")]
+    /// Deployment manifest or its template: routes for the hub, modules and their env (the
+    /// images are not used locally).
+    #[arg(long, default_value = "deployment.template.json")]
     deployment: PathBuf,
     /// How often the consumer prints its table.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
@@ -115,6 +121,8 @@ fn main() -> ExitCode {
             Some(Cmd::Producer(args)) => ("producer", producer::run(args).await),
             Some(Cmd::Consumer(args)) => ("consumer", consumer::run(args).await),
             Some(Cmd::Run(args)) => ("run", run(args).await),
+            // Reads one file and writes another: nothing else runs on this runtime meanwhile.
+            Some(Cmd::Manifest(args)) => ("manifest", manifest::run(&args)),
             None => ("run", run(cli.run).await),
         }
     });

