@@ -102,6 +102,8 @@ pub(crate) struct Common {
     pub timeout: Duration,
     pub recorder: Recorder,
     pub streak: ErrorStreak,
+    /// The watchdog's view of this kind's loop: beats once per concluded exchange.
+    pub progress: Arc<telemetry::Pulse>,
 }
 
 impl Common {
@@ -117,6 +119,7 @@ impl Common {
             Outcome::Skipped => {}
         }
         self.recorder.record(self.kind, outcome);
+        self.progress.beat();
         if scheduled.is_none() && matches!(outcome, Outcome::Failed(_)) {
             tokio::time::sleep(CLOSED_LOOP_BACKOFF).await;
         }

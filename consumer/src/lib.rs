@@ -5,6 +5,10 @@
 //! Two schedules: the seed's closed loop (the next exchange starts when the previous one ends —
 //! a benchmark) and, with `--rate`, an open loop (exchanges start on a fixed schedule whatever
 //! the replies, timed from their planned start — a canary; see `schedule`).
+//!
+//! A watchdog (`WATCHDOG_TIMEOUT`) ends the process when a loop stops concluding exchanges (a
+//! timeout or a failure is progress: a hub that is down is no hang), the MQTT session stops
+//! turning or the metrics server stops answering, so that the runtime restarts the module.
 #![forbid(unsafe_code)]
 
 mod exchange;
@@ -17,7 +21,7 @@ pub mod stats;
 pub mod verdict;
 
 use anyhow::{bail, Result};
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use edge::seed::MESSAGE_ENDPOINT;
 use edge::session::Subscriptions;
 use edge::{Incoming, MethodClient, ModuleClient, ModuleIdentity};
@@ -51,6 +55,13 @@ pub enum SummaryFormat {
 
 fn seed_flag(s: &str) -> Result<bool, String> {
     Ok(edge::seed::parse_flag(Some(s)))
+}
+
+fn kind(s: &str) -> Result<Kind, String> {
+    Kind::ALL
+        .into_iter()
+        .find(|k| k.label() == s)
+        .ok_or_else(|| format!("{s:?} is not method or message"))
 }
 
 /// IoT Edge module that measures a direct method against a message round trip to the producer.
@@ -99,6 +110,29 @@ pub struct Args {
     /// When the run ends, write its HTML report to this file (the page GET /report serves live).
     #[arg(long, env = "REPORT_FILE")]
     pub report: Option<std::path::PathBuf>,
+    /// Watchdog: when an exchange loop concludes no exchange (a timeout or a failure counts), the
+    /// MQTT session stops turning or the metrics server stops, for this long, log what stopped
+    /// and exit with status 3, so that the runtime (restartPolicy: always) restarts the module.
+    /// Must be longer than EXCHANGE_TIMEOUT; 0 turns it off.
+    #[arg(long, env = "WATCHDOG_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub watchdog_timeout: Duration,
+    /// TEST ONLY (tests/watchdog.rs): after this long, every exchange that starts blocks for good,
+    /// to show the watchdog acting. Never set it in a deployment.
+    #[arg(long, env = "TEST_FREEZE_AFTER", hide = true, value_parser = humantime::parse_duration)]
+    pub test_freeze_after: Option<Duration>,
+    /// TEST ONLY: freeze only this kind's exchanges (method or message); default both.
+    #[arg(long, env = "TEST_FREEZE_KIND", hide = true, value_parser = kind)]
+    pub test_freeze_kind: Option<Kind>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Besides running the module.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+pub enum Command {
+    /// Ask this module's GET /healthz (127.0.0.1, METRICS_ADDR's port) and exit 0 if it answers
+    /// 200, 1 otherwise with the reason on stderr (the images' HEALTHCHECK). Starts nothing.
+    Healthcheck,
 }
 
 impl Args {
@@ -136,6 +170,34 @@ impl Args {
             max_in_flight: self.max_in_flight,
         })
     }
+
+    /// Refuses a watchdog that would end a healthy loop: one exchange may take EXCHANGE_TIMEOUT.
+    pub fn check_watchdog(&self) -> Result<()> {
+        let (watchdog, exchange) = (self.watchdog_timeout, self.exchange_timeout);
+        if !watchdog.is_zero() && watchdog <= exchange {
+            bail!(
+                "WATCHDOG_TIMEOUT ({}) must be longer than EXCHANGE_TIMEOUT ({}): an exchange that times out is the longest a healthy loop goes without progress (0 turns the watchdog off)",
+                humantime::format_duration(watchdog),
+                humantime::format_duration(exchange)
+            );
+        }
+        Ok(())
+    }
+
+    /// Test only: when `kind`'s exchanges freeze, if they do.
+    fn freeze_at(&self, kind: Kind, start: Instant) -> Option<Instant> {
+        let after = self.test_freeze_after?;
+        self.test_freeze_kind
+            .is_none_or(|k| k == kind)
+            .then_some(start + after)
+    }
+}
+
+/// Test only: blocks for good once `at` has passed (see `Args::test_freeze_after`).
+async fn test_freeze(at: Option<Instant>) {
+    if at.is_some_and(|at| Instant::now() >= at) {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// How long the exit waits for exchanges in flight, then again for replies still owed to
@@ -152,8 +214,12 @@ fn traced(
     exchange(scheduled).instrument(span)
 }
 
-/// Runs until SIGTERM/Ctrl-C, then prints the last (partial) interval and the whole run.
+/// Runs until SIGTERM/Ctrl-C, then prints the last (partial) interval and the whole run;
+/// `healthcheck` asks a running one's /healthz instead.
 pub async fn run(args: Args) -> Result<()> {
+    if let Some(Command::Healthcheck) = args.command {
+        return telemetry::healthcheck(args.metrics_addr).map_err(anyhow::Error::msg);
+    }
     let kinds = args.kinds();
     if kinds.is_empty() {
         bail!("EnableMethod and EnableMessage are both false: there is nothing to measure");
@@ -162,21 +228,24 @@ pub async fn run(args: Args) -> Result<()> {
         bail!("SUMMARY_INTERVAL and EXCHANGE_TIMEOUT must be longer than zero");
     }
     let schedule = args.schedule()?;
+    args.check_watchdog()?;
     let tracing_guard = telemetry::init_module_tracing("consumer", args.trace_sample_ratio)?;
     let identity = Arc::new(ModuleIdentity::from_env()?);
-    tracing::info!(identity = ?identity, producer = %args.producer, method = args.enable_method, message = args.enable_message, schedule = ?schedule, "consumer starting");
+    tracing::info!(identity = ?identity, producer = %args.producer, method = args.enable_method, message = args.enable_message, schedule = ?schedule, watchdog = ?args.watchdog_timeout, "consumer starting");
 
+    let watchdog = telemetry::Watchdog::new(args.watchdog_timeout);
     let mut registry = telemetry::new_registry("consumer");
     let recorder = Recorder::register(&mut registry);
     let report_log = report::collect::RunLog::new(
         kinds.clone(),
         report::collect::settings(&args, schedule, &identity),
     );
-    let _server = telemetry::serve_module_metrics_with(
+    let _server = telemetry::serve_module_metrics_watched(
         args.metrics_addr,
         registry,
         args.metrics_addr_file.as_deref(),
         Some(report::collect::pages(report_log.clone(), recorder.clone())),
+        Some(watchdog.clone()),
     )
     .await?;
 
@@ -188,6 +257,13 @@ pub async fn run(args: Args) -> Result<()> {
         },
     )
     .await?;
+    let session = client.heartbeat();
+    watchdog.watch("the MQTT session", "its loop last turned", move || {
+        telemetry::Progress {
+            last: session.last(),
+            due: session.due(),
+        }
+    });
     if args.enable_message {
         // Every (re)connect of the session restarts the message kind's time to first success.
         let (mut connections, recorder) = (client.connections(), recorder.clone());
@@ -237,12 +313,28 @@ pub async fn run(args: Args) -> Result<()> {
         });
     }
 
-    let common = |kind| Common {
+    // The longest a healthy loop goes without concluding an exchange: one that times out, after
+    // the closed loop's pause or the open loop's period.
+    let quiet = args.exchange_timeout
+        + match schedule {
+            Schedule::Closed => exchange::CLOSED_LOOP_BACKOFF,
+            Schedule::Open { rate, .. } => Duration::from_secs_f64(1.0 / rate),
+        };
+    let common = |kind: Kind| Common {
         kind,
         timeout: args.exchange_timeout,
         recorder: recorder.clone(),
         streak: ErrorStreak::default(),
+        progress: watchdog.pulse(
+            format!("the {} loop", kind.label()),
+            "last exchange finished",
+            quiet,
+        ),
     };
+    let started_loops = Instant::now();
+    if let Some(after) = args.test_freeze_after {
+        tracing::warn!(?after, kind = ?args.test_freeze_kind, "TEST_FREEZE_AFTER is set: exchanges will block for good (a test switch)");
+    }
     let overdue = Arc::new(AtomicUsize::new(0));
     let mut exchanges: Vec<(Kind, Exchange)> = Vec::new();
     if args.enable_message {
@@ -252,11 +344,15 @@ pub async fn run(args: Args) -> Result<()> {
             pending: pending.clone(),
             cids: CidClock::default(),
         });
+        let freeze = args.freeze_at(Kind::Message, started_loops);
         exchanges.push((
             Kind::Message,
             Arc::new(move |scheduled| {
                 let message = message.clone();
-                Box::pin(async move { message.run(scheduled).await })
+                Box::pin(async move {
+                    test_freeze(freeze).await;
+                    message.run(scheduled).await
+                })
             }),
         ));
     }
@@ -270,11 +366,15 @@ pub async fn run(args: Args) -> Result<()> {
         });
         // The first call connects.
         recorder.reconnected(Kind::Method);
+        let freeze = args.freeze_at(Kind::Method, started_loops);
         exchanges.push((
             Kind::Method,
             Arc::new(move |scheduled| {
                 let method = method.clone();
-                Box::pin(async move { method.run(scheduled).await })
+                Box::pin(async move {
+                    test_freeze(freeze).await;
+                    method.run(scheduled).await
+                })
             }),
         ));
     }
@@ -328,6 +428,8 @@ pub async fn run(args: Args) -> Result<()> {
         }
     }
 
+    watchdog.start()?;
+
     let output = Output {
         format: args.summary_format,
         kinds,
@@ -354,6 +456,8 @@ pub async fn run(args: Args) -> Result<()> {
         }
     }
     tracing::info!("consumer stopping");
+    // Its work ends now, on purpose.
+    watchdog.stop();
     let _ = stop_tx.send(true);
     if let Some(open_loop) = open_loop {
         open_loop.stop(EXIT_GRACE).await;
@@ -418,5 +522,52 @@ mod tests {
         ] {
             assert!(args(bad).schedule().is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn the_watchdog_must_outlast_an_exchange_and_healthcheck_needs_nothing_else() {
+        let args = |extra: &[&str]| {
+            let mut argv = vec!["consumer"];
+            argv.extend_from_slice(extra);
+            Args::try_parse_from(argv).unwrap()
+        };
+        let default = args(&[]);
+        assert_eq!(default.watchdog_timeout, Duration::from_secs(60));
+        assert!(default.check_watchdog().is_ok());
+        assert!(args(&["--watchdog-timeout", "0"]).check_watchdog().is_ok());
+        let e = args(&["--watchdog-timeout", "30s"])
+            .check_watchdog()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("WATCHDOG_TIMEOUT (30s) must be longer than EXCHANGE_TIMEOUT (30s)"),
+            "{e}"
+        );
+        assert!(
+            args(&["--watchdog-timeout", "3s", "--exchange-timeout", "1s"])
+                .check_watchdog()
+                .is_ok()
+        );
+
+        // `consumer healthcheck`, as the image's HEALTHCHECK runs it: no other argument.
+        assert_eq!(args(&["healthcheck"]).command, Some(Command::Healthcheck));
+        assert_eq!(default.command, None);
+        // The freeze switch is a test's: parsed, never shown.
+        let frozen = args(&["--test-freeze-after", "2s", "--test-freeze-kind", "method"]);
+        let t0 = Instant::now();
+        assert_eq!(
+            frozen.freeze_at(Kind::Method, t0),
+            Some(t0 + Duration::from_secs(2))
+        );
+        assert_eq!(frozen.freeze_at(Kind::Message, t0), None);
+        assert_eq!(default.freeze_at(Kind::Method, t0), None);
+        let help = <Args as clap::CommandFactory>::command()
+            .render_long_help()
+            .to_string();
+        assert!(
+            help.contains("WATCHDOG_TIMEOUT") && help.contains("healthcheck"),
+            "{help}"
+        );
+        assert!(!help.contains("freeze"), "{help}");
     }
 }

@@ -1,7 +1,8 @@
 //! The module's MQTT session with edgeHub (docs/protocol.md#the-mqtt-connection): exact client
 //! id and username, QoS 1 outputs with `$.on`, inputs and method requests delivered on a
 //! channel, each acknowledged once the module is done with it ([`Ack`]), reconnect with bounded
-//! exponential backoff, subscriptions restored, and the SAS token renewed before expiry.
+//! exponential backoff, subscriptions restored, and the SAS token renewed before expiry. Its loop
+//! keeps a [`Heartbeat`] for the module's watchdog.
 
 use crate::bag::{PropertyBag, OUTPUT_NAME};
 use crate::identity::{IdentityError, ModuleIdentity};
@@ -12,8 +13,9 @@ use rumqttc::{
     AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, NetworkOptions, Packet, Publish,
     QoS, TlsConfiguration, Transport,
 };
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 /// edgeHub's message limit (body and topic) plus the packet's own header bytes; rumqttc's
@@ -22,6 +24,13 @@ pub const MAX_PACKET_SIZE: usize = crate::topic::MAX_MESSAGE_SIZE + 1024;
 const KEEP_ALIVE: Duration = Duration::from_secs(60);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// TCP connect, TLS and CONNACK; also each flush of a connected session.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest rumqttc's `poll` goes without returning when all is well: connected and idle, it
+/// sends a PINGREQ every keep-alive (and flushes it within the connection timeout); connecting,
+/// it gives up after the connection timeout.
+const POLL_BOUND: Duration =
+    Duration::from_secs(KEEP_ALIVE.as_secs() + 2 * CONNECTION_TIMEOUT.as_secs());
 const CLIENT_TYPE: &str = concat!(
     "iotedge-method-vs-message/",
     env!("CARGO_PKG_VERSION"),
@@ -111,6 +120,64 @@ impl Drop for Ack {
     }
 }
 
+/// When the session's loop last turned and until when it may legitimately stay away (waiting in
+/// `poll`, or sleeping before a reconnect): a module's watchdog reads it. "Connected or retrying"
+/// both turn it; a loop stuck anywhere else (a full delivery channel, a deadlock on its own request
+/// queue) does not.
+#[derive(Debug, Clone)]
+pub struct Heartbeat(Arc<Beats>);
+
+#[derive(Debug)]
+struct Beats {
+    anchor: Instant,
+    /// Milliseconds since `anchor`.
+    last_ms: AtomicU64,
+    /// Milliseconds since `anchor`; `u64::MAX` once the session has ended.
+    due_ms: AtomicU64,
+}
+
+impl Heartbeat {
+    fn new() -> Self {
+        let beats = Beats {
+            anchor: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            due_ms: AtomicU64::new(0),
+        };
+        let heartbeat = Self(Arc::new(beats));
+        heartbeat.beat(POLL_BOUND);
+        heartbeat
+    }
+
+    fn millis(d: Duration) -> u64 {
+        u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The loop turned; it turns again within `bound`.
+    fn beat(&self, bound: Duration) {
+        let now = Self::millis(self.0.anchor.elapsed());
+        self.0.last_ms.store(now, Ordering::Relaxed);
+        self.0
+            .due_ms
+            .store(now.saturating_add(Self::millis(bound)), Ordering::Relaxed);
+    }
+
+    /// The session ended (a DISCONNECT sent, or the module dropped it): nothing is owed.
+    fn ended(&self) {
+        self.0.due_ms.store(u64::MAX, Ordering::Relaxed);
+    }
+
+    /// When the loop last turned.
+    pub fn last(&self) -> Instant {
+        self.0.anchor + Duration::from_millis(self.0.last_ms.load(Ordering::Relaxed))
+    }
+
+    /// When the loop is overdue unless it turns meanwhile; `None` once the session has ended.
+    pub fn due(&self) -> Option<Instant> {
+        let due = self.0.due_ms.load(Ordering::Relaxed);
+        (due != u64::MAX).then(|| self.0.anchor + Duration::from_millis(due))
+    }
+}
+
 /// Which deliveries to subscribe to (as the SDKs, only what a handler exists for).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Subscriptions {
@@ -147,6 +214,7 @@ pub struct ModuleClient {
     events_prefix: Arc<str>,
     /// How many times the session has connected (CONNACK received) so far.
     connections: watch::Receiver<u64>,
+    heartbeat: Heartbeat,
 }
 
 impl ModuleClient {
@@ -186,11 +254,12 @@ impl ModuleClient {
         let mut network = NetworkOptions::new();
         // Nagle would add 40-90 ms to every exchange (docs/architecture.md#performance-choices).
         network.set_tcp_nodelay(true);
-        network.set_connection_timeout(10);
+        network.set_connection_timeout(CONNECTION_TIMEOUT.as_secs());
         eventloop.set_network_options(network);
 
         let (tx, rx) = mpsc::channel(1024);
         let (connected, connections) = watch::channel(0);
+        let heartbeat = Heartbeat::new();
         let driver = Driver {
             connected,
             identity: identity.clone(),
@@ -198,8 +267,13 @@ impl ModuleClient {
             subscriptions,
             deliveries: tx,
             token_expiry: expiry,
+            heartbeat: heartbeat.clone(),
         };
-        tokio::spawn(driver.run(eventloop));
+        let ended = heartbeat.clone();
+        tokio::spawn(async move {
+            driver.run(eventloop).await;
+            ended.ended();
+        });
         let events_prefix = format!(
             "devices/{}/modules/{}/messages/events/",
             identity.device_id, identity.module_id
@@ -210,6 +284,7 @@ impl ModuleClient {
                 identity,
                 events_prefix: events_prefix.into(),
                 connections,
+                heartbeat,
             },
             rx,
         ))
@@ -223,6 +298,11 @@ impl ModuleClient {
     /// changes on every reconnect.
     pub fn connections(&self) -> watch::Receiver<u64> {
         self.connections.clone()
+    }
+
+    /// The session loop's heartbeat, for a watchdog.
+    pub fn heartbeat(&self) -> Heartbeat {
+        self.heartbeat.clone()
     }
 
     /// Sends `message` to `output` (QoS 1, `$.on` set). Returns once the session has queued it.
@@ -272,6 +352,7 @@ struct Driver {
     subscriptions: Subscriptions,
     deliveries: mpsc::Sender<Incoming>,
     token_expiry: u64,
+    heartbeat: Heartbeat,
 }
 
 impl Driver {
@@ -283,6 +364,7 @@ impl Driver {
         let renew = tokio::time::sleep_until(renew_at(self.token_expiry, margin));
         tokio::pin!(renew);
         loop {
+            self.heartbeat.beat(POLL_BOUND);
             let event = tokio::select! {
                 event = eventloop.poll() => event,
                 _ = &mut renew => {
@@ -322,6 +404,8 @@ impl Driver {
                         return;
                     }
                     tracing::warn!(module = %name, error = %e, retry_in = ?backoff, "edge hub connection lost; reconnecting");
+                    // Retrying is progress: the sleep (and a token renewal) is owed back.
+                    self.heartbeat.beat(backoff + POLL_BOUND);
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                     if self
@@ -407,5 +491,27 @@ fn classify(topic_name: &str, payload: bytes::Bytes, ack: Ack) -> Option<Incomin
             ack,
         }),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_heartbeat_owes_a_turn_within_its_bound_until_the_session_ends() {
+        let heartbeat = Heartbeat::new();
+        let due = heartbeat.due().unwrap();
+        assert_eq!(
+            due.duration_since(heartbeat.last()).as_secs(),
+            POLL_BOUND.as_secs()
+        );
+        heartbeat.beat(Duration::from_secs(3));
+        assert_eq!(
+            heartbeat.due().unwrap().duration_since(heartbeat.last()),
+            Duration::from_secs(3)
+        );
+        heartbeat.ended();
+        assert_eq!(heartbeat.due(), None);
     }
 }

@@ -119,6 +119,16 @@ pub struct Args {
     /// Time for an HTTPS request's body to arrive once its headers are in.
     #[arg(long, env = "HUB_HTTP_BODY_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub http_body_timeout: Duration,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Besides running the hub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Subcommand)]
+pub enum Command {
+    /// Ask this hub's GET /healthz (127.0.0.1 or --bind, --metrics-port) and exit 0 if it answers
+    /// 200, 1 otherwise with the reason on stderr (the image's HEALTHCHECK). Starts nothing.
+    Healthcheck,
 }
 
 /// A running hub: its actual addresses (ports chosen when 0 was asked for).
@@ -336,6 +346,10 @@ fn write_endpoints(state_dir: &std::path::Path, hub: &RunningHub) -> Result<()> 
 
 /// Runs the hub until SIGINT/SIGTERM.
 pub async fn run(args: Args) -> Result<()> {
+    if let Some(Command::Healthcheck) = args.command {
+        return telemetry::healthcheck(SocketAddr::new(args.bind, args.metrics_port))
+            .map_err(anyhow::Error::msg);
+    }
     let running = start(&args).await?;
     let plain = running
         .plain_mqtt

@@ -1,11 +1,11 @@
 //! The producer module: answers the direct method `GetTimeMethod` and the input `GetTimeMessage`
 //! with the current UTC time (the seed's Producer.cs, docs/protocol.md#the-seeds-wire-contract),
-//! instrumented.
+//! instrumented, with a watchdog that ends the process when its session or handler hangs.
 #![forbid(unsafe_code)]
 
 use anyhow::Result;
 use chrono::Utc;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use edge::seed::{TimeReply, TimeRequest, MESSAGE_ENDPOINT, METHOD_NAME};
 use edge::session::Subscriptions;
 use edge::{Incoming, Message, MethodRequest, ModuleClient, ModuleIdentity};
@@ -38,7 +38,30 @@ pub struct Args {
     /// Trace sampling ratio (parent-based); default: OTEL_TRACES_SAMPLER(_ARG) or always on.
     #[arg(long, env = "TRACE_SAMPLE_RATIO")]
     pub trace_sample_ratio: Option<f64>,
+    /// Watchdog: when the MQTT session (connected or retrying), the request handler or the
+    /// metrics server makes no progress for this long, log what stopped and exit with status 3,
+    /// so that the runtime (restartPolicy: always) restarts the module. 0 turns it off.
+    #[arg(long, env = "WATCHDOG_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub watchdog_timeout: Duration,
+    /// TEST ONLY (tests/watchdog.rs): after this long, the request handler blocks for good on the
+    /// next request, to show the watchdog acting. Never set it in a deployment.
+    #[arg(long, env = "TEST_FREEZE_AFTER", hide = true, value_parser = humantime::parse_duration)]
+    pub test_freeze_after: Option<Duration>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
 }
+
+/// Besides running the module.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+pub enum Command {
+    /// Ask this module's GET /healthz (127.0.0.1, METRICS_ADDR's port) and exit 0 if it answers
+    /// 200, 1 otherwise with the reason on stderr (the images' HEALTHCHECK). Starts nothing.
+    Healthcheck,
+}
+
+/// The longest a request's handling may take when all is well (it takes microseconds; a full
+/// request queue may hold a reply back a little).
+const HANDLER_BOUND: Duration = Duration::from_secs(1);
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
@@ -180,22 +203,56 @@ async fn on_message(
         .observe(started.elapsed().as_secs_f64());
 }
 
-/// Runs until SIGTERM/Ctrl-C.
+/// Test only: blocks for good once `at` has passed (see `Args::test_freeze_after`).
+async fn test_freeze(at: Option<Instant>) {
+    if at.is_some_and(|at| Instant::now() >= at) {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Runs until SIGTERM/Ctrl-C; `healthcheck` asks a running one's /healthz instead.
 pub async fn run(args: Args) -> Result<()> {
+    if let Some(Command::Healthcheck) = args.command {
+        return telemetry::healthcheck(args.metrics_addr).map_err(anyhow::Error::msg);
+    }
     let tracing_guard = telemetry::init_module_tracing("producer", args.trace_sample_ratio)?;
     let identity = Arc::new(ModuleIdentity::from_env()?);
-    tracing::info!(identity = ?identity, "producer starting");
+    tracing::info!(identity = ?identity, watchdog = ?args.watchdog_timeout, "producer starting");
 
+    let watchdog = telemetry::Watchdog::new(args.watchdog_timeout);
     let mut registry = telemetry::new_registry("producer");
     let metrics = ProducerMetrics::register(&mut registry);
-    let _server = telemetry::serve_module_metrics(
+    let _server = telemetry::serve_module_metrics_watched(
         args.metrics_addr,
         registry,
         args.metrics_addr_file.as_deref(),
+        None,
+        Some(watchdog.clone()),
     )
     .await?;
 
     let (client, mut deliveries) = ModuleClient::connect(identity, Subscriptions::ALL).await?;
+    let session = client.heartbeat();
+    watchdog.watch("the MQTT session", "its loop last turned", move || {
+        telemetry::Progress {
+            last: session.last(),
+            due: session.due(),
+        }
+    });
+    let handler = watchdog.pulse(
+        "the request handler",
+        "it last took a request",
+        HANDLER_BOUND,
+    );
+    handler.idle();
+    let freeze_at = args.test_freeze_after.map(|after| {
+        tracing::warn!(
+            ?after,
+            "TEST_FREEZE_AFTER is set: the request handler will block for good (a test switch)"
+        );
+        Instant::now() + after
+    });
+    watchdog.start()?;
     let mut ticker = tokio::time::interval_at(
         tokio::time::Instant::now() + args.summary_interval,
         args.summary_interval,
@@ -205,20 +262,28 @@ pub async fn run(args: Args) -> Result<()> {
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
-            incoming = deliveries.recv() => match incoming {
-                // Acknowledged once answered: the reply leaves first.
-                Some(Incoming::Method { request, ack }) => {
-                    methods += 1;
-                    on_method(&client, &metrics, request).await;
-                    drop(ack);
+            incoming = deliveries.recv() => {
+                let Some(incoming) = incoming else {
+                    watchdog.stop();
+                    anyhow::bail!("the edge hub session ended");
+                };
+                handler.beat();
+                test_freeze(freeze_at).await;
+                match incoming {
+                    // Acknowledged once answered: the reply leaves first.
+                    Incoming::Method { request, ack } => {
+                        methods += 1;
+                        on_method(&client, &metrics, request).await;
+                        drop(ack);
+                    }
+                    Incoming::Input { input, message, ack } => {
+                        messages += 1;
+                        on_message(&client, &metrics, &input, message).await;
+                        drop(ack);
+                    }
                 }
-                Some(Incoming::Input { input, message, ack }) => {
-                    messages += 1;
-                    on_message(&client, &metrics, &input, message).await;
-                    drop(ack);
-                }
-                None => anyhow::bail!("the edge hub session ended"),
-            },
+                handler.idle();
+            }
             _ = ticker.tick() => {
                 // The seed's line: "{0:O} - {1} Method calls, {2} Message calls ".
                 println!("{} - {methods} Method calls, {messages} Message calls", edge::time::round_trip_offset(Utc::now()));
@@ -227,6 +292,7 @@ pub async fn run(args: Args) -> Result<()> {
             _ = &mut shutdown => break,
         }
     }
+    watchdog.stop();
     println!(
         "{} - {methods} Method calls, {messages} Message calls",
         edge::time::round_trip_offset(Utc::now())
@@ -235,4 +301,26 @@ pub async fn run(args: Args) -> Result<()> {
     client.disconnect().await;
     tracing_guard.shutdown().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn healthcheck_needs_no_other_argument_and_the_freeze_switch_is_hidden() {
+        let args = Args::try_parse_from(["producer", "healthcheck"]).unwrap();
+        assert_eq!(args.command, Some(Command::Healthcheck));
+        assert_eq!(args.watchdog_timeout, Duration::from_secs(60));
+        let off = Args::try_parse_from(["producer", "--watchdog-timeout", "0"]).unwrap();
+        assert!(off.watchdog_timeout.is_zero());
+        let help = <Args as clap::CommandFactory>::command()
+            .render_long_help()
+            .to_string();
+        assert!(
+            help.contains("WATCHDOG_TIMEOUT") && help.contains("healthcheck"),
+            "{help}"
+        );
+        assert!(!help.contains("freeze"), "{help}");
+    }
 }

@@ -1,20 +1,25 @@
 //! Observability shared by the hub and the modules: one Prometheus registry per process served on
 //! `/metrics` (OpenMetrics with exemplars, or the classic text format), process and build-info
-//! metrics, tracing with optional OTLP export, and W3C trace-context carriers.
+//! metrics, tracing with optional OTLP export, W3C trace-context carriers, and the modules'
+//! watchdog with its `/healthz` and `healthcheck` client.
 #![forbid(unsafe_code)]
 
 pub mod carrier;
 mod export_watch;
+pub mod healthcheck;
 pub mod metrics_server;
 pub mod process;
 pub mod tracing_setup;
+pub mod watchdog;
 
 pub use carrier::{current_trace_id, inject_current, set_remote_parent, TraceId};
+pub use healthcheck::healthcheck;
 pub use metrics_server::{
-    serve_metrics, serve_metrics_with, serve_module_metrics, serve_module_metrics_with,
-    MetricsServer, Pages,
+    serve_metrics, serve_metrics_watched, serve_metrics_with, serve_module_metrics,
+    serve_module_metrics_watched, serve_module_metrics_with, MetricsServer, Pages,
 };
 pub use tracing_setup::{init_module_tracing, init_tracing, TraceOptions, Tracing};
+pub use watchdog::{Progress, Pulse, Watchdog};
 
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;

@@ -1,8 +1,10 @@
 //! `GET /metrics`: OpenMetrics (with exemplars) when the scraper accepts it, as Prometheus does;
 //! the classic text format 0.0.4 otherwise (what `promtool check metrics` and old scrapers read).
 //! A module can serve extra pages on the same port ([`serve_metrics_with`]; the consumer's
-//! `/report`).
+//! `/report`). `GET /healthz` answers 200 `ok`, or, for a module with a [`Watchdog`], 503 with
+//! what is overdue ([`serve_metrics_watched`]).
 
+use crate::watchdog::Watchdog;
 use bytes_body::full;
 use hyper::body::Incoming;
 use hyper::header::{ACCEPT, CONTENT_TYPE};
@@ -65,14 +67,41 @@ pub async fn serve_metrics_with(
     registry: Arc<Registry>,
     pages: Option<Pages>,
 ) -> std::io::Result<MetricsServer> {
+    serve_metrics_watched(addr, registry, pages, None).await
+}
+
+/// How often the server's loop turns when nobody connects, so that the watchdog sees it alive.
+const TURN: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// [`serve_metrics_with`]; with a `watchdog`, `/healthz` answers its state and the server's own
+/// loop is one of the things it watches ("the metrics server").
+pub async fn serve_metrics_watched(
+    addr: SocketAddr,
+    registry: Arc<Registry>,
+    pages: Option<Pages>,
+    watchdog: Option<Watchdog>,
+) -> std::io::Result<MetricsServer> {
     let listener = TcpListener::bind(addr).await?;
     let local_addr = listener.local_addr()?;
+    // A turn a second, or a few seconds late on a busy runtime, is healthy.
+    let pulse = watchdog
+        .as_ref()
+        .map(|w| w.pulse("the metrics server", "it last turned", TURN * 4));
     let task = tokio::spawn(async move {
         // Connections live in this set: aborting the server aborts them too.
         let mut connections = tokio::task::JoinSet::new();
+        let mut turn = tokio::time::interval(TURN);
+        turn.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             while connections.try_join_next().is_some() {}
-            let (stream, _) = match listener.accept().await {
+            if let Some(pulse) = &pulse {
+                pulse.beat();
+            }
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                _ = turn.tick(), if pulse.is_some() => continue,
+            };
+            let (stream, _) = match accepted {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::warn!(error = %e, "metrics listener: accept failed");
@@ -81,13 +110,14 @@ pub async fn serve_metrics_with(
                 }
             };
             let _ = stream.set_nodelay(true);
-            let (registry, pages) = (registry.clone(), pages.clone());
+            let (registry, pages, watchdog) = (registry.clone(), pages.clone(), watchdog.clone());
             connections.spawn(async move {
                 let service = service_fn(move |req: Request<Incoming>| {
-                    let (registry, pages) = (registry.clone(), pages.clone());
+                    let (registry, pages, watchdog) =
+                        (registry.clone(), pages.clone(), watchdog.clone());
                     async move {
                         Ok::<_, std::convert::Infallible>(
-                            handle(&registry, pages.as_ref(), &req).await,
+                            handle(&registry, pages.as_ref(), watchdog.as_ref(), &req).await,
                         )
                     }
                 });
@@ -103,6 +133,7 @@ pub async fn serve_metrics_with(
 async fn handle(
     registry: &Registry,
     pages: Option<&Pages>,
+    watchdog: Option<&Watchdog>,
     req: &Request<Incoming>,
 ) -> Response<http_body_util::Full<hyper::body::Bytes>> {
     let reply = |status: StatusCode, ctype: &str, body: String| {
@@ -136,11 +167,19 @@ async fn handle(
                 ),
             }
         }
-        "/" | "/healthz" => reply(
+        "/" => reply(
             StatusCode::OK,
             "text/plain",
             "ok: metrics at /metrics\n".into(),
         ),
+        "/healthz" => match watchdog.map_or(Ok(()), Watchdog::health) {
+            Ok(()) => reply(StatusCode::OK, "text/plain", "ok\n".into()),
+            Err(why) => reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                format!("{why}\n"),
+            ),
+        },
         path => {
             let page = match pages {
                 Some(pages) => {
@@ -180,8 +219,19 @@ pub async fn serve_module_metrics_with(
     addr_file: Option<&std::path::Path>,
     pages: Option<Pages>,
 ) -> anyhow::Result<MetricsServer> {
+    serve_module_metrics_watched(addr, registry, addr_file, pages, None).await
+}
+
+/// [`serve_module_metrics_with`], with `/healthz` answering `watchdog`'s state.
+pub async fn serve_module_metrics_watched(
+    addr: SocketAddr,
+    registry: Registry,
+    addr_file: Option<&std::path::Path>,
+    pages: Option<Pages>,
+    watchdog: Option<Watchdog>,
+) -> anyhow::Result<MetricsServer> {
     use anyhow::Context as _;
-    let server = serve_metrics_with(addr, Arc::new(registry), pages)
+    let server = serve_metrics_watched(addr, Arc::new(registry), pages, watchdog)
         .await
         .with_context(|| format!("cannot serve /metrics on {addr} (set METRICS_ADDR)"))?;
     tracing::info!("metrics at http://{}/metrics", server.local_addr);
@@ -247,6 +297,59 @@ mod tests {
         .await
         .unwrap();
         assert!(get(plain.local_addr, "/report").await.contains(" 404 "));
+        plain.task.abort();
+    }
+
+    #[tokio::test]
+    async fn healthz_answers_the_watchdogs_state() {
+        let dog = Watchdog::new(std::time::Duration::from_secs(60));
+        let server = serve_metrics_watched(
+            "127.0.0.1:0".parse().unwrap(),
+            Arc::new(Registry::default()),
+            None,
+            Some(dog.clone()),
+        )
+        .await
+        .unwrap();
+        let ok = get(server.local_addr, "/healthz").await;
+        assert!(ok.contains(" 200 ") && ok.ends_with("\r\nok\n"), "{ok}");
+        let server_addr = server.local_addr;
+        let probe = tokio::task::spawn_blocking(move || crate::healthcheck(server_addr));
+        assert_eq!(probe.await.unwrap(), Ok(()));
+
+        // A loop that stops: 503 with what stopped, once past its bound.
+        let _stalled = dog.pulse(
+            "the method loop",
+            "last exchange finished",
+            std::time::Duration::ZERO,
+        );
+        tokio::time::sleep(crate::watchdog::SLACK + std::time::Duration::from_millis(100)).await;
+        let stalled = get(server.local_addr, "/healthz").await;
+        assert!(stalled.contains(" 503 "), "{stalled}");
+        assert!(
+            stalled.contains("the method loop made no progress for 1."),
+            "{stalled}"
+        );
+        let probe = tokio::task::spawn_blocking(move || crate::healthcheck(server_addr));
+        let e = probe.await.unwrap().unwrap_err();
+        assert!(
+            e.starts_with(&format!(
+                "healthcheck: http://{server_addr}/healthz: 503: the method loop made no progress"
+            )),
+            "{e}"
+        );
+        // The server's own loop is watched and healthy meanwhile; the hub's (no watchdog) says ok.
+        assert!(!e.contains("metrics server"), "{e}");
+        server.task.abort();
+        let plain = serve_metrics(
+            "127.0.0.1:0".parse().unwrap(),
+            Arc::new(Registry::default()),
+        )
+        .await
+        .unwrap();
+        assert!(get(plain.local_addr, "/healthz")
+            .await
+            .ends_with("\r\nok\n"));
         plain.task.abort();
     }
 }

@@ -1,4 +1,10 @@
 //! Process metrics (`process_*`, as the official clients name them), read from /proc at scrape time.
+//!
+//! /proc/self/stat counts resident memory in pages and CPU time in clock ticks, whose sizes the
+//! kernel chose: 4 KiB pages on x86-64 but 16 KiB (Raspberry Pi 5) or 64 KiB on some arm64
+//! kernels. Both are read from the process's auxiliary vector (/proc/self/auxv: `AT_PAGESZ`,
+//! `AT_CLKTCK`), which is where `sysconf(_SC_PAGESIZE)` and `sysconf(_SC_CLK_TCK)` get them —
+//! without a C call, so no unsafe code.
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -30,6 +36,52 @@ impl Default for ProcessCollector {
     }
 }
 
+const AT_PAGESZ: usize = 6;
+const AT_CLKTCK: usize = 17;
+
+/// The kernel's page size in bytes and its clock ticks per second (USER_HZ).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Units {
+    pub page_bytes: f64,
+    pub ticks_per_second: f64,
+}
+
+/// `AT_PAGESZ` and `AT_CLKTCK` from an auxiliary vector (native-endian word pairs).
+fn units_from_auxv(auxv: &[u8]) -> Option<Units> {
+    const WORD: usize = std::mem::size_of::<usize>();
+    let word = |b: &[u8]| Some(usize::from_ne_bytes(b.try_into().ok()?));
+    let (mut page, mut ticks) = (None, None);
+    for pair in auxv.chunks_exact(2 * WORD) {
+        match (word(&pair[..WORD])?, word(&pair[WORD..])?) {
+            (0, _) => break, // AT_NULL
+            (AT_PAGESZ, v) if v > 0 => page = Some(v as f64),
+            (AT_CLKTCK, v) if v > 0 => ticks = Some(v as f64),
+            _ => {}
+        }
+    }
+    Some(Units {
+        page_bytes: page?,
+        ticks_per_second: ticks?,
+    })
+}
+
+/// This kernel's units, read once; Linux's usual ones if the vector cannot be read.
+pub fn units() -> Units {
+    static UNITS: std::sync::OnceLock<Units> = std::sync::OnceLock::new();
+    *UNITS.get_or_init(|| {
+        std::fs::read("/proc/self/auxv")
+            .ok()
+            .and_then(|a| units_from_auxv(&a))
+            .unwrap_or_else(|| {
+                tracing::warn!("cannot read the page size and clock ticks from /proc/self/auxv; assuming 4096 bytes and 100/s");
+                Units {
+                    page_bytes: 4096.0,
+                    ticks_per_second: 100.0,
+                }
+            })
+    })
+}
+
 struct Stat {
     cpu_seconds: f64,
     resident_bytes: f64,
@@ -41,14 +93,14 @@ fn read_stat() -> Option<Stat> {
     // Fields after the parenthesised command name, which may itself hold spaces.
     let rest = stat.rsplit_once(')')?.1;
     let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = 100.0; // USER_HZ is 100 on every Linux ABI we ship for.
+    let units = units();
     let utime: f64 = f.get(11)?.parse().ok()?;
     let stime: f64 = f.get(12)?.parse().ok()?;
     let vsize: f64 = f.get(20)?.parse().ok()?;
     let rss_pages: f64 = f.get(21)?.parse().ok()?;
     Some(Stat {
-        cpu_seconds: (utime + stime) / ticks,
-        resident_bytes: rss_pages * 4096.0,
+        cpu_seconds: (utime + stime) / units.ticks_per_second,
+        resident_bytes: rss_pages * units.page_bytes,
         virtual_bytes: vsize,
     })
 }
@@ -99,5 +151,87 @@ impl Collector for ProcessCollector {
             start.metric_type(),
         )?)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// VmRSS from /proc/self/status, in bytes (the kernel counts it in kB, whatever the page).
+    fn vm_rss() -> f64 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let kb: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap();
+        kb * 1024.0
+    }
+
+    #[test]
+    fn resident_memory_matches_vm_rss() {
+        let units = units();
+        assert!(
+            units.page_bytes >= 4096.0 && (units.page_bytes as u64).is_power_of_two(),
+            "{units:?}"
+        );
+        assert!(units.ticks_per_second > 0.0, "{units:?}");
+        // Resident memory moves between the two reads (other tests run meanwhile): compare
+        // several times and keep the closest; a wrong page size would be off by 4x or more.
+        let mut closest = f64::MAX;
+        for _ in 0..5 {
+            let before = vm_rss();
+            let stat = read_stat().unwrap().resident_bytes;
+            let after = vm_rss();
+            let expected = (before + after) / 2.0;
+            closest = closest.min((stat - expected).abs() / expected);
+        }
+        assert!(
+            closest < 0.1,
+            "process_resident_memory_bytes is {:.0}% away from VmRSS (page size {})",
+            closest * 100.0,
+            units.page_bytes
+        );
+    }
+
+    #[test]
+    fn the_auxiliary_vector_is_read_as_the_kernel_writes_it() {
+        let words = |pairs: &[(usize, usize)]| -> Vec<u8> {
+            pairs
+                .iter()
+                .flat_map(|&(k, v)| [k.to_ne_bytes(), v.to_ne_bytes()].concat())
+                .collect()
+        };
+        let auxv = words(&[
+            (3, 0x40),
+            (AT_PAGESZ, 16384),
+            (AT_CLKTCK, 250),
+            (0, 0),
+            (AT_PAGESZ, 1),
+        ]);
+        assert_eq!(
+            units_from_auxv(&auxv),
+            Some(Units {
+                page_bytes: 16384.0,
+                ticks_per_second: 250.0
+            })
+        );
+        assert_eq!(units_from_auxv(&words(&[(AT_PAGESZ, 4096), (0, 0)])), None);
+        assert_eq!(units_from_auxv(&[1, 2, 3]), None);
+    }
+
+    #[test]
+    fn cpu_seconds_are_counted_in_the_kernels_ticks() {
+        let start = read_stat().unwrap().cpu_seconds;
+        let until = std::time::Instant::now() + std::time::Duration::from_millis(300);
+        let mut x = 0u64;
+        while std::time::Instant::now() < until {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+        let spent = read_stat().unwrap().cpu_seconds - start;
+        // 0.3 s of busy work on this thread (others may add theirs): a wrong tick rate is off by
+        // several times.
+        assert!((0.2..5.0).contains(&spent), "{spent} s of CPU counted");
     }
 }
