@@ -1,12 +1,14 @@
-//! Fleet forwarding with the real engine (issue 10, item 5): the local run, a Prometheus agent
-//! started from the shipped prometheus-agent.yml (only its targets and central URL rewritten to
-//! this test's ports) and a central Prometheus with the remote-write receiver that loads
-//! prometheus-rules.yml and scrapes nothing itself — so everything it holds came through remote
-//! write. On the central side: the three targets' `up` carry the agent's `device` label, the
-//! latency quantiles and exchange rates the dashboard shows come out per device, every dashboard
-//! expression returns data for that device (tests/stack/query_dashboard.py --var device=...),
-//! the trace-id exemplars arrived (Prometheus 2.42 forwards them with `send_exemplars: true`), and
-//! the recording and alerting rules evaluate without error and stay silent on a healthy device.
+//! Fleet forwarding with the real engine (issue 10, item 5): the local run, a stand-in for
+//! edgeAgent serving its documented metrics, a Prometheus agent started from the shipped
+//! prometheus-agent.yml (only its targets and central URL rewritten to this test's ports) and a
+//! central Prometheus with the remote-write receiver that loads prometheus-rules.yml and scrapes
+//! nothing itself — so everything it holds came through remote write. On the central side: the
+//! four targets' `up` carry the agent's `device` label, the latency quantiles and exchange rates
+//! the dashboard shows come out per device, edgeAgent's series keep their `module_name`, every
+//! dashboard expression (the Runtime row's included) returns data for that device
+//! (tests/stack/query_dashboard.py --var device=...), the trace-id exemplars arrived (Prometheus
+//! 2.42 forwards them with `send_exemplars: true`), and the recording and alerting rules evaluate
+//! without error and stay silent on a healthy device.
 
 mod common;
 use common::*;
@@ -61,6 +63,78 @@ fn otlp_http_sink() -> u16 {
     port
 }
 
+/// A stand-in for edgeAgent's /metrics on a healthy device, with the names, types and labels of
+/// Azure/iotedge doc/BuiltInMetrics.md: start and stop counts that do not change during the test
+/// (the producer was restarted once, long ago: no alert), and every module running all the time
+/// it was expected to but for the producer's 10 s. The time gauges grow with the wall clock, as
+/// edgeAgent's do.
+fn fake_edge_agent() -> u16 {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let started = Instant::now();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().map_while(Result::ok) {
+            // Whatever the request, once its headers are read: the metrics.
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
+                line.clear();
+            }
+            let body = edge_agent_metrics(600.0 + started.elapsed().as_secs_f64());
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\n\
+                 content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    port
+}
+
+/// edgeAgent's exposition after `uptime` seconds (see fake_edge_agent).
+fn edge_agent_metrics(uptime: f64) -> String {
+    const RUNTIME: &str = r#"iothub="fleet-hub.azure-devices.net",edge_device="fleet-test-device",instance_number="3f2c0a8e-5d1b-4c36-9a4e-0b7d2f1e6c55""#;
+    // module_name, module_version, starts, stops, seconds down
+    let modules = [
+        ("edgeHub", "", 1, 0, 0.0),
+        ("producer", "1.0", 2, 1, 10.0),
+        ("consumer", "1.0", 1, 0, 0.0),
+    ];
+    let mut out = String::new();
+    let mut family = |name: &str, kind: &str, sample: &dyn Fn(u32, u32, f64) -> f64| {
+        out += &format!("# TYPE {name} {kind}\n");
+        for (module, version, starts, stops, down) in modules {
+            // The counters also carry module_version; the gauges only module_name.
+            let version = if kind == "counter" {
+                format!(r#",module_version="{version}""#)
+            } else {
+                String::new()
+            };
+            let value = sample(starts, stops, down);
+            out += &format!("{name}{{{RUNTIME},module_name=\"{module}\"{version}}} {value}\n");
+        }
+    };
+    family("edgeAgent_module_start_total", "counter", &|s, _, _| {
+        f64::from(s)
+    });
+    family("edgeAgent_module_stop_total", "counter", &|_, s, _| {
+        f64::from(s)
+    });
+    family(
+        "edgeAgent_total_time_running_correctly_seconds",
+        "gauge",
+        &|_, _, down| uptime - down,
+    );
+    family(
+        "edgeAgent_total_time_expected_running_seconds",
+        "gauge",
+        &|_, _, _| uptime,
+    );
+    out
+}
+
 /// The local run, stopped with SIGTERM even when the test fails: killing it outright would leave
 /// its hub, producer and consumer running.
 struct LocalRun(Proc);
@@ -105,13 +179,20 @@ fn start_prometheus(name: &str, port: u16, args: &[String], env: &[(&str, &str)]
 }
 
 /// The shipped agent configuration with its targets and central URL pointed at this test.
-fn agent_config(hub: &str, producer: &str, consumer: &str, central: u16) -> String {
+fn agent_config(
+    hub: &str,
+    producer: &str,
+    consumer: &str,
+    edge_agent: u16,
+    central: u16,
+) -> String {
     let shipped = std::fs::read_to_string(repo().join("prometheus-agent.yml")).unwrap();
     let mut config = shipped.clone();
     for (from, to) in [
         ("edgeHub:9600", hub.to_owned()),
         ("producer:9600", producer.to_owned()),
         ("consumer:9600", consumer.to_owned()),
+        ("edgeAgent:9600", format!("127.0.0.1:{edge_agent}")),
         (
             "http://central-prometheus:9090",
             format!("http://127.0.0.1:{central}"),
@@ -190,9 +271,10 @@ fn an_agent_forwards_the_local_run_to_a_central_prometheus() {
     // The agent, with the flags prometheus-agent.yml documents.
     let agent_port = free_tcp_port();
     let agent_yml = dir.join("agent.yml");
+    let edge_agent = fake_edge_agent();
     std::fs::write(
         &agent_yml,
-        agent_config(&hub, &producer, &consumer, central_port),
+        agent_config(&hub, &producer, &consumer, edge_agent, central_port),
     )
     .unwrap();
     let agent = start_prometheus(
@@ -231,7 +313,7 @@ fn an_agent_forwards_the_local_run_to_a_central_prometheus() {
         std::thread::sleep(Duration::from_secs(2));
     }
 
-    // The three targets, as the agent saw them, with the device and module labels.
+    // The four targets, as the agent saw them, with the device and module labels.
     let up = query(central_port, "up");
     let mut modules: Vec<&str> = up
         .iter()
@@ -239,15 +321,21 @@ fn an_agent_forwards_the_local_run_to_a_central_prometheus() {
         .map(|s| label(s, "module"))
         .collect();
     modules.sort_unstable();
-    assert_eq!(modules, ["consumer", "edgeHub", "producer"], "{up:?}");
+    assert_eq!(
+        modules,
+        ["consumer", "edgeAgent", "edgeHub", "producer"],
+        "{up:?}"
+    );
     // Every forwarded series (only these names pass the agent's write_relabel_configs) carries
     // the agent's device label; only the central's own threshold recordings have none.
-    let forwarded = r#"{__name__=~"iotedge_.*|edgehub_.*|process_.*|up"}"#;
+    let forwarded = r#"{__name__=~"iotedge_.*|edgehub_.*|edgeAgent_.*|process_.*|up"}"#;
     let total = query(central_port, &format!("count({forwarded})"));
     assert!(total.first().is_some_and(|s| value(s) > 50.0), "{total:?}");
     let stray = query(
         central_port,
-        &format!(r#"{{__name__=~"iotedge_.*|edgehub_.*|process_.*|up",device!="{DEVICE}"}}"#),
+        &format!(
+            r#"{{__name__=~"iotedge_.*|edgehub_.*|edgeAgent_.*|process_.*|up",device!="{DEVICE}"}}"#
+        ),
     );
     assert!(
         stray.is_empty(),
@@ -277,8 +365,30 @@ fn an_agent_forwards_the_local_run_to_a_central_prometheus() {
         "no edgehub_* series forwarded"
     );
 
-    // Every dashboard expression returns data for this device on the central side (the firing
-    // alerts table may be empty: see MAY_BE_EMPTY in query_dashboard.py).
+    // edgeAgent's series came along per module, with the target's `module` apart from the
+    // `module_name` they describe; two samples of each so that the Runtime row's windows have data.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let starts = query(
+            central_port,
+            &format!(
+                r#"count_over_time(edgeAgent_module_start_total{{device="{DEVICE}",job="edgeAgent",module="edgeAgent"}}[1m]) >= 2"#
+            ),
+        );
+        let mut names: Vec<&str> = starts.iter().map(|s| label(s, "module_name")).collect();
+        names.sort_unstable();
+        if names == ["consumer", "edgeHub", "producer"] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "edgeAgent's start counters not forwarded per module_name: {starts:?}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+
+    // Every dashboard expression returns data for this device on the central side, the Runtime
+    // row's too (the firing alerts table may be empty: see MAY_BE_EMPTY in query_dashboard.py).
     let (ok, out) = run_capture(
         Command::new(python())
             .args([

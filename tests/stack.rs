@@ -1,8 +1,9 @@
 //! The bundled stack, validated statically where no server can run here (no Docker engine, no
 //! Grafana): the compose file against the compose-spec schema, prometheus.yml with promtool, the
-//! Dockerfiles with BuildKit's parser and hadolint, the dashboard's structure and datasource uids
-//! (issue 5, "Done when" 1 and 3). The dashboard's queries run against the real Prometheus in
-//! tests/observability.rs.
+//! Dockerfiles with BuildKit's parser and hadolint, the dashboard's structure, its `${datasource}`
+//! variable and `__inputs` (importable into any Grafana), its Runtime row and PromQL (issue 5,
+//! "Done when" 1 and 3; issue 18). The dashboard's queries run against the real Prometheus in
+//! tests/observability.rs and tests/fleet.rs.
 
 mod common;
 

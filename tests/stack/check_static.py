@@ -7,15 +7,23 @@ Grafana. Lists every problem found and exits 1 if there is any.
 - docker-compose.yml: the compose-spec schema (`check-jsonschema --builtin-schema
   vendor.compose-spec`), pinned images, healthchecks, mounts that exist, module identities that
   match compose/identities.json, metrics ports that match prometheus.yml;
-- prometheus.yml: `promtool check config`, the fixed targets, `device`/`module` labels, exemplars;
-  rule_files that match files and are mounted next to it in compose, the Alertmanager target and
-  service with its mounted alertmanager.yml;
+- prometheus.yml: `promtool check config`, the fixed targets (edgeAgent's included), `device`/`module`
+  labels, exemplars; rule_files that match files and are mounted next to it in compose, the
+  Alertmanager target and service with its mounted alertmanager.yml;
+- prometheus-agent.yml: the four jobs on the module network, and a remote-write filter that lets
+  every metric the dashboard queries through;
 - grafana/: provisioning YAML, and for each dashboard unique panel ids and per-panel refIds,
-  datasource uids that provisioning defines, heatmaps fed with `format: heatmap`, exemplars on the
-  panels that promise trace links, template variables that exist and are used in every query;
-- deployment.json: an IoT Edge manifest (schema 1.1) with the seed's routes and the modules' env;
+  importable anywhere (`__inputs`, a `datasource` variable that every panel, target and variable
+  query uses, no fixed datasource uid, provisioning still selecting the provisioned Prometheus),
+  links without a hard-coded Jaeger/localhost URL (the `trace_url` variable), heatmaps fed with
+  `format: heatmap`, exemplars on the panels that promise trace links, template variables that
+  exist and are used, the Runtime row with its edgeAgent queries per module (and the restart
+  alert's threshold), and every PromQL expression parsed by `promtool check rules`;
+- deployment.template.json: an IoT Edge manifest template (schema 1.1) with the seed's routes, the
+  modules' env, image placeholders and no metrics port published on the host;
 - the Dockerfile (one build stage, targets hub/producer/consumer): BuildKit's parser (PyPI `dockerfile`) and hadolint, non-root
-  runtime, HEALTHCHECK, CONFIG/BASE_TAG build args; .dockerignore.
+  runtime, a HEALTHCHECK per image running the binary's `healthcheck`, CONFIG/BASE_TAG build args;
+  .dockerignore.
 """
 
 from __future__ import annotations
@@ -27,9 +35,13 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import query_dashboard  # noqa: E402  (the same extraction and substitution as the live check)
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent  # the virtualenv's bin: check-jsonschema, hadolint
@@ -78,8 +90,10 @@ def run(cmd: list[str], where: str) -> bool:
 # ---------------------------------------------------------------------------------------------
 # Facts shared by the files (they must agree with each other)
 
-MODULE_METRICS_PORTS = {"producer": 9601, "consumer": 9602}
-PROM_TARGETS = {"hub:9600", "producer:9601", "consumer:9602"}
+PROM_TARGETS = {"hub:9600", "producer:9601", "consumer:9602", "edgeAgent:9600"}
+# prometheus-agent.yml: every job on the device's module network, each serving /metrics on 9600.
+AGENT_TARGETS = {"edgeHub": "edgeHub:9600", "producer": "producer:9600", "consumer": "consumer:9600",
+                 "edgeAgent": "edgeAgent:9600"}
 SEED_ROUTES = {
     "ConsumerToProducer": 'FROM /messages/modules/consumer/outputs/GetTimeMessage INTO BrokeredEndpoint("/modules/producer/inputs/GetTimeMessage")',
     "ProducerToConsumer": 'FROM /messages/modules/producer/outputs/GetTimeMessage INTO BrokeredEndpoint("/modules/consumer/inputs/GetTimeMessage")',
@@ -123,7 +137,31 @@ def check_prometheus() -> dict:
     missing = PROM_TARGETS - targets_seen
     if missing:
         problem(rel, f"targets {sorted(missing)} missing (the local run rewrites exactly these strings)")
+    if jobs.get("edgeAgent") != ["edgeAgent:9600"]:
+        problem(rel, "no job `edgeAgent` scraping edgeAgent:9600 (the dashboard's Runtime row and the restart alert)")
+    comments = re.findall(r"(?:^#.*\n)+", text, re.M)
+    if not any("edgeAgent" in c and re.search(r"\bno alert\b", c, re.I) for c in comments):
+        problem(rel, "should say (in a comment) that the edgeAgent target, down without IoT Edge, fires no alert")
     return jobs
+
+
+def check_prometheus_agent(dashboard_metrics: set[str]) -> None:
+    """The device-side agent scrapes the four jobs and forwards every metric the dashboard uses."""
+    rel = "prometheus-agent.yml"
+    cfg = load_yaml(rel) or {}
+    jobs = {j.get("job_name"): [t for sc in j.get("static_configs") or [] for t in sc.get("targets") or []]
+            for j in cfg.get("scrape_configs") or []}
+    for job, target in AGENT_TARGETS.items():
+        if jobs.get(job) != [target]:
+            problem(rel, f"job {job} should scrape {target} (tests/fleet.rs rewrites exactly these strings)")
+    for rw in cfg.get("remote_write") or []:
+        for r in rw.get("write_relabel_configs") or []:
+            if r.get("action") != "keep" or r.get("source_labels") != ["__name__"]:
+                continue
+            keep = re.compile(f"(?:{r.get('regex', '(.*)')})")  # Prometheus anchors relabel regexes
+            dropped = sorted(m for m in dashboard_metrics if not keep.fullmatch(m))
+            if dropped:
+                problem(rel, f"remote_write {rw.get('name')}: drops {dropped}, which the dashboard queries")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -134,7 +172,22 @@ GRAFANA_BUILTIN_VARS = {"__rate_interval", "__interval", "__interval_ms", "__ran
                         "__auto", "__all", "timeFilter", "__timeFilter"}
 VAR_RE = re.compile(r"\$\{(\w+)(?::[^}]*)?\}|\[\[(\w+)(?::[^\]]*)?\]\]|\$(\w+)")
 SELECTOR_RE = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\s*\{([^}]*)\}")
-OUR_METRIC_RE = re.compile(r"\b((?:iotedge|edgehub|process)_[a-zA-Z0-9_:]+|up)\b(?!\s*[({])")
+OUR_METRIC_RE = re.compile(r"\b((?:iotedge|edgehub|edgeAgent|process)_[a-zA-Z0-9_:]+|up)\b(?!\s*[({])")
+METRIC_NAME_RE = re.compile(r"\b((?:iotedge|edgehub|edgeAgent|process)_[a-zA-Z0-9_]+|up)\b")
+
+# Every panel, target and variable query goes through the `datasource` variable, so that the
+# dashboard imports into any Grafana; Grafana's own pseudo datasources need no mapping.
+DS_VARIABLE = "datasource"
+DS_REF = "${%s}" % DS_VARIABLE
+GRAFANA_PSEUDO_DS = {"-- Grafana --", "grafana", "-- Mixed --", "-- Dashboard --"}
+# Where the dashboard's links may not point: the compose stack's own addresses.
+HARDCODED_URL_RE = re.compile(r"^\s*[a-z][a-z0-9+.-]*://(localhost|127\.[0-9.]+|\[::1\]|jaeger)([:/]|$)|:16686\b", re.I)
+# The Runtime row: edgeAgent's metrics, per module (Azure/iotedge doc/BuiltInMetrics.md).
+EDGE_AGENT_METRICS = {"edgeAgent_module_start_total", "edgeAgent_module_stop_total",
+                      "edgeAgent_total_time_running_correctly_seconds",
+                      "edgeAgent_total_time_expected_running_seconds"}
+RESTART_ALERT = "IotEdgeModuleRestarting"
+RESTART_THRESHOLD = "iotedge:alert_threshold:module_restarts_15m"
 
 
 def check_provisioning() -> tuple[dict, str | None]:
@@ -152,17 +205,18 @@ def check_provisioning() -> tuple[dict, str | None]:
         for ds in doc.get("datasources") or []:
             uid = ds.get("uid")
             if not uid:
-                problem(rel, f"datasource {ds.get('name')} has no uid (dashboards reference uids)")
+                problem(rel, f"datasource {ds.get('name')} has no uid (exemplar links reference uids)")
                 continue
             if uid in uids:
                 problem(rel, f"datasource uid {uid} defined twice")
             uids[uid] = ds
-    prom = uids.get("prometheus")
-    if not prom or prom.get("type") != "prometheus":
-        problem("grafana/provisioning/datasources", "no Prometheus datasource with uid `prometheus`")
+    proms = [ds for ds in uids.values() if ds.get("type") == "prometheus"]
+    if len(proms) != 1:
+        problem("grafana/provisioning/datasources",
+                f"expected one Prometheus datasource (the dashboard's variable selects it by name), got {len(proms)}")
     if "jaeger" not in uids:
         problem("grafana/provisioning/datasources", "no trace datasource with uid `jaeger`")
-    if prom:
+    for prom in proms:
         dests = (prom.get("jsonData") or {}).get("exemplarTraceIdDestinations") or []
         if not any(d.get("name") == "trace_id" for d in dests):
             problem("grafana/provisioning/datasources", "Prometheus has no exemplarTraceIdDestinations entry named trace_id")
@@ -194,45 +248,132 @@ def panels_of(dashboard: dict):
         yield from panel.get("panels") or []
 
 
-def ds_uid(ds) -> str | None:
-    if isinstance(ds, dict):
-        return ds.get("uid")
-    if isinstance(ds, str):  # legacy: datasource by name
-        return "name:" + ds
-    return None
+def walk(node, path: str = ""):
+    """Yields (path, key, value) for every member of every object in a JSON document."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield path, k, v
+            yield from walk(v, f"{path}.{k}" if path else k)
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from walk(v, f"{path}[{i}]")
 
 
-def check_dashboard(rel: str, uids: dict) -> None:
+def alert_rule(name: str) -> tuple[str, float | None]:
+    """The expression of alert `name` in prometheus-rules.yml and the value of its restart threshold."""
+    rules = load_yaml("prometheus-rules.yml") or {}
+    expr, threshold = "", None
+    for g in rules.get("groups") or []:
+        for r in g.get("rules") or []:
+            if r.get("alert") == name:
+                expr = r.get("expr") or ""
+            if r.get("record") == RESTART_THRESHOLD:
+                m = re.fullmatch(r"\s*vector\(\s*([0-9.eE+-]+)\s*\)\s*", str(r.get("expr")))
+                threshold = float(m.group(1)) if m else None
+    return expr, threshold
+
+
+def check_dashboard(rel: str, uids: dict) -> set[str]:
+    """Returns the metric names the dashboard's queries use."""
+    metrics: set[str] = set()
     d = load_json(rel)
     if d is None:
-        return
+        return metrics
     if not d.get("uid"):
         problem(rel, "dashboard has no uid")
-    variables = {v.get("name"): v for v in (d.get("templating") or {}).get("list") or []}
+    var_list = (d.get("templating") or {}).get("list") or []
+    variables = {v.get("name"): v for v in var_list}
+    order = [v.get("name") for v in var_list]
     for needed in ("device", "module"):
         if needed not in variables:
             problem(rel, f"template variable `{needed}` missing")
     used_vars: set[str] = set()
-
-    def check_ds(where: str, ds) -> None:
-        uid = ds_uid(ds)
-        if uid is None:
-            return
-        if uid not in uids:
-            problem(rel, f"{where}: datasource {ds!r} is not a provisioned uid ({sorted(uids)})")
+    body = {k: v for k, v in d.items() if k != "__inputs"}
+    inputs = {i.get("name"): i for i in d.get("__inputs") or []}
 
     def vars_in(where: str, text: str) -> None:
         for m in VAR_RE.finditer(text):
             name = m.group(1) or m.group(2) or m.group(3)
-            if name in GRAFANA_BUILTIN_VARS:
+            if name in GRAFANA_BUILTIN_VARS or name in inputs:
                 continue
             used_vars.add(name)
             if name not in variables:
                 problem(rel, f"{where}: uses ${name}, which is not a template variable")
 
+    # -- importable anywhere: __inputs, the datasource variable, no fixed datasource uid -----------
+    ds_inputs = [n for n, i in inputs.items() if i.get("type") == "datasource" and i.get("pluginId") == "prometheus"]
+    if len(ds_inputs) != 1:
+        problem(rel, f"__inputs should declare one Prometheus datasource input (DS_PROMETHEUS), got {sorted(inputs)}")
+    text = json.dumps(body)
+    for name in inputs:
+        if "${%s}" % name not in text:
+            problem(rel, f"__inputs {name} is used nowhere: Grafana's import would ask for it for nothing")
+    for m in re.finditer(r"\$\{(DS_\w+|VAR_\w+)\}", text):
+        if m.group(1) not in inputs:
+            problem(rel, f"${{{m.group(1)}}} is not declared in __inputs (the import would leave it as is)")
+    dsv = variables.get(DS_VARIABLE)
+    if not dsv:
+        problem(rel, f"template variable `{DS_VARIABLE}` (type datasource) missing")
+    else:
+        used_vars.add(DS_VARIABLE)  # as the panels' datasource, checked below
+        if dsv.get("type") != "datasource" or dsv.get("query") != "prometheus":
+            problem(rel, f"variable {DS_VARIABLE}: should be of type datasource with query prometheus")
+        if dsv.get("multi") or dsv.get("includeAll"):
+            problem(rel, f"variable {DS_VARIABLE}: one datasource at a time (no multi, no All)")
+        if dsv.get("regex"):
+            problem(rel, f"variable {DS_VARIABLE}: a regex would hide other Grafanas' Prometheus datasources")
+        # Grafana selects the option whose value (uid) equals current.value, else the one whose
+        # name equals current.text, else the first. Import replaces ${DS_PROMETHEUS} with the uid
+        # picked; file provisioning leaves it, so current.text must name the provisioned datasource.
+        current = dsv.get("current") or {}
+        if ds_inputs and current.get("value") != "${%s}" % ds_inputs[0]:
+            problem(rel, f"variable {DS_VARIABLE}: current.value should be ${{{ds_inputs[0]}}} (what the import sets)")
+        proms = [ds.get("name") for ds in uids.values() if ds.get("type") == "prometheus"]
+        if current.get("text") not in proms:
+            problem(rel, f"variable {DS_VARIABLE}: current.text {current.get('text')!r} should name the provisioned "
+                         f"Prometheus datasource {proms} so that provisioning selects it")
+        users = [n for n, v in variables.items() if n != DS_VARIABLE and DS_REF in json.dumps(v.get("datasource"))]
+        if any(order.index(n) < order.index(DS_VARIABLE) for n in users):
+            problem(rel, f"variable {DS_VARIABLE} must come before the variables that query it")
+    for path, key, value in walk(body):
+        if key == "datasource":
+            if isinstance(value, str):
+                problem(rel, f"{path}: datasource {value!r} by name: use {{\"uid\": \"{DS_REF}\"}}")
+            elif isinstance(value, dict):
+                uid = value.get("uid")
+                if uid in GRAFANA_PSEUDO_DS:
+                    continue
+                if uid != DS_REF or value.get("type") != "prometheus":
+                    problem(rel, f"{path}: datasource {value} should be {{\"type\": \"prometheus\", \"uid\": \"{DS_REF}\"}}")
+        elif key in ("datasourceUid", "datasourceUID") and isinstance(value, str) and not value.startswith("$"):
+            problem(rel, f"{path}.{key}: fixed datasource uid {value!r}")
+
+    # -- links: the trace link from the trace_url variable, nothing pointing at the compose stack ---
+    links = [(f"links[{i}]", l) for i, l in enumerate(d.get("links") or [])]
+    for p in panels_of(d):
+        links += [(f'panel {p.get("id")} link', l) for l in p.get("links") or []]
+        links += [(f'panel {p.get("id")} data link', l)
+                  for l in ((p.get("fieldConfig") or {}).get("defaults") or {}).get("links") or []]
+    for where, link in links:
+        url = link.get("url") or ""
+        vars_in(where, url)
+        if HARDCODED_URL_RE.search(url):
+            problem(rel, f"{where}: hard-coded {url!r}: take the address from a variable (trace_url)")
+    trace_links = [l.get("url") or "" for _, l in links
+                   if re.search(r"jaeger|trace", (l.get("title") or "") + (l.get("tooltip") or ""), re.I)]
+    if not trace_links:
+        problem(rel, "no Jaeger/traces link")
+    for url in trace_links:
+        if not re.match(r"^\$\{trace_url\}|^\$trace_url\b", url):
+            problem(rel, f"the traces link {url!r} should start with ${{trace_url}}")
+    tv = variables.get("trace_url")
+    if not tv:
+        problem(rel, "template variable `trace_url` (the Jaeger UI's base URL) missing")
+    elif tv.get("type") not in ("textbox", "constant") or not re.match(r"^https?://[^/]+$", tv.get("query") or ""):
+        problem(rel, "variable trace_url: a textbox or constant whose default is a base URL like http://localhost:16686")
+
     for name, v in variables.items():
         where = f"variable {name}"
-        check_ds(where, v.get("datasource"))
         q = v.get("query")
         q = q.get("query") if isinstance(q, dict) else q
         if v.get("type") == "query":
@@ -240,7 +381,10 @@ def check_dashboard(rel: str, uids: dict) -> None:
                 problem(rel, f"{where}: no query")
             elif not q.strip().startswith("label_values("):
                 problem(rel, f"{where}: expected a label_values(...) query, got {q!r}")
+            if not v.get("datasource"):
+                problem(rel, f"{where}: no datasource (Grafana would use its default, not ${DS_VARIABLE})")
             vars_in(where, q or "")
+            metrics.update(METRIC_NAME_RE.findall(q or ""))
         if name == "module" and q and '$device' not in q:
             problem(rel, f"{where}: should be filtered by $device")
 
@@ -269,7 +413,8 @@ def check_dashboard(rel: str, uids: dict) -> None:
             boxes.append((where, gp))
         if p.get("type") == "row":
             continue
-        check_ds(where, p.get("datasource"))
+        if not p.get("datasource"):
+            problem(rel, f"{where}: no datasource (Grafana would use its default, not ${DS_VARIABLE})")
         targets = p.get("targets") or []
         if not targets:
             problem(rel, f"{where}: no targets")
@@ -281,16 +426,16 @@ def check_dashboard(rel: str, uids: dict) -> None:
             problem(rel, f"{where}: duplicate refId(s) {sorted(dup)}")
         for t in targets:
             twhere = f"{where} target {t.get('refId')}"
-            check_ds(twhere, t.get("datasource"))
             expr = t.get("expr") or ""
             if not expr:
                 problem(rel, f"{twhere}: no expr")
                 continue
             vars_in(twhere, expr)
             check_selectors(rel, twhere, expr)
+            metrics.update(METRIC_NAME_RE.findall(expr))
             if p.get("type") == "heatmap" and t.get("format") != "heatmap":
                 problem(rel, f"{twhere}: heatmap targets need format: heatmap")
-            if t.get("exemplar") and uid_type(uids, t.get("datasource") or p.get("datasource")) != "prometheus":
+            if t.get("exemplar") and (t.get("datasource") or p.get("datasource") or {}).get("type") != "prometheus":
                 problem(rel, f"{twhere}: exemplars need the Prometheus datasource")
             if t.get("exemplar") and t.get("instant"):
                 problem(rel, f"{twhere}: exemplars are shown on range queries, not instant ones")
@@ -307,44 +452,147 @@ def check_dashboard(rel: str, uids: dict) -> None:
             problem(rel, f"template variable `{name}` is defined but used nowhere")
     if not any(p.get("type") == "heatmap" for p in panels_of(d)):
         problem(rel, "no heatmap panel")
+    check_runtime_row(rel, d)
+    check_promql_parses(rel, d)
+    return metrics
 
 
-def uid_type(uids: dict, ds) -> str | None:
-    uid = ds_uid(ds)
-    return (uids.get(uid) or {}).get("type") if uid else None
+def row_members(dashboard: dict) -> list[tuple[dict | None, dict]]:
+    """(row, panel) for every non-row panel: a collapsed row holds its panels, an open row owns the
+    panels after it up to the next row."""
+    out, row = [], None
+    for p in dashboard.get("panels") or []:
+        if p.get("type") == "row":
+            row = p
+            out += [(p, inner) for inner in p.get("panels") or []]
+        else:
+            out.append((row, p))
+    return out
+
+
+def check_runtime_row(rel: str, d: dict) -> None:
+    """The Runtime row: edgeAgent's restarts and time running correctly vs expected, per module,
+    each panel saying that it needs edgeAgent; no edgeAgent query elsewhere."""
+    members = row_members(d)
+    rows = [p for p in d.get("panels") or [] if p.get("type") == "row" and "edgeAgent" in (p.get("title") or "")]
+    if len(rows) != 1:
+        problem(rel, "expected one row titled with edgeAgent (the Runtime row), got "
+                     f"{[r.get('title') for r in rows]}")
+        return
+    row = rows[0]
+    seen: set[str] = set()
+    for owner, p in members:
+        where = f'panel {p.get("id")} "{p.get("title", "")}"'
+        exprs = [t.get("expr") or "" for t in p.get("targets") or []]
+        uses = {m for e in exprs for m in re.findall(r"\bedgeAgent_\w+", e)}
+        if owner is not row:
+            if uses:
+                problem(rel, f"{where}: queries {sorted(uses)} outside the Runtime row")
+            continue
+        if not uses:
+            problem(rel, f"{where}: in the Runtime row without an edgeAgent query")
+        desc = p.get("description") or ""
+        if not (re.search(r"\bedgeAgent\b", desc) and re.search(r"real IoT Edge device", desc)):
+            problem(rel, f"{where}: its description should say that it needs edgeAgent (a real IoT Edge device)")
+        for e in exprs:
+            for agg in re.finditer(r"\b(sum|max|min|avg|count)\s+by\s*\(([^)]*)\)", e):
+                if "module_name" not in agg.group(2):
+                    problem(rel, f"{where}: {agg.group(0)} loses edgeAgent's module_name (the panels are per module)")
+            if "edgeAgent_" in e and not re.search(r"\bby\s*\([^)]*\bmodule_name\b", e):
+                problem(rel, f"{where}: {e!r} is not per module (by (module_name))")
+        seen |= uses
+    missing = EDGE_AGENT_METRICS - seen
+    if missing:
+        problem(rel, f"the Runtime row does not show {sorted(missing)}")
+
+    # The restart panel draws the alert's threshold over the alert's window.
+    expr, threshold = alert_rule(RESTART_ALERT)
+    window = re.search(r"edgeAgent_module_start_total\{[^}]*\}\[(\w+)\]", expr)
+    if not window or threshold is None:
+        problem("prometheus-rules.yml", f"no {RESTART_ALERT} over edgeAgent_module_start_total[...] with {RESTART_THRESHOLD}")
+        return
+    panels = [p for owner, p in members if owner is row and any(
+        f"[{window.group(1)}]" in (t.get("expr") or "") and "edgeAgent_module_start_total" in (t.get("expr") or "")
+        for t in p.get("targets") or [])]
+    if not panels:
+        problem(rel, f"no Runtime panel counts edgeAgent_module_start_total over the alert's [{window.group(1)}]")
+    for p in panels:
+        steps = ((((p.get("fieldConfig") or {}).get("defaults") or {}).get("thresholds") or {}).get("steps")) or []
+        values = [s.get("value") for s in steps if s.get("value") is not None]
+        if values != [threshold]:
+            problem(rel, f'panel {p.get("id")}: threshold steps {values} should be the alert\'s {RESTART_THRESHOLD} '
+                         f"= {threshold:g} (prometheus-rules.yml)")
+
+
+def check_promql_parses(rel: str, d: dict) -> None:
+    """Every expression (and every label_values selector), with Grafana's variables substituted as
+    the live check does, must parse: each becomes a recording rule for `promtool check rules`."""
+    promtool = tool("promtool")
+    if not promtool:
+        return
+    template_vars = {v.get("name") for v in (d.get("templating") or {}).get("list") or []}
+    rules, where = [], []
+    for q in query_dashboard.extract(d):
+        text, unknown = query_dashboard.substitute(q.raw, template_vars)
+        if unknown:
+            continue  # reported by check_dashboard
+        if q.kind == "variable":
+            m = query_dashboard.LABEL_VALUES_RE.match(text)
+            if not m or not m.group("sel"):
+                continue
+            text = m.group("sel")
+        rules.append({"record": f"dashboard:expr_{len(rules)}", "expr": text})
+        where.append(q.where)
+    with tempfile.TemporaryDirectory() as tmp:
+        f = Path(tmp) / "dashboard-exprs.yml"
+        f.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+        r = subprocess.run([promtool, "check", "rules", str(f)], capture_output=True, text=True)
+    if r.returncode != 0:
+        out = r.stdout + r.stderr
+        bad = {int(n) for n in re.findall(r"dashboard:expr_(\d+)", out)}
+        for n in sorted(bad):
+            problem(rel, f"{where[n]}: does not parse: {rules[n]['expr']}")
+        if not bad:
+            problem(rel, f"promtool check rules on the dashboard's expressions failed:\n    {out.strip()}")
 
 
 def check_selectors(rel: str, where: str, expr: str) -> None:
-    """Every selector filters on $device; module metrics (iotedge_*, process_*) also on $module."""
+    """Every selector filters on $device; module metrics (iotedge_*, process_*) also on $module,
+    edgeAgent's (about a module) on module_name."""
     selectors = SELECTOR_RE.findall(expr)
     if not selectors:
         problem(rel, f"{where}: no label selector (every query filters device=~\"$device\")")
     for metric, matchers in selectors:
-        if 'device=~"$device"' not in matchers.replace(" ", ""):
+        m = matchers.replace(" ", "")
+        if 'device=~"$device"' not in m:
             problem(rel, f'{where}: {metric}{{...}} does not filter device=~"$device"')
-        if metric.startswith(("iotedge_", "process_")) and 'module=~"$module"' not in matchers.replace(" ", ""):
+        if metric.startswith(("iotedge_", "process_")) and 'module=~"$module"' not in m:
             problem(rel, f'{where}: {metric}{{...}} does not filter module=~"$module"')
+        if metric.startswith("edgeAgent_") and 'module_name=~"$module"' not in m:
+            problem(rel, f'{where}: {metric}{{...}} does not filter module_name=~"$module"')
     for m in OUR_METRIC_RE.finditer(expr):
         problem(rel, f"{where}: {m.group(1)} without a label selector")
 
 
 # ---------------------------------------------------------------------------------------------
-# deployment.json
+# deployment.template.json (a real device's manifest, once `manifest` fills in its placeholders)
+
+DEPLOYMENT = "deployment.template.json"
 
 def parse_create_options(where: str, value) -> dict:
     if not isinstance(value, str):
-        problem("deployment.json", f"{where}: createOptions must be a string of JSON")
+        problem(DEPLOYMENT, f"{where}: createOptions must be a string of JSON")
         return {}
     try:
         opts = json.loads(value)
     except ValueError as e:
-        problem("deployment.json", f"{where}: createOptions is not JSON: {e}")
+        problem(DEPLOYMENT, f"{where}: createOptions is not JSON: {e}")
         return {}
     if not isinstance(opts, dict):
-        problem("deployment.json", f"{where}: createOptions must be a JSON object")
+        problem(DEPLOYMENT, f"{where}: createOptions must be a JSON object")
         return {}
     if len(value) > 4096:
-        problem("deployment.json", f"{where}: createOptions longer than 4 KiB must be split (createOptions01...)")
+        problem(DEPLOYMENT, f"{where}: createOptions longer than 4 KiB must be split (createOptions01...)")
     return opts
 
 
@@ -353,23 +601,32 @@ def host_ports(opts: dict) -> dict[str, list[str]]:
     return {k: [b.get("HostPort") for b in v or []] for k, v in bindings.items()}
 
 
+def check_metrics_not_published(where: str, opts: dict) -> None:
+    """/metrics (and the consumer's /report) have no authentication: as IoT Edge does by default,
+    nothing publishes 9600 on the host unless on the loopback."""
+    bindings = ((opts.get("HostConfig") or {}).get("PortBindings") or {}).get("9600/tcp") or []
+    for b in bindings:
+        if (b or {}).get("HostIp") not in ("127.0.0.1", "::1"):
+            problem(DEPLOYMENT, f"{where}: publishes its metrics port 9600 on {(b or {}).get('HostIp') or 'every interface'}")
+
+
 def check_env(where: str, env) -> dict[str, str]:
     out = {}
     if not isinstance(env, dict):
-        problem("deployment.json", f"{where}: env must be an object")
+        problem(DEPLOYMENT, f"{where}: env must be an object")
         return out
     for k, v in env.items():
         if not re.match(r"^[^+#$\s.]+$", k):
-            problem("deployment.json", f"{where}: env name {k!r} is not allowed by edgeAgent")
+            problem(DEPLOYMENT, f"{where}: env name {k!r} is not allowed by edgeAgent")
         if not isinstance(v, dict) or set(v) != {"value"} or not isinstance(v["value"], (str, int, float, bool)):
-            problem("deployment.json", f'{where}: env {k} must be {{"value": string|number|bool}}')
+            problem(DEPLOYMENT, f'{where}: env {k} must be {{"value": string|number|bool}}')
             continue
         out[k] = str(v["value"])
     return out
 
 
 def check_deployment() -> dict:
-    rel = "deployment.json"
+    rel = DEPLOYMENT
     m = load_json(rel)
     if m is None:
         return {}
@@ -406,13 +663,12 @@ def check_deployment() -> dict:
         if not settings.get("image"):
             problem(rel, f"systemModules.{name}.settings.image missing")
         opts = parse_create_options(f"systemModules.{name}", settings.get("createOptions", "{}"))
+        check_metrics_not_published(f"systemModules.{name}", opts)
         if name == "edgeHub":
             ports = host_ports(opts)
-            for port in ("8883/tcp", "443/tcp", "9600/tcp"):
+            for port in ("8883/tcp", "443/tcp"):
                 if port not in ports:
-                    problem(rel, f"edgeHub createOptions does not publish {port}")
-                if port not in (opts.get("ExposedPorts") or {}):
-                    problem(rel, f"edgeHub createOptions does not expose {port}")
+                    problem(rel, f"edgeHub createOptions does not publish {port} (MQTT and HTTPS for the device's clients)")
     modules = agent.get("modules") or {}
     envs = {}
     for name in ("producer", "consumer"):
@@ -432,10 +688,7 @@ def check_deployment() -> dict:
         if image != f"${{{name.upper()}_IMAGE}}":
             problem(rel, f"{where}.settings.image should be the placeholder ${{{name.upper()}_IMAGE}}, got {image!r}")
         opts = parse_create_options(where, settings.get("createOptions"))
-        if "9600/tcp" not in (opts.get("ExposedPorts") or {}):
-            problem(rel, f"{where}: createOptions does not expose 9600/tcp")
-        if host_ports(opts).get("9600/tcp") != [str(MODULE_METRICS_PORTS[name])]:
-            problem(rel, f"{where}: 9600/tcp should be published on host port {MODULE_METRICS_PORTS[name]}")
+        check_metrics_not_published(where, opts)
         env = check_env(where, mod.get("env"))
         envs[name] = env
         need = ["METRICS_ADDR", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_PROTOCOL",
@@ -623,7 +876,7 @@ def check_compose(ids: dict, dashboard_path: str | None, deployment_env: dict) -
         # Everything the device deployment sets (but addresses) is set here too.
         for k in deployment_env.get(name, {}):
             if k not in env and k not in ("METRICS_ADDR",):
-                problem(rel, f"{where}: env {k} from deployment.json is not set")
+                problem(rel, f"{where}: env {k} from {DEPLOYMENT} is not set")
         if (svc.get("depends_on") or {}).get("hub", {}).get("condition") != "service_healthy":
             problem(rel, f"{where}: should wait for the hub to be healthy (it writes ca.pem first)")
 
@@ -736,7 +989,7 @@ def check_dockerfiles() -> None:
                 stages[current].append(c)
         froms = [c for c in cmds if c.cmd.upper() == "FROM"]
         if cmds and (not froms[0].value[0].startswith("rust:") or not any(f.value[0].startswith("debian:") for f in froms)):
-            problem(rel, "expected a rust:* builder stage and a debian:* runtime stage")
+            problem(rel, "expected a rust:* builder stage and a debian:* stage that gathers the runtime's files")
         args = {c.value[0].split("=")[0] for c in cmds if c.cmd.upper() == "ARG"}
         for arg in ("CONFIG", "BASE_TAG"):
             if cmds and arg not in args:
@@ -750,8 +1003,6 @@ def check_dockerfiles() -> None:
         users = [c.value[0] for c in runtime if c.cmd.upper() == "USER"]
         if cmds and (not users or users[-1].split(":")[0] in ("root", "0")):
             problem(rel, "the runtime stage must switch to a non-root USER")
-        if cmds and not any(c.cmd.upper() == "HEALTHCHECK" for c in runtime):
-            problem(rel, "no HEALTHCHECK in the runtime stage")
         for name in ("hub", "producer", "consumer"):
             if not cmds:
                 break
@@ -763,6 +1014,12 @@ def check_dockerfiles() -> None:
                 problem(rel, f"the `{name}` target should build FROM the shared runtime stage")
             if f"-p {name} --bin {name}" not in runs:
                 problem(rel, f"does not build `-p {name} --bin {name}`")
+            # The binary's own `healthcheck` subcommand (the runtime has no shell), in the target or
+            # inherited from the runtime stage.
+            checks = [c.value for c in runtime + stage if c.cmd.upper() == "HEALTHCHECK"]
+            if not checks or list(checks[-1]) != ["CMD", f"/usr/local/bin/{name}", "healthcheck"]:
+                problem(rel, f"the `{name}` target's HEALTHCHECK should be CMD [\"/usr/local/bin/{name}\", \"healthcheck\"], "
+                             f"got {checks[-1] if checks else None}")
             entry = [c.value for c in stage if c.cmd.upper() == "ENTRYPOINT"]
             if not entry or entry[-1][0] != f"/usr/local/bin/{name}":
                 problem(rel, f"the `{name}` target's ENTRYPOINT should be /usr/local/bin/{name}")
@@ -788,8 +1045,10 @@ def main() -> int:
     dashboards = sorted((REPO / "grafana/dashboards").glob("*.json"))
     if not dashboards:
         problem("grafana/dashboards", "no dashboards")
+    dashboard_metrics: set[str] = set()
     for f in dashboards:
-        check_dashboard(str(f.relative_to(REPO)), uids)
+        dashboard_metrics |= check_dashboard(str(f.relative_to(REPO)), uids)
+    check_prometheus_agent(dashboard_metrics)
     deployment_env = check_deployment()
     ids = check_identities()
     check_compose(ids, dashboard_path, deployment_env)
@@ -800,7 +1059,7 @@ def main() -> int:
         for p in PROBLEMS:
             print(f"- {p}")
         return 1
-    print("stack files OK: docker-compose.yml, prometheus.yml, alerting, grafana/, deployment.json, Dockerfiles")
+    print(f"stack files OK: docker-compose.yml, prometheus.yml, prometheus-agent.yml, alerting, grafana/, {DEPLOYMENT}, Dockerfiles")
     return 0
 
 
