@@ -167,7 +167,11 @@ fn drop_empty_registries(manifest: &mut Value) {
         .pointer_mut(RUNTIME_SETTINGS)
         .and_then(|s| s.get_mut("registryCredentials"))
     {
-        registries.retain(|_, r| r.get("address").and_then(Value::as_str).unwrap_or("") != "");
+        registries.retain(|_, r| {
+            r.get("address")
+                .and_then(Value::as_str)
+                .is_some_and(|a| !a.is_empty())
+        });
     }
 }
 

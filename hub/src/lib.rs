@@ -32,7 +32,11 @@ pub use state::{Hub, Settings};
 #[command(name = "hub", version, about, long_about = None)]
 pub struct Args {
     /// IoT Edge deployment manifest whose $edgeHub routes the hub applies; its modules get identities.
-    #[arg(long, env = "HUB_DEPLOYMENT", default_value = "deployment.json")]
+    #[arg(
+        long,
+        env = "HUB_DEPLOYMENT",
+        default_value = "deployment.template.json"
+    )]
     pub deployment: PathBuf,
     /// Address to listen on (0.0.0.0 for containers, 127.0.0.1 to stay local).
     #[arg(long, env = "HUB_BIND", default_value = "0.0.0.0")]
