@@ -179,7 +179,7 @@ fn still_there(manifest: &Value, pointer: &str) -> bool {
     manifest.pointer(pointer).is_some()
 }
 
-/// "producer: <image>, consumer: <image>, registry: <address>" without any password.
+/// `producer: <image>, consumer: <image>, registry: <address>`, without any password.
 fn summary(manifest: &Value) -> String {
     let mut parts = Vec::new();
     if let Some(Value::Object(modules)) =
