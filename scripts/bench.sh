@@ -5,8 +5,18 @@
 #   scripts/bench.sh --quick                 # about a minute
 #   scripts/bench.sh --json bench.json       # the full run, rows also as JSON
 #   scripts/bench.sh --alloc                 # heap allocations per routed message in the hub
+#   scripts/bench.sh --footprint             # RSS and CPU per module, as the images' binaries (~16 min)
+#   scripts/bench.sh --footprint --quick     # the same, 1 minute per rate
 set -euo pipefail
 cd "$(dirname "$0")/.."
+footprint=false
+for arg in "$@"; do [ "$arg" = "--footprint" ] && footprint=true; done
+if $footprint; then
+  # The images' binaries (stripped, profile dist), built as the Dockerfile builds them; no mosquitto.
+  cargo build --profile dist -p hub --bin hub -p producer --bin producer -p consumer --bin consumer
+  cargo build --release -p bench
+  exec target/release/bench "$@"
+fi
 if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; then
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"

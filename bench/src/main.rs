@@ -2,11 +2,14 @@
 //! plain MQTT port as IoT Edge modules, (c) our hub over TLS, and (d) our real producer and
 //! consumer through the hub, interleaved over several rounds; a table of latency, rate, broker CPU
 //! per exchange and RSS, each row as a ratio to mosquitto. `--alloc` instead counts the hub's heap
-//! allocations per routed message. Only ratios measured in one run mean anything.
+//! allocations per routed message; `--footprint` measures each module's RSS and CPU over minutes
+//! at `--rate 10` and `--rate 1`, as the standalone binaries of the images (issue 18). Only ratios
+//! measured in one run mean anything.
 
 mod alloc;
 mod brokers;
 mod exchange;
+mod footprint;
 mod launcher;
 mod procstat;
 
@@ -25,7 +28,7 @@ static ALLOCATOR: alloc::Counting = alloc::Counting;
 #[derive(Debug, Parser)]
 #[command(name = "bench", about, long_about = None)]
 struct Args {
-    /// About a minute in total: 2 rounds of short windows.
+    /// About a minute in total: 2 rounds of short windows (--footprint: 1 minute per rate).
     #[arg(long)]
     quick: bool,
     /// Rounds; each runs every row once, brokers in a rotating order (default 5, --quick 2).
@@ -60,6 +63,33 @@ struct Args {
     /// The mosquitto binary (default: from PATH or /usr/sbin).
     #[arg(long)]
     mosquitto: Option<PathBuf>,
+    /// Footprint on a device instead (issue 18): hub, producer and consumer as separate processes
+    /// at --rate 10, then at --rate 1; each one's RSS (anon/file), threads and CPU from /proc,
+    /// against the goals (RSS <= 12 MiB and flat at rate 10, CPU <= 1 % of a core at rate 1).
+    #[arg(long)]
+    footprint: bool,
+    /// --footprint: minutes at --rate 10 (default 10, --quick 1; 0 skips it).
+    #[arg(long)]
+    rate10_minutes: Option<f64>,
+    /// --footprint: minutes at --rate 1 (default 5, --quick 1; 0 skips it).
+    #[arg(long)]
+    rate1_minutes: Option<f64>,
+    /// --footprint: seconds between /proc readings (default 5, --quick 2).
+    #[arg(long)]
+    sample_seconds: Option<f64>,
+    /// --footprint: seconds between GET /metrics of each module, as the device's Prometheus agent
+    /// scrapes them (prometheus-agent.yml: 5 s); 0: no scraping.
+    #[arg(long, default_value_t = 5.0)]
+    scrape_seconds: f64,
+    /// --footprint: a directory with the standalone hub, producer and consumer binaries, or the
+    /// launcher binary to run them as its subcommands. Default: target/dist if built (`cargo build
+    /// --profile dist -p hub -p producer -p consumer`, as the Dockerfile), else next to this binary.
+    #[arg(long)]
+    binaries: Option<PathBuf>,
+    /// --footprint: extra env for every module, KEY=VALUE (repeatable; experiments such as
+    /// MALLOC_ARENA_MAX=1).
+    #[arg(long, value_name = "KEY=VALUE")]
+    module_env: Vec<String>,
 }
 
 impl Args {
@@ -293,6 +323,8 @@ async fn main() -> std::process::ExitCode {
         Ok(()) => {
             if args.alloc {
                 alloc_mode(&args, &dir).await
+            } else if args.footprint {
+                footprint_mode(&args, &dir).await
             } else {
                 bench(&args, &dir).await
             }
@@ -322,6 +354,86 @@ async fn alloc_mode(args: &Args, dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// `deployment` if it exists, else the repository's manifest found from `bin` (target/<profile>/x).
+fn find_deployment(given: &Path, bin: &Path) -> PathBuf {
+    if given.is_file() {
+        return given.to_owned();
+    }
+    bin.parent()
+        .and_then(|d| d.parent())
+        .and_then(|d| d.parent())
+        .map(|d| d.join("deployment.template.json"))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| given.to_owned())
+}
+
+async fn footprint_mode(args: &Args, dir: &Path) -> Result<()> {
+    let minutes = |given: Option<f64>, default: f64| -> Result<Duration> {
+        let m = given.unwrap_or(if args.quick { 1.0 } else { default });
+        Duration::try_from_secs_f64(m * 60.0).context("minutes must be >= 0")
+    };
+    let sample = args
+        .sample_seconds
+        .unwrap_or(if args.quick { 2.0 } else { 5.0 });
+    let sample_every = Duration::try_from_secs_f64(sample)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .context("--sample-seconds must be > 0")?;
+    let scrape_every = Duration::try_from_secs_f64(args.scrape_seconds)
+        .context("--scrape-seconds must be >= 0")?;
+    let binaries = match &args.binaries {
+        Some(p) => footprint::Binaries::from_arg(p)?,
+        None => footprint::Binaries::find()?,
+    };
+    let module_env = args
+        .module_env
+        .iter()
+        .map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .with_context(|| format!("--module-env {kv}: not KEY=VALUE"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    // Not given: the repository's, from target/release/bench.
+    let exe = std::env::current_exe().unwrap_or_default();
+    let deployment = std::path::absolute(find_deployment(&args.deployment, &exe))?;
+    let opts = footprint::Options {
+        binaries,
+        deployment,
+        runs: vec![
+            (
+                footprint::RSS_RATE,
+                minutes(args.rate10_minutes, 10.0).context("--rate10-minutes")?,
+            ),
+            (
+                footprint::CPU_RATE,
+                minutes(args.rate1_minutes, 5.0).context("--rate1-minutes")?,
+            ),
+        ],
+        sample_every,
+        scrape_every: (!scrape_every.is_zero()).then_some(scrape_every),
+        module_env,
+    };
+    println!(
+        "bench --footprint: {}; manifest {}{}",
+        opts.binaries.describe(),
+        opts.deployment.display(),
+        if opts.module_env.is_empty() {
+            String::new()
+        } else {
+            format!("; extra module env {:?}", args.module_env)
+        }
+    );
+    let report = footprint::run(&opts, dir).await?;
+    footprint::print_notes(&report);
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("report written to {}", path.display());
+    }
+    Ok(())
+}
+
 async fn bench(args: &Args, dir: &Path) -> Result<()> {
     let rounds = args.rounds.unwrap_or(if args.quick { 2 } else { 5 }).max(1);
     let seconds = args.seconds.unwrap_or(if args.quick { 2.0 } else { 5.0 });
@@ -339,18 +451,8 @@ async fn bench(args: &Args, dir: &Path) -> Result<()> {
             launcher_bin.display()
         );
     }
-    let deployment = if args.deployment.is_file() {
-        args.deployment.clone()
-    } else {
-        // The repository's manifest, from target/release/bench.
-        launcher_bin
-            .parent()
-            .and_then(|d| d.parent())
-            .and_then(|d| d.parent())
-            .map(|d| d.join("deployment.template.json"))
-            .filter(|p| p.is_file())
-            .unwrap_or_else(|| args.deployment.clone())
-    };
+    // The repository's manifest, from target/release/method-vs-message, if not given.
+    let deployment = find_deployment(&args.deployment, &launcher_bin);
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(0);
