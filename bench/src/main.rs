@@ -354,7 +354,7 @@ async fn alloc_mode(args: &Args, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `deployment` if it exists, else the repository's manifest found from `bin` (target/<profile>/x).
+/// `deployment` if it exists, else the repository's manifest found from `bin` (`target/<profile>/x`).
 fn find_deployment(given: &Path, bin: &Path) -> PathBuf {
     if given.is_file() {
         return given.to_owned();
