@@ -17,6 +17,7 @@ pub mod recorder;
 mod replies;
 pub mod report;
 pub mod schedule;
+pub mod snapshot;
 pub mod stats;
 pub mod verdict;
 

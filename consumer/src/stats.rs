@@ -493,6 +493,9 @@ struct JsonKind {
     total_p999_ms: Option<f64>,
     total_max_ms: Option<f64>,
     bins: [u64; BINS],
+    /// Run and step lines: the verdict's sample, for `compare` (`snapshot`, docs/compare.md).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sample: Option<crate::snapshot::SampleSnapshot>,
 }
 
 /// What a JSON line covers.
@@ -572,6 +575,7 @@ pub fn render_summary_json(
             total_p999_ms: k.total_quantile_ms(0.999),
             total_max_ms: k.total_max_ms(),
             bins: k.bins,
+            sample: crate::snapshot::SampleSnapshot::for_scope(scope, k),
         };
         map.insert(
             kind.label().to_owned(),
