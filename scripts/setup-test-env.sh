@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh Debian machine (run as root): the real
-# Prometheus/promtool, Alertmanager's amtool, headless Chromium, podman (with runc, netavark and a
+# Prometheus/promtool, Alertmanager's amtool, headless Chromium, jq, podman (with runc, netavark and a
 # Debian base image made by debootstrap) for the image test, a Python virtualenv (.venv) with the
 # pinned Azure IoT SDK and validators, and SchemaStore's IoT Edge manifest schemas. Idempotent: a
 # second run installs nothing.
@@ -14,6 +14,7 @@ declare -A package=(
   [chromium]=chromium                       # opens the HTML report (tests/report.rs)
   [podman]=podman [runc]=runc [debootstrap]=debootstrap [iptables]=iptables  # tests/containers.rs
   [/usr/lib/podman/netavark]=netavark [/usr/lib/podman/aardvark-dns]=aardvark-dns
+  [jq]=jq                                   # the README's hub example (tests/docs.rs)
 )
 missing=()
 for cmd in "${!package[@]}"; do
