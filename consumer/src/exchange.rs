@@ -46,13 +46,49 @@ pub(crate) fn sample(
     }
 }
 
-/// The producer's timestamp and trace context from a reply, or why it is unusable.
-pub(crate) fn parse_reply(body: &[u8]) -> Result<(DateTime<Utc>, TimeReply), String> {
-    let reply: TimeReply =
+/// A reply as read: the seed's fields, and the padding's length only (never copied).
+#[derive(serde::Deserialize)]
+struct WireReply {
+    #[serde(rename = "UtcTime")]
+    utc_time: String,
+    #[serde(default)]
+    trace: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    padding: PaddingLen,
+}
+
+/// The length of a string field, read without keeping the string.
+#[derive(Default)]
+struct PaddingLen(usize);
+
+impl<'de> serde::Deserialize<'de> for PaddingLen {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Len;
+        impl serde::de::Visitor<'_> for Len {
+            type Value = PaddingLen;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<PaddingLen, E> {
+                Ok(PaddingLen(v.len()))
+            }
+        }
+        d.deserialize_str(Len)
+    }
+}
+
+/// The producer's timestamp, trace context and padding length from a reply, or why it is
+/// unusable.
+pub(crate) fn parse_reply(body: &[u8]) -> Result<(DateTime<Utc>, TimeReply, usize), String> {
+    let reply: WireReply =
         serde_json::from_slice(body).map_err(|e| format!("reply is not {{\"UtcTime\":…}}: {e}"))?;
     let produced = edge::time::parse(&reply.utc_time)
         .ok_or_else(|| format!("UtcTime {:?} is not a time", reply.utc_time))?;
-    Ok((produced, reply))
+    let seed = TimeReply {
+        utc_time: reply.utc_time,
+        trace: reply.trace,
+    };
+    Ok((produced, seed, reply.padding.0))
 }
 
 /// The consumer's span around receiving a reply: its parent is the producer's handling span.
@@ -104,6 +140,8 @@ pub(crate) struct Common {
     pub streak: ErrorStreak,
     /// The watchdog's view of this kind's loop: beats once per concluded exchange.
     pub progress: Arc<telemetry::Pulse>,
+    /// What the requests carry, and the replies' padding seen.
+    pub workload: Arc<crate::workload::Workload>,
 }
 
 impl Common {

@@ -19,7 +19,10 @@ pub mod report;
 pub mod schedule;
 pub mod snapshot;
 pub mod stats;
+pub mod sweep;
 pub mod verdict;
+pub mod workload;
+mod workload_args;
 
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -108,6 +111,29 @@ pub struct Args {
     /// counted as skipped.
     #[arg(long, env = "MAX_IN_FLIGHT", default_value_t = 100)]
     pub max_in_flight: usize,
+    /// Bytes of padding in every request (the message body and the method payload), in a
+    /// `padding` field the seed's producer ignores: 0, 512, 16KiB, 120KiB… (B, KiB, MiB).
+    /// Refused over a kind's limit: 127 KiB for a direct method (its 128 KiB payload less 1 KiB
+    /// for framing and trace context), 255 KiB for a message (256 KiB with its properties).
+    #[arg(long, env = "PAYLOAD_BYTES", default_value = "0", value_parser = workload_args::size)]
+    pub payload_bytes: usize,
+    /// A sweep, instead of one workload until stopped: `rate=50,100,200,400` (the open loop at
+    /// each rate) or `payload=0,1KiB,16KiB,120KiB` (each request size, at EXCHANGE_RATE). Each
+    /// step runs WARMUP, then STEP measured; one summary per step, a final table with each
+    /// kind's capacity and the crossover, and the module exits.
+    #[arg(long, env = "SWEEP", value_parser = sweep::Sweep::parse)]
+    pub sweep: Option<sweep::Sweep>,
+    /// How long each sweep step is measured (after its warm-up).
+    #[arg(long, env = "STEP", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub step: Duration,
+    /// Before each sweep step is measured, this long at its workload, not counted (queues from
+    /// the previous step drain, connections settle). At most STEP.
+    #[arg(long, env = "WARMUP", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub warmup: Duration,
+    /// A rate-sweep step is sustained when Total's p99 is under this bound (and no exchange was
+    /// skipped, timed out or failed); a kind's capacity is the highest rate sustained.
+    #[arg(long, env = "CAPACITY_P99", default_value = sweep::DEFAULT_P99_BOUND, value_parser = humantime::parse_duration)]
+    pub capacity_p99: Duration,
     /// When the run ends, write its HTML report to this file (the page GET /report serves live).
     #[arg(long, env = "REPORT_FILE")]
     pub report: Option<std::path::PathBuf>,
@@ -148,15 +174,22 @@ impl Args {
         kinds
     }
 
-    /// The schedule `--rate` and `--max-in-flight` ask for.
+    /// The schedule `--rate` and `--max-in-flight` ask for (a rate sweep's starts at its first
+    /// rate).
     pub fn schedule(&self) -> Result<Schedule> {
+        let rate = match &self.sweep {
+            Some(sweep::Sweep::Rate(rates)) if self.rate == 0.0 => {
+                rates.first().copied().unwrap_or(0.0)
+            }
+            _ => self.rate,
+        };
         if !(self.rate.is_finite() && (0.0..=MAX_RATE).contains(&self.rate)) {
             bail!(
                 "EXCHANGE_RATE must be 0 (closed loop) or a rate up to {MAX_RATE} per second, not {}",
                 self.rate
             );
         }
-        if self.rate == 0.0 {
+        if rate == 0.0 {
             return Ok(Schedule::Closed);
         }
         if self.max_in_flight == 0 || self.max_in_flight > Semaphore::MAX_PERMITS.min(1 << 20) {
@@ -167,7 +200,7 @@ impl Args {
             );
         }
         Ok(Schedule::Open {
-            rate: self.rate,
+            rate,
             max_in_flight: self.max_in_flight,
         })
     }
@@ -229,6 +262,7 @@ pub async fn run(args: Args) -> Result<()> {
         bail!("SUMMARY_INTERVAL and EXCHANGE_TIMEOUT must be longer than zero");
     }
     let schedule = args.schedule()?;
+    let plan = args.plan()?;
     args.check_watchdog()?;
     let tracing_guard = telemetry::init_module_tracing("consumer", args.trace_sample_ratio)?;
     let identity = Arc::new(ModuleIdentity::from_env()?);
@@ -237,6 +271,13 @@ pub async fn run(args: Args) -> Result<()> {
     let watchdog = telemetry::Watchdog::new(args.watchdog_timeout);
     let mut registry = telemetry::new_registry("consumer");
     let recorder = Recorder::register(&mut registry);
+    let workload = workload::Workload::register(
+        &mut registry,
+        &plan
+            .as_ref()
+            .map_or_else(|| vec![args.payload_bytes], sweep::Plan::sizes),
+        schedule.rate(),
+    );
     let report_log = report::collect::RunLog::new(
         kinds.clone(),
         report::collect::settings(&args, schedule, &identity),
@@ -331,6 +372,7 @@ pub async fn run(args: Args) -> Result<()> {
             "last exchange finished",
             quiet,
         ),
+        workload: workload.clone(),
     };
     let started_loops = Instant::now();
     if let Some(after) = args.test_freeze_after {
@@ -444,16 +486,34 @@ pub async fn run(args: Args) -> Result<()> {
     let mut last = Instant::now();
     let shutdown = edge::seed::shutdown_signal();
     tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {
-                let stats = recorder.take_interval();
-                // The next interval starts now, not once this one is printed.
-                last = Instant::now();
-                report_log.interval(&stats, args.summary_interval);
-                output.print(Scope::Interval, stats, args.summary_interval).await;
+    // A sweep's steps are its summaries; it ends after the last one.
+    let steps = match &plan {
+        Some(plan) => Some(
+            sweep::Driver {
+                plan,
+                recorder: &recorder,
+                workload: &workload,
+                open_loop: open_loop.as_ref(),
+                report_log: &report_log,
+                output: &output,
             }
-            _ = &mut shutdown => break,
+            .run(&mut shutdown)
+            .await,
+        ),
+        None => None,
+    };
+    if plan.is_none() {
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {
+                    let stats = recorder.take_interval();
+                    // The next interval starts now, not once this one is printed.
+                    last = Instant::now();
+                    report_log.interval(&stats, args.summary_interval);
+                    output.print(Scope::Interval, stats, args.summary_interval).await;
+                }
+                _ = &mut shutdown => break,
+            }
         }
     }
     tracing::info!("consumer stopping");
@@ -473,102 +533,27 @@ pub async fn run(args: Args) -> Result<()> {
         pending.drain(EXIT_GRACE),
         exchange::method::drain(&overdue, EXIT_GRACE)
     );
-    let (stats, covered) = (recorder.take_interval(), last.elapsed());
-    report_log.interval(&stats, covered);
-    output.print(Scope::Interval, stats, covered).await;
+    if plan.is_none() {
+        let (stats, covered) = (recorder.take_interval(), last.elapsed());
+        report_log.interval(&stats, covered);
+        output.print(Scope::Interval, stats, covered).await;
+    } else {
+        // Replies after the last step: not a step's.
+        recorder.discard_interval();
+    }
     let run = recorder.run_total();
     let report_written = match &args.report {
         Some(path) => report::collect::write_final(report_log, run.clone(), path.clone()).await,
         None => Ok(()),
     };
     output.print(Scope::Run, run, started.elapsed()).await;
+    if let (Some(plan), Some(steps)) = (&plan, steps) {
+        sweep::print_final(&output, plan, steps).await;
+    }
     client.disconnect().await;
     tracing_guard.shutdown().await;
     report_written
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rate_zero_is_the_closed_loop_and_bad_values_are_refused() {
-        let args = |extra: &[&str]| {
-            let mut argv = vec!["consumer"];
-            argv.extend_from_slice(extra);
-            Args::try_parse_from(argv).unwrap()
-        };
-        assert_eq!(args(&[]).schedule().unwrap(), Schedule::Closed);
-        assert_eq!(
-            args(&["--rate", "50"]).schedule().unwrap(),
-            Schedule::Open {
-                rate: 50.0,
-                max_in_flight: 100
-            }
-        );
-        assert_eq!(
-            args(&["--rate", "0.5", "--max-in-flight", "3"])
-                .schedule()
-                .unwrap(),
-            Schedule::Open {
-                rate: 0.5,
-                max_in_flight: 3
-            }
-        );
-        for bad in [
-            &["--rate=-1"][..],
-            &["--rate", "NaN"],
-            &["--rate", "1e9"],
-            &["--rate", "5", "--max-in-flight", "0"],
-        ] {
-            assert!(args(bad).schedule().is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn the_watchdog_must_outlast_an_exchange_and_healthcheck_needs_nothing_else() {
-        let args = |extra: &[&str]| {
-            let mut argv = vec!["consumer"];
-            argv.extend_from_slice(extra);
-            Args::try_parse_from(argv).unwrap()
-        };
-        let default = args(&[]);
-        assert_eq!(default.watchdog_timeout, Duration::from_secs(60));
-        assert!(default.check_watchdog().is_ok());
-        assert!(args(&["--watchdog-timeout", "0"]).check_watchdog().is_ok());
-        let e = args(&["--watchdog-timeout", "30s"])
-            .check_watchdog()
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.starts_with("WATCHDOG_TIMEOUT (30s) must be longer than EXCHANGE_TIMEOUT (30s)"),
-            "{e}"
-        );
-        assert!(
-            args(&["--watchdog-timeout", "3s", "--exchange-timeout", "1s"])
-                .check_watchdog()
-                .is_ok()
-        );
-
-        // `consumer healthcheck`, as the image's HEALTHCHECK runs it: no other argument.
-        assert_eq!(args(&["healthcheck"]).command, Some(Command::Healthcheck));
-        assert_eq!(default.command, None);
-        // The freeze switch is a test's: parsed, never shown.
-        let frozen = args(&["--test-freeze-after", "2s", "--test-freeze-kind", "method"]);
-        let t0 = Instant::now();
-        assert_eq!(
-            frozen.freeze_at(Kind::Method, t0),
-            Some(t0 + Duration::from_secs(2))
-        );
-        assert_eq!(frozen.freeze_at(Kind::Message, t0), None);
-        assert_eq!(default.freeze_at(Kind::Method, t0), None);
-        let help = <Args as clap::CommandFactory>::command()
-            .render_long_help()
-            .to_string();
-        assert!(
-            help.contains("WATCHDOG_TIMEOUT") && help.contains("healthcheck"),
-            "{help}"
-        );
-        assert!(!help.contains("freeze"), "{help}");
-    }
-}
+mod tests;

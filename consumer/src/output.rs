@@ -21,7 +21,7 @@ impl Output {
         let mut out = String::new();
         if matches!(self.format, SummaryFormat::Table | SummaryFormat::Both) {
             match scope {
-                Scope::Interval => {
+                Scope::Interval | Scope::Step => {
                     out.push_str(&stats::render_table(
                         &stamp,
                         covered,

@@ -307,6 +307,13 @@ impl Recorder {
         taken
     }
 
+    /// Drops the figures since the last take (a sweep step's warm-up): they count nowhere.
+    pub fn discard_interval(&self) {
+        if let Ok(mut interval) = self.interval.lock() {
+            let _ = interval.take();
+        }
+    }
+
     /// Every interval taken so far, merged.
     pub fn run_total(&self) -> IntervalStats {
         self.run.lock().map(|r| r.clone()).unwrap_or_default()

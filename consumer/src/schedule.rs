@@ -11,6 +11,7 @@
 
 use crate::recorder::{Outcome, Recorder};
 use crate::stats::Kind;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -41,6 +42,15 @@ pub struct OpenLoop {
     thread: Option<JoinHandle<()>>,
     permits: Vec<Arc<Semaphore>>,
     max_in_flight: usize,
+    /// The period in nanoseconds, which a sweep changes between steps.
+    period: Arc<AtomicU64>,
+}
+
+fn period_nanos(rate: f64) -> u64 {
+    Duration::from_secs_f64(1.0 / rate)
+        .as_nanos()
+        .try_into()
+        .unwrap_or(u64::MAX)
 }
 
 impl OpenLoop {
@@ -51,7 +61,7 @@ impl OpenLoop {
         lanes: Vec<Lane>,
         recorder: Recorder,
     ) -> std::io::Result<Self> {
-        let period = Duration::from_secs_f64(1.0 / rate);
+        let period = Arc::new(AtomicU64::new(period_nanos(rate)));
         let t0 = Instant::now();
         let running: Vec<Running> = lanes
             .into_iter()
@@ -64,15 +74,23 @@ impl OpenLoop {
             .collect();
         let permits = running.iter().map(|r| r.permits.clone()).collect();
         let (stop, stopped) = mpsc::channel();
+        let shared = period.clone();
         let thread = std::thread::Builder::new()
             .name("open-loop".into())
-            .spawn(move || run(period, running, &recorder, &stopped))?;
+            .spawn(move || run(&shared, running, &recorder, &stopped))?;
         Ok(Self {
             stop: Some(stop),
             thread: Some(thread),
             permits,
             max_in_flight,
+            period,
         })
+    }
+
+    /// From the next planned instant on, `rate` exchanges per second of each kind (a sweep's
+    /// step; the instants already planned stay).
+    pub fn set_rate(&self, rate: f64) {
+        self.period.store(period_nanos(rate), Ordering::Relaxed);
     }
 
     /// Stops scheduling and waits up to `grace` for the exchanges in flight to end.
@@ -103,7 +121,7 @@ impl Drop for OpenLoop {
 }
 
 fn run(
-    period: Duration,
+    period: &AtomicU64,
     mut lanes: Vec<Running>,
     recorder: &Recorder,
     stopped: &mpsc::Receiver<()>,
@@ -129,7 +147,7 @@ fn run(
             Ok(permit) => (lane.start)(due, permit),
             Err(_) => recorder.record(lane.kind, Outcome::Skipped),
         }
-        lane.next = due + period;
+        lane.next = due + Duration::from_nanos(period.load(Ordering::Relaxed));
     }
 }
 

@@ -285,7 +285,7 @@ impl IntervalStats {
     }
 }
 
-fn interval_words(d: Duration) -> String {
+pub(crate) fn interval_words(d: Duration) -> String {
     let s = d.as_secs();
     match s {
         60 => "1 minute".to_owned(),
@@ -386,7 +386,7 @@ pub fn render_table(
     out
 }
 
-fn ms(v: Option<f64>) -> String {
+pub(crate) fn ms(v: Option<f64>) -> String {
     v.map(|v| format!("{v:.4}")).unwrap_or_else(|| "-".into())
 }
 
@@ -420,50 +420,6 @@ pub fn render_verdict(v: &Verdict) -> String {
         v.n_method, v.n_message
     ));
     line
-}
-
-/// The whole run at exit: per kind one line of percentiles and counts, then the run's verdict.
-pub fn render_run_table(
-    stamp: &str,
-    duration: Duration,
-    stats: &IntervalStats,
-    kinds: &[Kind],
-    schedule: Schedule,
-    verdict: Option<&Verdict>,
-) -> String {
-    let items: u64 = kinds.iter().map(|k| stats.kind(*k).count()).sum();
-    let how = match schedule {
-        Schedule::Closed => "closed loop".to_owned(),
-        Schedule::Open {
-            rate,
-            max_in_flight,
-        } => format!("open loop at {rate}/s per kind, at most {max_in_flight} in flight"),
-    };
-    let mut out = format!(
-        "{stamp} - whole run: {items} items in {}, {how}\n",
-        interval_words(duration)
-    );
-    for &kind in kinds {
-        let k = stats.kind(kind);
-        let q = |x| ms(k.total_quantile_ms(x));
-        out.push_str(&format!(
-            "{:<8} Total p50 {} ms | p90 {} ms | p99 {} ms | p99.9 {} ms | max {} ms | count {} | timeouts {} | errors {} | skipped {}\n",
-            kind.title(),
-            q(0.5),
-            q(0.9),
-            q(0.99),
-            q(0.999),
-            ms(k.total_max_ms()),
-            k.count(),
-            k.timeouts,
-            k.errors,
-            k.skipped
-        ));
-    }
-    if let Some(v) = verdict {
-        out.push_str(&render_verdict(v));
-    }
-    out
 }
 
 #[derive(Serialize)]
@@ -505,6 +461,8 @@ pub enum Scope {
     Interval,
     /// The whole run, printed once at exit.
     Run,
+    /// One step of a sweep (`sweep`), after its warm-up.
+    Step,
 }
 
 fn verdict_json(v: &Verdict) -> serde_json::Value {
@@ -588,7 +546,7 @@ pub fn render_summary_json(
     };
     serde_json::json!({
         "time": stamp,
-        "scope": match scope { Scope::Interval => "interval", Scope::Run => "run" },
+        "scope": match scope { Scope::Interval => "interval", Scope::Run => "run", Scope::Step => "step" },
         "interval_seconds": interval.as_secs_f64(),
         "schedule": schedule.label(),
         "rate": schedule.rate(),
@@ -598,6 +556,9 @@ pub fn render_summary_json(
     })
     .to_string()
 }
+
+mod run_table;
+pub use run_table::render_run_table;
 
 #[cfg(test)]
 mod tests;

@@ -103,6 +103,16 @@ pub struct MethodResult {
     pub payload: serde_json::Value,
 }
 
+/// The invocation request's body.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct InvokeBody<'a, P: ?Sized> {
+    method_name: &'a str,
+    payload: &'a P,
+    response_timeout_in_seconds: u64,
+    connect_timeout_in_seconds: u64,
+}
+
 pub struct MethodClient {
     http: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     identity: Arc<ModuleIdentity>,
@@ -161,13 +171,14 @@ impl MethodClient {
         Ok(token)
     }
 
-    /// Calls `method` on `device`/`module` with a JSON `payload`.
-    pub async fn invoke(
+    /// Calls `method` on `device`/`module` with a JSON `payload` (any serializable value, so a
+    /// large payload is written once into the request body, not copied into a `Value` first).
+    pub async fn invoke<P: serde::Serialize + ?Sized>(
         &self,
         device: &str,
         module: &str,
         method: &str,
-        payload: &serde_json::Value,
+        payload: &P,
         response_timeout: Duration,
     ) -> Result<MethodResult, InvokeError> {
         let uri = format!(
@@ -178,18 +189,22 @@ impl MethodClient {
             crate::topic::API_VERSION
         );
         let timeout_secs = response_timeout.as_secs().clamp(5, 300);
-        let body = serde_json::json!({
-            "methodName": method,
-            "payload": payload,
-            "responseTimeoutInSeconds": timeout_secs,
-            "connectTimeoutInSeconds": 0,
-        });
+        let body = serde_json::to_vec(&InvokeBody {
+            method_name: method,
+            payload,
+            response_timeout_in_seconds: timeout_secs,
+            connect_timeout_in_seconds: 0,
+        })
+        .map_err(|source| InvokeError::NotJson {
+            body: "(the payload to send)".to_owned(),
+            source,
+        })?;
         let request = Request::post(uri)
             .header("authorization", &*self.token().await?)
             .header("x-ms-edge-moduleid", &self.module_header)
             .header("content-type", "application/json")
             .header("user-agent", USER_AGENT)
-            .body(Full::new(Bytes::from(body.to_string())))
+            .body(Full::new(Bytes::from(body)))
             .map_err(InvokeError::Request)?;
         // The hub answers 504 after the response timeout; allow it a little longer than that.
         let deadline = Duration::from_secs(timeout_secs) + Duration::from_secs(5);

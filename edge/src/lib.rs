@@ -9,6 +9,7 @@ pub mod contract;
 pub mod identity;
 pub mod invoke;
 pub mod message;
+pub mod payload;
 pub mod sas;
 pub mod seed;
 pub mod session;

@@ -43,12 +43,24 @@ pub struct Args {
     /// so that the runtime (restartPolicy: always) restarts the module. 0 turns it off.
     #[arg(long, env = "WATCHDOG_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     pub watchdog_timeout: Duration,
+    /// Bytes of padding in every reply (both kinds), in a `padding` field beside `UtcTime` that
+    /// the seed's consumer ignores: 0, 512, 16KiB, 120KiB… At most 127 KiB (a direct method's
+    /// 128 KiB response limit, less 1 KiB for the JSON framing and trace context).
+    #[arg(long, env = "REPLY_BYTES", default_value = "0", value_parser = reply_size)]
+    pub reply_bytes: usize,
     /// TEST ONLY (tests/watchdog.rs): after this long, the request handler blocks for good on the
     /// next request, to show the watchdog acting. Never set it in a deployment.
     #[arg(long, env = "TEST_FREEZE_AFTER", hide = true, value_parser = humantime::parse_duration)]
     pub test_freeze_after: Option<Duration>,
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+/// `REPLY_BYTES`: a size with a binary unit, within a method response's limit.
+fn reply_size(text: &str) -> Result<usize, String> {
+    let size = edge::payload::parse_size(text).map_err(|e| e.to_string())?;
+    edge::payload::check_method("REPLY_BYTES", size).map_err(|e| e.to_string())?;
+    Ok(size)
 }
 
 /// Besides running the module.
@@ -113,18 +125,36 @@ impl ProducerMetrics {
     }
 }
 
-fn reply_body() -> TimeReply {
-    let mut reply = TimeReply {
+/// A reply as sent: the seed's `UtcTime`, our trace context and the workload's padding.
+#[derive(serde::Serialize)]
+struct Reply<'a> {
+    #[serde(flatten)]
+    time: TimeReply,
+    /// Built once at start-up (`REPLY_BYTES`); absent when empty, as the seed's reply.
+    #[serde(skip_serializing_if = "str::is_empty")]
+    padding: &'a str,
+}
+
+/// The reply's JSON, written in one buffer sized for it.
+fn reply_body(padding: &str) -> serde_json::Result<Vec<u8>> {
+    let mut time = TimeReply {
         utc_time: edge::time::round_trip(Utc::now()),
         trace: Default::default(),
     };
     telemetry::inject_current(|k, v| {
-        reply.trace.insert(k.to_owned(), v);
+        time.trace.insert(k.to_owned(), v);
     });
-    reply
+    let mut body = Vec::with_capacity(padding.len() + 256);
+    serde_json::to_writer(&mut body, &Reply { time, padding })?;
+    Ok(body)
 }
 
-async fn on_method(client: &ModuleClient, metrics: &ProducerMetrics, request: MethodRequest) {
+async fn on_method(
+    client: &ModuleClient,
+    metrics: &ProducerMetrics,
+    padding: &str,
+    request: MethodRequest,
+) {
     let started = Instant::now();
     if request.method != METHOD_NAME {
         tracing::warn!(method = %request.method, "unknown method; answering 501");
@@ -141,7 +171,7 @@ async fn on_method(client: &ModuleClient, metrics: &ProducerMetrics, request: Me
     );
     telemetry::set_remote_parent(&span, |k| carried.trace.get(k).map(String::as_str));
     async {
-        let body = match serde_json::to_vec(&reply_body()) {
+        let body = match reply_body(padding) {
             Ok(b) => b,
             Err(e) => {
                 tracing::error!(error = %e, "cannot encode the reply");
@@ -164,6 +194,7 @@ async fn on_method(client: &ModuleClient, metrics: &ProducerMetrics, request: Me
 async fn on_message(
     client: &ModuleClient,
     metrics: &ProducerMetrics,
+    padding: &str,
     input: &str,
     message: Message,
 ) {
@@ -182,7 +213,7 @@ async fn on_message(
     );
     telemetry::set_remote_parent(&span, |k| message.properties.get(k));
     async {
-        let body = match serde_json::to_vec(&reply_body()) {
+        let body = match reply_body(padding) {
             Ok(b) => b,
             Err(e) => return tracing::error!(error = %e, "cannot encode the reply"),
         };
@@ -217,7 +248,9 @@ pub async fn run(args: Args) -> Result<()> {
     }
     let tracing_guard = telemetry::init_module_tracing("producer", args.trace_sample_ratio)?;
     let identity = Arc::new(ModuleIdentity::from_env()?);
-    tracing::info!(identity = ?identity, watchdog = ?args.watchdog_timeout, "producer starting");
+    tracing::info!(identity = ?identity, watchdog = ?args.watchdog_timeout, reply_bytes = args.reply_bytes, "producer starting");
+    // Built once: a reply copies it, never makes it.
+    let padding = edge::payload::padding(args.reply_bytes);
 
     let watchdog = telemetry::Watchdog::new(args.watchdog_timeout);
     let mut registry = telemetry::new_registry("producer");
@@ -273,12 +306,12 @@ pub async fn run(args: Args) -> Result<()> {
                     // Acknowledged once answered: the reply leaves first.
                     Incoming::Method { request, ack } => {
                         methods += 1;
-                        on_method(&client, &metrics, request).await;
+                        on_method(&client, &metrics, &padding, request).await;
                         drop(ack);
                     }
                     Incoming::Input { input, message, ack } => {
                         messages += 1;
-                        on_message(&client, &metrics, &input, message).await;
+                        on_message(&client, &metrics, &padding, &input, message).await;
                         drop(ack);
                     }
                 }
@@ -322,5 +355,29 @@ mod tests {
             "{help}"
         );
         assert!(!help.contains("freeze"), "{help}");
+    }
+
+    #[test]
+    fn replies_carry_the_asked_padding_beside_the_seed_fields() {
+        let args = Args::try_parse_from(["producer", "--reply-bytes", "16KiB"]).unwrap();
+        assert_eq!(args.reply_bytes, 16 * 1024);
+        let body = reply_body(&edge::payload::padding(args.reply_bytes)).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["padding"].as_str().map(str::len), Some(16 * 1024));
+        let seed: TimeReply = serde_json::from_slice(&body).unwrap();
+        assert!(
+            edge::time::parse(&seed.utc_time).is_some(),
+            "{}",
+            seed.utc_time
+        );
+        // No padding: the seed's reply exactly.
+        let plain: serde_json::Value = serde_json::from_slice(&reply_body("").unwrap()).unwrap();
+        assert_eq!(plain.as_object().map(|o| o.len()), Some(1), "{plain}");
+        for (bad, why) in [("129KiB", "128 KiB payload limit"), ("1KB", "unknown unit")] {
+            let e = Args::try_parse_from(["producer", "--reply-bytes", bad])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(why), "{e}");
+        }
     }
 }

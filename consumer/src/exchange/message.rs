@@ -5,7 +5,6 @@ use super::{parse_reply, reply_span, sample, Common};
 use crate::recorder::{Failure, Outcome};
 use crate::replies::{CidClock, PendingReplies};
 use crate::stats::Kind;
-use bytes::Bytes;
 use edge::seed::MESSAGE_ENDPOINT;
 use edge::{Message, ModuleClient};
 use std::sync::Arc;
@@ -26,7 +25,8 @@ impl MessageExchange {
         let sent = self.cids.next();
         let cid = edge::time::round_trip(sent);
         let reply = self.pending.expect(cid.clone());
-        let mut message = Message::new(Bytes::new()).with_correlation_id(cid.as_str());
+        let mut message =
+            Message::new(self.common.workload.message_body()).with_correlation_id(cid.as_str());
         telemetry::inject_current(|k, v| message.properties.insert(k, v));
         let sending =
             tokio::time::timeout_at(deadline, self.client.send_output(MESSAGE_ENDPOINT, message));
@@ -64,7 +64,8 @@ impl MessageExchange {
         let total = start.elapsed();
         let received = chrono::Utc::now();
         match parse_reply(&reply.body) {
-            Ok((produced, _)) => {
+            Ok((produced, _, padding)) => {
+                self.common.workload.observe_reply(padding);
                 reply_span(Kind::Message, |k| {
                     reply.properties.get(k).map(str::to_owned)
                 });

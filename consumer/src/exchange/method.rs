@@ -5,8 +5,9 @@
 use super::{parse_reply, reply_span, sample, Common};
 use crate::recorder::{Failure, LateReply, Outcome};
 use crate::stats::Kind;
+use crate::workload::MethodPayload;
 use chrono::Utc;
-use edge::seed::{TimeRequest, METHOD_NAME};
+use edge::seed::METHOD_NAME;
 use edge::{InvokeError, InvokeFailure, MethodClient};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -35,11 +36,13 @@ fn failure(e: &InvokeError) -> Outcome {
 impl MethodExchange {
     pub(crate) async fn run(&self, scheduled: Option<Instant>) {
         let timeout = self.common.timeout;
-        let mut request = TimeRequest::default();
+        // The seed's payload had only what the producer ignores; ours carries trace context
+        // and the workload's padding (built once, shared here).
+        let mut trace = std::collections::BTreeMap::new();
         telemetry::inject_current(|k, v| {
-            request.trace.insert(k.to_owned(), v);
+            trace.insert(k.to_owned(), v);
         });
-        let payload = serde_json::to_value(&request).unwrap_or(serde_json::Value::Null);
+        let padding = self.common.workload.method_padding();
         let sent = Utc::now();
         let start = scheduled.unwrap_or_else(Instant::now);
         // The client's own deadline (the hub's response timeout, at least 5 s, plus 5 s) bounds
@@ -53,6 +56,10 @@ impl MethodExchange {
                     self.producer.clone(),
                 );
                 async move {
+                    let payload = MethodPayload {
+                        trace: &trace,
+                        padding: &padding,
+                    };
                     client
                         .invoke(&device, &producer, METHOD_NAME, &payload, timeout)
                         .await
@@ -81,7 +88,8 @@ impl MethodExchange {
                 .map_err(|e| e.to_string())
                 .and_then(|b| parse_reply(&b))
             {
-                Ok((produced, reply)) => {
+                Ok((produced, reply, padding)) => {
+                    self.common.workload.observe_reply(padding);
                     reply_span(Kind::Method, |k| reply.trace.get(k).cloned());
                     (
                         Outcome::Ok(sample(sent, produced, received, total)),
