@@ -90,6 +90,26 @@ struct RunArgs {
     /// Port for that Prometheus.
     #[arg(long, default_value_t = 9090)]
     prometheus_port: u16,
+    /// Bytes of padding in each request, message and method (the consumer's PAYLOAD_BYTES):
+    /// 0, 1KiB, 16KiB, 120KiB…
+    #[arg(long)]
+    payload_bytes: Option<String>,
+    /// Bytes of padding in each reply (the producer's REPLY_BYTES).
+    #[arg(long)]
+    reply_bytes: Option<String>,
+    /// A sweep (the consumer's SWEEP): rate=50,100,200,400 or payload=0,1KiB,16KiB with --rate;
+    /// the run ends after the last step.
+    #[arg(long)]
+    sweep: Option<String>,
+    /// How long each sweep step is measured (the consumer's STEP; default 30s).
+    #[arg(long)]
+    step: Option<String>,
+    /// Warm-up before each sweep step (the consumer's WARMUP; default 5s).
+    #[arg(long)]
+    warmup: Option<String>,
+    /// A rate is sustained with Total p99 under this (the consumer's CAPACITY_P99; default 50ms).
+    #[arg(long)]
+    capacity_p99: Option<String>,
     /// When the run ends, write the consumer's HTML report to this file (its REPORT_FILE; the
     /// consumer also serves it live at /report on its metrics port).
     #[arg(long)]
@@ -255,6 +275,7 @@ async fn run(args: RunArgs) -> Result<()> {
     })?;
     let manifest: serde_json::Value = serde_json::from_str(&manifest_text)
         .with_context(|| format!("{} is not valid JSON", args.deployment.display()))?;
+    check_workload(&args, &manifest)?;
     let modules = hub::manifest_modules(&manifest);
     for needed in ["producer", "consumer"] {
         if !modules.iter().any(|m| m == needed) {
@@ -319,11 +340,11 @@ async fn run(args: RunArgs) -> Result<()> {
         );
         Ok(env)
     };
-    let mut producer = spawn(
-        "producer",
-        &["producer".into()],
-        &module_env("producer", args.producer_metrics_port)?,
-    )?;
+    let mut producer_env = module_env("producer", args.producer_metrics_port)?;
+    if let Some(size) = &args.reply_bytes {
+        producer_env.insert("REPLY_BYTES".into(), size.clone());
+    }
+    let mut producer = spawn("producer", &["producer".into()], &producer_env)?;
     let producer_metrics = wait_for_file(
         &state.join("producer.metrics"),
         &mut producer,
@@ -338,6 +359,7 @@ async fn run(args: RunArgs) -> Result<()> {
     if let Some(n) = args.max_in_flight {
         consumer_env.insert("MAX_IN_FLIGHT".into(), n.to_string());
     }
+    consumer_env.extend(workload_env(&args));
     if let Some(path) = &args.report {
         let path =
             std::path::absolute(path).with_context(|| format!("--report {}", path.display()))?;
@@ -386,7 +408,11 @@ async fn run(args: RunArgs) -> Result<()> {
         _ = edge::seed::shutdown_signal() => None,
         s = hub.child.wait() => Some(("hub", s)),
         s = producer.child.wait() => Some(("producer", s)),
-        s = consumer.child.wait() => Some(("consumer", s)),
+        // A sweep's consumer exits 0 after its last step: the run is done.
+        s = consumer.child.wait() => match s {
+            Ok(status) if status.success() && args.sweep.is_some() => None,
+            s => Some(("consumer", s)),
+        },
     };
     // Consumer first, so its final summary still sees the producer; then producer, then hub.
     let consumer_ok = stop(&mut consumer, Duration::from_secs(10)).await;
@@ -405,6 +431,59 @@ async fn run(args: RunArgs) -> Result<()> {
     }
     if !(consumer_ok && producer_ok && hub_ok) {
         bail!("not every process stopped cleanly (consumer {consumer_ok}, producer {producer_ok}, hub {hub_ok})");
+    }
+    Ok(())
+}
+
+/// The consumer's workload variables from the run's flags.
+fn workload_env(args: &RunArgs) -> BTreeMap<String, String> {
+    [
+        ("PAYLOAD_BYTES", &args.payload_bytes),
+        ("SWEEP", &args.sweep),
+        ("STEP", &args.step),
+        ("WARMUP", &args.warmup),
+        ("CAPACITY_P99", &args.capacity_p99),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.as_ref().map(|v| (k.to_owned(), v.clone())))
+    .collect()
+}
+
+/// Refuses a malformed or over-limit workload before anything starts, with the consumer's and
+/// the producer's own checks (and the manifest's EnableMethod/EnableMessage).
+fn check_workload(args: &RunArgs, manifest: &serde_json::Value) -> Result<()> {
+    let mut argv = vec!["consumer".to_owned()];
+    let env = manifest_env(manifest, "consumer");
+    for (flag, var) in [
+        ("--enable-method", "EnableMethod"),
+        ("--enable-message", "EnableMessage"),
+    ] {
+        if let Some(v) = env.get(var) {
+            argv.extend([flag.to_owned(), v.clone()]);
+        }
+    }
+    let flags = [
+        ("--payload-bytes", &args.payload_bytes),
+        ("--sweep", &args.sweep),
+        ("--step", &args.step),
+        ("--warmup", &args.warmup),
+        ("--capacity-p99", &args.capacity_p99),
+    ];
+    for (flag, value) in flags {
+        if let Some(v) = value {
+            argv.extend([flag.to_owned(), v.clone()]);
+        }
+    }
+    if let Some(rate) = args.rate {
+        argv.extend(["--rate".to_owned(), rate.to_string()]);
+    }
+    let consumer = consumer::Args::try_parse_from(&argv)
+        .map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))?;
+    consumer.schedule()?;
+    consumer.plan()?;
+    if let Some(size) = &args.reply_bytes {
+        producer::Args::try_parse_from(["producer", "--reply-bytes", size])
+            .map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))?;
     }
     Ok(())
 }
