@@ -341,7 +341,7 @@ fn lost_acks_resends_duplicates_and_late_replies_add_up() {
     let queued = metric(
         &text,
         "edgehub_queue_length",
-        &["endpoint=\"/modules/consumer/inputs\""],
+        &["/consumer/GetTimeMessage\""],
     ) as u64;
     let lost = injected(&hub, "lose-ack:producer");
     let resends = lost - dropped;

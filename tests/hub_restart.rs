@@ -45,7 +45,7 @@ fn a_killed_hub_restarts_and_delivers_what_was_queued_for_an_offline_producer() 
 
     // The producer goes offline: the consumer's requests wait in the hub's queue for it.
     assert!(producer.terminate().success(), "{}", producer.output());
-    let queue = [r#"endpoint="/modules/producer/inputs""#];
+    let queue = [r#"/producer/GetTimeMessage""#];
     let deadline = Instant::now() + Duration::from_secs(30);
     let queued = loop {
         let q = sample(&hub.metrics_text(), "edgehub_queue_length", &queue);
@@ -140,7 +140,7 @@ fn a_killed_hub_restarts_and_delivers_what_was_queued_for_an_offline_producer() 
                 sample(
                     &text,
                     "edgehub_messages_dropped_total",
-                    &[r#"reason="ttl_expired""#]
+                    &[r#"reason="ttl_expiry""#]
                 ),
                 0.0,
                 "{text}"

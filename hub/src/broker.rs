@@ -6,7 +6,10 @@ mod connect;
 
 use crate::admission::{Admission, Ticket};
 use crate::listener::{accept_loop, expelled, handshake};
-use crate::metrics::{ConnectFailedLabels, IdLabels};
+use crate::metrics::{
+    ConnectFailedLabels, EdgeHubSide, GetTwinDurationLabels, GetTwinLabels, IdLabels, MsTelemetry,
+    NotAuthenticated, ReportedDurationLabels, ReportedLabels,
+};
 use crate::refusals::{Protocol, Reason};
 use crate::state::{Hub, PublishError, RouteError, Session};
 use bytes::{Bytes, BytesMut};
@@ -19,7 +22,7 @@ use rumqttc::mqttbytes::{Error as CodecError, QoS};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
@@ -211,17 +214,22 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
                 if known { &connect.client_id } else { "" },
                 &format_args!("CONNECT refused with {:?}: {}", r.code, r.detail),
             );
-            hub.metrics
-                .connect_failed
-                .get_or_create(&ConnectFailedLabels {
-                    id: if known {
-                        connect.client_id.clone()
-                    } else {
-                        "unknown".into()
-                    },
-                    reason: r.reason.as_str(),
-                })
-                .inc();
+            // edgeHub counts failed authentications only, all as `not_authenticated`; the
+            // finer reason is in edgehub_refusals_total.
+            if r.reason.is_authentication() {
+                hub.metrics
+                    .connect_failed
+                    .get_or_create(&ConnectFailedLabels {
+                        id: if known {
+                            connect.client_id.as_str().into()
+                        } else {
+                            "unknown".into()
+                        },
+                        reason: NotAuthenticated,
+                        ms_telemetry: MsTelemetry,
+                    })
+                    .inc();
+            }
             let mut out = BytesMut::new();
             if ConnAck::new(r.code, false).write(&mut out).is_ok() {
                 let _ = tokio::time::timeout(Duration::from_secs(1), async {
@@ -257,9 +265,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     hub.attach(session.clone());
     hub.metrics
         .connect_success
-        .get_or_create(&IdLabels {
-            id: name.to_string(),
-        })
+        .get_or_create(&IdLabels { id: name.clone() })
         .inc();
     let keep_alive = Duration::from_secs(connect.keep_alive as u64).min(MAX_KEEP_ALIVE);
     tracing::info!(client = %name, %peer, keep_alive = ?keep_alive, "client connected");
@@ -292,9 +298,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     hub.detach(&session);
     hub.metrics
         .disconnects
-        .get_or_create(&IdLabels {
-            id: name.to_string(),
-        })
+        .get_or_create(&IdLabels { id: name.clone() })
         .inc();
     drop(tx);
     drop(session);
@@ -455,18 +459,13 @@ async fn handle_publish(
             return Ok(queued > 0);
         }
         Topic::MethodResponse { status, rid } => {
-            if hub.method_response(rid, status, payload) {
+            if hub.method_response(rid, session.id, status, payload) {
                 return Ok(true);
             }
             tracing::info!(client = %session.name, rid, "method response for no pending call (it may have timed out)");
         }
         Topic::TwinGet { rid } => {
-            hub.metrics
-                .gettwin
-                .get_or_create(&IdLabels {
-                    id: session.name.to_string(),
-                })
-                .inc();
+            let started = Instant::now();
             answer(
                 session
                     .publish(
@@ -476,14 +475,10 @@ async fn handle_publish(
                     )
                     .await,
             )?;
+            count_twin_get(hub, session, started);
         }
         Topic::TwinReportedPatch { rid } => {
-            hub.metrics
-                .reported_properties
-                .get_or_create(&IdLabels {
-                    id: session.name.to_string(),
-                })
-                .inc();
+            let started = Instant::now();
             let version = session.twin_version.fetch_add(1, Ordering::Relaxed) + 1;
             answer(
                 session
@@ -494,6 +489,7 @@ async fn handle_publish(
                     )
                     .await,
             )?;
+            count_reported_update(hub, session, started);
         }
         _ => {
             tracing::info!(client = %session.name, topic = shorten(topic_name), "publish to an unsupported topic ignored")
@@ -538,4 +534,42 @@ fn packet_kind(p: &Packet) -> &'static str {
         Packet::PingResp => "PINGRESP",
         Packet::Disconnect => "DISCONNECT",
     }
+}
+
+/// `edgehub_gettwin_total` and `_duration_seconds` of a twin GET the hub answered itself
+/// (`source="edge_hub"`, as edgeHub's `DeviceMessageHandler`).
+fn count_twin_get(hub: &Hub, session: &Session, started: Instant) {
+    let id = session.name.clone();
+    (hub.metrics.gettwin_duration)
+        .get_or_create(&GetTwinDurationLabels {
+            source: EdgeHubSide,
+            id: id.clone(),
+        })
+        .observe(started.elapsed().as_secs_f64());
+    (hub.metrics.gettwin)
+        .get_or_create(&GetTwinLabels {
+            source: EdgeHubSide,
+            id,
+            ms_telemetry: MsTelemetry,
+        })
+        .inc();
+}
+
+/// `edgehub_reported_properties_total` and `_update_duration_seconds` of a reported-properties
+/// patch the hub answered itself (`target="edge_hub"`).
+fn count_reported_update(hub: &Hub, session: &Session, started: Instant) {
+    let id = session.name.clone();
+    (hub.metrics.reported_properties_duration)
+        .get_or_create(&ReportedDurationLabels {
+            target: EdgeHubSide,
+            id: id.clone(),
+        })
+        .observe(started.elapsed().as_secs_f64());
+    (hub.metrics.reported_properties)
+        .get_or_create(&ReportedLabels {
+            target: EdgeHubSide,
+            id,
+            ms_telemetry: MsTelemetry,
+        })
+        .inc();
 }

@@ -242,6 +242,11 @@ pub async fn start(args: &Args) -> Result<RunningHub> {
                 std::borrow::Cow::Borrowed("edge_device"),
                 std::borrow::Cow::Owned(args.device_id.clone()),
             ),
+            // A new GUID per start, as edgeHub's `MetricsProvider`: a restart is a new series.
+            (
+                std::borrow::Cow::Borrowed("instance_number"),
+                std::borrow::Cow::Owned(methods::new_guid()),
+            ),
         ]
         .into_iter(),
     );

@@ -4,7 +4,7 @@
 
 use crate::admission::{Admission, Ticket};
 use crate::listener::{accept_loop, expelled, handshake};
-use crate::metrics::MethodLabels;
+use crate::metrics::{MethodDurationLabels, MethodLabels, MsTelemetry};
 use crate::refusals::{Protocol, Reason};
 use crate::state::Hub;
 use bytes::Bytes;
@@ -250,7 +250,7 @@ fn validate(body: &[u8]) -> Result<Call, String> {
     })
 }
 
-fn new_guid() -> String {
+pub(crate) fn new_guid() -> String {
     let mut b = [0u8; 16];
     rand::rng().fill_bytes(&mut b);
     b[6] = (b[6] & 0x0f) | 0x40;
@@ -398,11 +398,17 @@ async fn handle(
         Some(m) => format!("{device}/{m}"),
         None => device.clone(),
     };
+    // As edgeHub: the count names the calling module, the duration only its device.
     let labels = MethodLabels {
+        from: caller_name.clone(),
+        to: target_name.clone(),
+        ms_telemetry: MsTelemetry,
+    };
+    hub.metrics.direct_methods.get_or_create(&labels).inc();
+    let duration_labels = MethodDurationLabels {
         from: caller_device.clone(),
         to: target_name.clone(),
     };
-    hub.metrics.direct_methods.get_or_create(&labels).inc();
     let started = Instant::now();
     let response = invoke(hub, &device, module.as_deref(), &target_name, call).await;
     if response.status() == StatusCode::NOT_FOUND {
@@ -414,7 +420,7 @@ async fn handle(
     }
     hub.metrics
         .direct_method_duration
-        .get_or_create(&labels)
+        .get_or_create(&duration_labels)
         .observe(started.elapsed().as_secs_f64());
     response
 }
@@ -451,7 +457,12 @@ async fn invoke(
         tokio::time::sleep(delay).await;
     }
     let rid = new_guid();
-    let answer = hub.expect_method_response(&rid);
+    let answer = hub.expect_method_response(&rid, session.id);
+    // The call belongs to this connection: if it closes first, edgeHub answers 504 at once
+    // (`DeviceMessageHandler`), and no later connection's response is taken.
+    let closed = session.closed.notified();
+    tokio::pin!(closed);
+    closed.as_mut().enable();
     // Fault injection: never forwarded, so the caller gets edgeHub's 504 after its timeout.
     let forward = !hub.faults.drop(crate::faults::Path::Methods);
     let qos = if session.methods.load(Ordering::SeqCst) > 1 {
@@ -472,8 +483,14 @@ async fn invoke(
         hub.forget_method(&rid);
         return not_found();
     }
-    match tokio::time::timeout(call.response_timeout, answer).await {
-        Ok(Ok((status, payload))) => {
+    let answered = tokio::select! {
+        biased;
+        r = tokio::time::timeout(call.response_timeout, answer) => r.ok().and_then(Result::ok),
+        _ = &mut closed => None,
+        _ = std::future::ready(()), if session.is_closed.load(Ordering::SeqCst) => None,
+    };
+    match answered {
+        Some((status, payload)) => {
             let payload = if payload.is_empty() {
                 Value::Null
             } else {
@@ -487,7 +504,7 @@ async fn invoke(
                 json!({ "status": status, "payload": payload }),
             )
         }
-        _ => {
+        None => {
             hub.forget_method(&rid);
             message(
                 StatusCode::GATEWAY_TIMEOUT,

@@ -1,122 +1,17 @@
-//! The hub's metrics, under the names and labels edgeHub uses (docs/protocol.md#edgehubs-metrics),
-//! so dashboards work against both. edgeHub's durations are summaries; ours are histograms with
-//! `_sum` and `_count`, which is what portable panels use.
+//! The hub's metrics, under the names, labels and label values edgeHub uses (docs/protocol.md,
+//! "edgeHub's metrics"), so dashboards work against both. edgeHub's durations are summaries;
+//! ours are histograms with `_sum` and `_count`, which is what portable panels use. The constant
+//! labels `iothub`, `edge_device` and `instance_number` come from the registry (`lib.rs`).
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+mod labels;
+
+pub use labels::*;
+
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use std::fmt::Write as _;
-use std::sync::Arc;
-
-/// A label value that repeats on every message (who sent, which output, which input): built
-/// once per connection and route, so making a label set for a lookup copies no text. The hub
-/// resolves the handles once and keeps them (see `state.rs`).
-pub type SharedLabel = Arc<str>;
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReceivedLabels {
-    pub id: SharedLabel,
-    pub route_output: SharedLabel,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct SentLabels {
-    pub from: SharedLabel,
-    pub to: SharedLabel,
-    pub from_route_output: SharedLabel,
-    pub to_route_input: SharedLabel,
-    /// The route's priority, 0 ..= 9.
-    pub priority: u8,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct SendDurationLabels {
-    pub from: SharedLabel,
-    pub to: SharedLabel,
-    pub from_route_output: SharedLabel,
-    pub to_route_input: SharedLabel,
-}
-
-/// Why a message was dropped: the `reason` label of `edgehub_messages_dropped_total`.
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
-pub enum DropReason {
-    /// No route takes the message.
-    NoRoute,
-    /// A route sends it to `$upstream`, and there is no IoT Hub behind the local hub.
-    Upstream,
-    /// Its time-to-live ran out while it waited for delivery (also while the hub was stopped:
-    /// counted when the store is loaded).
-    TtlExpired,
-    /// The target's delivery queue was full.
-    QueueOverflow,
-    /// It cannot be sent to the target (topic or size over the limits).
-    Undeliverable,
-    /// Sent `max_delivery_attempts` times without a PUBACK.
-    NotAcknowledged,
-    /// Dropped on purpose by an injected fault.
-    Fault,
-}
-
-impl DropReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DropReason::NoRoute => "no_route",
-            DropReason::Upstream => "upstream",
-            DropReason::TtlExpired => "ttl_expired",
-            DropReason::QueueOverflow => "queue_overflow",
-            DropReason::Undeliverable => "undeliverable",
-            DropReason::NotAcknowledged => "not_acknowledged",
-            DropReason::Fault => "fault",
-        }
-    }
-}
-
-impl std::fmt::Display for DropReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl EncodeLabelValue for DropReason {
-    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
-        encoder.write_str(self.as_str())
-    }
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct DroppedLabels {
-    pub reason: DropReason,
-    pub from: SharedLabel,
-    pub from_route_output: SharedLabel,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct MethodLabels {
-    pub from: String,
-    pub to: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct IdLabels {
-    pub id: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ConnectFailedLabels {
-    pub id: String,
-    pub reason: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct QueueLabels {
-    /// `/modules/{module}/inputs`.
-    pub endpoint: SharedLabel,
-    /// Always 0: one queue per module, whatever the routes' priorities.
-    pub priority: u8,
-}
 
 fn duration_buckets() -> impl Iterator<Item = f64> {
     [
@@ -126,22 +21,37 @@ fn duration_buckets() -> impl Iterator<Item = f64> {
     .into_iter()
 }
 
+type Durations<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn durations<L: Clone + std::hash::Hash + Eq>() -> Durations<L> {
+    Family::new_with_constructor(|| Histogram::new(duration_buckets()))
+}
+
+fn sizes() -> Histogram {
+    Histogram::new([64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0])
+}
+
 #[derive(Clone)]
 pub struct HubMetrics {
     pub messages_received: Family<ReceivedLabels, Counter>,
     pub messages_sent: Family<SentLabels, Counter>,
-    pub message_send_duration: Family<SendDurationLabels, Histogram>,
+    pub message_send_duration: Durations<SendDurationLabels>,
+    pub message_process_duration: Durations<ProcessDurationLabels>,
     pub messages_dropped: Family<DroppedLabels, Counter>,
-    pub message_size: Family<IdLabels, Histogram>,
+    pub messages_unack: Family<UnackLabels, Counter>,
+    pub message_size: Family<IdLabels, Histogram, fn() -> Histogram>,
     pub direct_methods: Family<MethodLabels, Counter>,
-    pub direct_method_duration: Family<MethodLabels, Histogram>,
+    pub direct_method_duration: Durations<MethodDurationLabels>,
     pub connected_clients: Gauge,
     pub connect_success: Family<IdLabels, Counter>,
     pub connect_failed: Family<ConnectFailedLabels, Counter>,
     pub disconnects: Family<IdLabels, Counter>,
     pub queue_length: Family<QueueLabels, Gauge>,
-    pub gettwin: Family<IdLabels, Counter>,
-    pub reported_properties: Family<IdLabels, Counter>,
+    pub operation_retry: Family<RetryLabels, Counter>,
+    pub gettwin: Family<GetTwinLabels, Counter>,
+    pub gettwin_duration: Durations<GetTwinDurationLabels>,
+    pub reported_properties: Family<ReportedLabels, Counter>,
+    pub reported_properties_duration: Durations<ReportedDurationLabels>,
     pub refusals: Family<crate::refusals::RefusalLabels, Counter>,
     pub faults_injected: Family<crate::faults::FaultLabels, Counter>,
 }
@@ -151,104 +61,135 @@ impl HubMetrics {
         let m = Self {
             messages_received: Family::default(),
             messages_sent: Family::default(),
-            message_send_duration: Family::new_with_constructor(|| {
-                Histogram::new(duration_buckets())
-            }),
+            message_send_duration: durations(),
+            message_process_duration: durations(),
             messages_dropped: Family::default(),
-            message_size: Family::new_with_constructor(|| {
-                Histogram::new([64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0])
-            }),
+            messages_unack: Family::default(),
+            message_size: Family::new_with_constructor(sizes),
             direct_methods: Family::default(),
-            direct_method_duration: Family::new_with_constructor(|| {
-                Histogram::new(duration_buckets())
-            }),
+            direct_method_duration: durations(),
             connected_clients: Gauge::default(),
             connect_success: Family::default(),
             connect_failed: Family::default(),
             disconnects: Family::default(),
             queue_length: Family::default(),
+            operation_retry: Family::default(),
             gettwin: Family::default(),
+            gettwin_duration: durations(),
             reported_properties: Family::default(),
+            reported_properties_duration: durations(),
             refusals: Family::default(),
             faults_injected: Family::default(),
         };
-        let r = registry;
+        m.register_messages(registry);
+        m.register_clients(registry);
+        m
+    }
+
+    fn register_messages(&self, r: &mut Registry) {
         r.register(
             "edgehub_messages_received",
-            "Messages received from modules",
-            m.messages_received.clone(),
+            "Number of messages received from client",
+            self.messages_received.clone(),
         );
         r.register(
             "edgehub_messages_sent",
-            "Messages sent to module inputs (or upstream)",
-            m.messages_sent.clone(),
+            "Messages sent from edge hub (to module inputs)",
+            self.messages_sent.clone(),
         );
         r.register(
             "edgehub_message_send_duration_seconds",
-            "Time to send a message to a module, including the wait for its PUBACK",
-            m.message_send_duration.clone(),
+            "Time taken to send a message, including the wait for its PUBACK",
+            self.message_send_duration.clone(),
+        );
+        r.register(
+            "edgehub_message_process_duration_seconds",
+            "Time taken to process message in EdgeHub: received until taken from the queue to be sent",
+            self.message_process_duration.clone(),
         );
         r.register(
             "edgehub_messages_dropped",
-            "Messages dropped: no_route, upstream (no cloud here), ttl_expired, queue_overflow, undeliverable, not_acknowledged, fault",
-            m.messages_dropped.clone(),
+            "Messages dropped: no_route, ttl_expiry; the local hub adds upstream (no cloud here), queue_overflow, undeliverable, not_acknowledged, fault",
+            self.messages_dropped.clone(),
+        );
+        r.register(
+            "edgehub_messages_unack",
+            "Messages not acknowledged: storage_failure (the local hub: not written to its store, queued in memory only)",
+            self.messages_unack.clone(),
         );
         r.register(
             "edgehub_message_size_bytes",
-            "Size of messages received from modules",
-            m.message_size.clone(),
-        );
-        r.register(
-            "edgehub_direct_methods",
-            "Direct methods routed",
-            m.direct_methods.clone(),
-        );
-        r.register(
-            "edgehub_direct_method_duration_seconds",
-            "Direct method round trip through the hub",
-            m.direct_method_duration.clone(),
-        );
-        r.register(
-            "edgehub_connected_clients",
-            "Connected MQTT clients",
-            m.connected_clients.clone(),
-        );
-        r.register(
-            "edgehub_client_connect_success",
-            "Successful client connections",
-            m.connect_success.clone(),
-        );
-        r.register(
-            "edgehub_client_connect_failed",
-            "Refused client connections",
-            m.connect_failed.clone(),
-        );
-        r.register(
-            "edgehub_client_disconnect",
-            "Client disconnections",
-            m.disconnects.clone(),
+            "Size of messages received by EdgeHub",
+            self.message_size.clone(),
         );
         r.register(
             "edgehub_queue_length",
-            "Messages waiting per endpoint",
-            m.queue_length.clone(),
+            "Number of messages pending to be processed for the endpoint",
+            self.queue_length.clone(),
         );
-        r.register("edgehub_gettwin", "Twin GET requests", m.gettwin.clone());
+        r.register(
+            "edgehub_operation_retry",
+            "Operation retries (a message sent again after no PUBACK within the ack timeout)",
+            self.operation_retry.clone(),
+        );
+    }
+
+    fn register_clients(&self, r: &mut Registry) {
+        r.register(
+            "edgehub_direct_methods",
+            "Direct methods routed through EdgeHub",
+            self.direct_methods.clone(),
+        );
+        r.register(
+            "edgehub_direct_method_duration_seconds",
+            "Time taken to call direct method",
+            self.direct_method_duration.clone(),
+        );
+        r.register(
+            "edgehub_connected_clients",
+            "Current number of clients connected to edgeHub",
+            self.connected_clients.clone(),
+        );
+        r.register(
+            "edgehub_client_connect_success",
+            "Total number of times each client successfully connected to edgeHub",
+            self.connect_success.clone(),
+        );
+        r.register(
+            "edgehub_client_connect_failed",
+            "Clients that failed to authenticate (finer reasons: edgehub_refusals_total)",
+            self.connect_failed.clone(),
+        );
+        r.register(
+            "edgehub_client_disconnect",
+            "Total number of times each client disconnected from edgeHub",
+            self.disconnects.clone(),
+        );
+        r.register("edgehub_gettwin", "Get twin calls", self.gettwin.clone());
+        r.register(
+            "edgehub_gettwin_duration_seconds",
+            "Time taken to get twin",
+            self.gettwin_duration.clone(),
+        );
         r.register(
             "edgehub_reported_properties",
-            "Reported-property updates",
-            m.reported_properties.clone(),
+            "Reported properties update calls",
+            self.reported_properties.clone(),
+        );
+        r.register(
+            "edgehub_reported_properties_update_duration_seconds",
+            "Time taken to update reported properties",
+            self.reported_properties_duration.clone(),
         );
         r.register(
             "edgehub_refusals",
             "Connections, requests and messages the hub refused, by protocol and reason",
-            m.refusals.clone(),
+            self.refusals.clone(),
         );
         r.register(
             "edgehub_faults_injected",
             "Faults injected on purpose (--fault / HUB_FAULTS), by fault",
-            m.faults_injected.clone(),
+            self.faults_injected.clone(),
         );
-        m
     }
 }

@@ -70,6 +70,24 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// A CONNECT refused because the client did not prove who it is: what edgeHub counts in
+    /// `edgehub_client_connect_failed_total{reason="not_authenticated"}`.
+    pub fn is_authentication(self) -> bool {
+        use Reason::*;
+        matches!(
+            self,
+            NoCredentials
+                | BadUsername
+                | NotAModule
+                | ClientIdMismatch
+                | UnknownDevice
+                | UnknownModule
+                | BadToken
+                | TokenExpired
+                | BadSignature
+        )
+    }
+
     pub fn as_str(self) -> &'static str {
         use Reason::*;
         match self {

@@ -21,13 +21,13 @@ pub use session::{PublishError, Session};
 use crate::faults::{Faults, Path};
 use crate::identities::Identities;
 use crate::metrics::{
-    DropReason, DroppedLabels, HubMetrics, IdLabels, ReceivedLabels, SharedLabel,
+    DropReason, DroppedLabels, HubMetrics, IdLabels, MsTelemetry, ReceivedLabels, SharedLabel,
 };
 use crate::refusals::Refusals;
 use crate::routes::{RouteTable, Sink};
 use crate::store::Store;
 use bytes::Bytes;
-use delivery::{deliver, Delivery, DeliveryQueue, Routed};
+use delivery::{deliver, Delivery, DeliveryQueue, Routed, Via};
 use edge::bag::{BagBuffer, CONNECTION_DEVICE_ID, CONNECTION_MODULE_ID, OUTPUT_NAME};
 use edge::error_chain;
 use edge::topic::{check_deliverable, DeliveryError};
@@ -40,6 +40,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+/// A method call waiting for its response: the session the request went to and the caller.
+type PendingMethod = (u64, oneshot::Sender<(u16, Bytes)>);
 
 /// Limits and names the hub runs with.
 #[derive(Debug, Clone)]
@@ -89,7 +92,9 @@ pub struct Hub {
     tasks: TaskTracker,
     sessions: Mutex<HashMap<String, Arc<Session>>>,
     queues: Mutex<HashMap<String, Arc<DeliveryQueue>>>,
-    pending_methods: Mutex<HashMap<String, oneshot::Sender<(u16, Bytes)>>>,
+    /// Method calls waiting for their response, by request id: the session the request went to
+    /// (only it may answer) and the caller's channel.
+    pending_methods: Mutex<HashMap<String, PendingMethod>>,
     next_session: AtomicU64,
     upstream_logged: AtomicBool,
 }
@@ -143,6 +148,7 @@ fn count_drop(metrics: &HubMetrics, reason: DropReason, from: &SharedLabel, outp
             reason,
             from: from.clone(),
             from_route_output: output.clone(),
+            ms_telemetry: MsTelemetry,
         })
         .inc();
 }
@@ -159,7 +165,7 @@ impl Hub {
     }
 
     /// A hub whose queues are kept in `store` too; what the store holds is queued again (in
-    /// order, expired messages dropped and counted as `ttl_expired`).
+    /// order, expired messages dropped and counted as `ttl_expiry`).
     pub fn with_store(
         settings: Settings,
         identities: Identities,
@@ -355,7 +361,7 @@ impl Hub {
                 self.metrics
                     .message_size
                     .get_or_create(&IdLabels {
-                        id: sender.name.to_string(),
+                        id: sender.name.clone(),
                     })
                     .clone()
             })
@@ -415,6 +421,7 @@ impl Hub {
                     .clone(),
                 body: body.clone(),
                 via: via.clone(),
+                received: Some(now),
                 expires: now + via.ttl,
                 seq: None,
             };
@@ -431,11 +438,13 @@ impl Hub {
             !drop
         });
         if let Some(store) = &self.store {
-            self.persist(store, pending);
+            if !self.persist(store, pending) {
+                self.unacknowledged(&out, pending.len());
+            }
         }
         let mut taken = 0;
         for (queue, routed) in pending.drain(..) {
-            if queue.push(&self.metrics, routed, self.settings.queue_size) {
+            if queue.push(routed, self.settings.queue_size) {
                 taken += 1;
             } else {
                 tracing::warn!(target_module = %queue.module, capacity = self.settings.queue_size, "delivery queue full; message dropped (edgehub_messages_dropped_total{{reason=\"queue_overflow\"}})");
@@ -461,9 +470,9 @@ impl Hub {
             .get_or_create(&ReceivedLabels {
                 id: from.clone(),
                 route_output: output.clone(),
+                ms_telemetry: MsTelemetry,
             })
             .clone();
-        let device = &self.settings.device_id;
         let routes = (self.routes.routes().iter().enumerate())
             .filter(|(_, r)| r.source.matches(&source))
             .map(|(i, r)| RouteUse {
@@ -477,15 +486,14 @@ impl Hub {
                         let queue = self.queue(target);
                         let ttl = (r.time_to_live_secs.map(Duration::from_secs))
                             .unwrap_or(self.settings.default_ttl);
-                        let via = Delivery::new(
-                            &queue,
-                            edge::topic::input_prefix(device, target, input),
-                            from.clone(),
-                            output.clone(),
+                        let via = Via {
+                            from: from.clone(),
+                            from_output: output.clone(),
                             input,
-                            r.priority,
+                            priority: r.priority,
                             ttl,
-                        );
+                        };
+                        let via = Delivery::new(&queue, &self.metrics, via);
                         Some((queue, Arc::new(via)))
                     }
                 },
@@ -504,11 +512,30 @@ impl Hub {
         count_drop(&self.metrics, reason, &out.from, &out.output);
     }
 
-    /// Registers a pending method call; the response completes the receiver.
-    pub fn expect_method_response(&self, rid: &str) -> oneshot::Receiver<(u16, Bytes)> {
+    /// `count` deliveries of a message the store did not take: edgeHub's
+    /// `edgehub_messages_unack_total{reason="storage_failure"}` (ours are still queued in memory).
+    fn unacknowledged(&self, out: &OutputRoutes, count: usize) {
+        self.metrics
+            .messages_unack
+            .get_or_create(&crate::metrics::UnackLabels {
+                reason: crate::metrics::StorageFailure,
+                from: out.from.clone(),
+                from_route_output: out.output.clone(),
+                ms_telemetry: MsTelemetry,
+            })
+            .inc_by(count as u64);
+    }
+
+    /// Registers a method call sent to the session numbered `session`; its response, from that
+    /// session only, completes the receiver.
+    pub fn expect_method_response(
+        &self,
+        rid: &str,
+        session: u64,
+    ) -> oneshot::Receiver<(u16, Bytes)> {
         let (tx, rx) = oneshot::channel();
         if let Ok(mut p) = self.pending_methods.lock() {
-            p.insert(rid.to_ascii_lowercase(), tx);
+            p.insert(rid.to_ascii_lowercase(), (session, tx));
         }
         rx
     }
@@ -519,14 +546,20 @@ impl Hub {
         }
     }
 
-    pub fn method_response(&self, rid: &str, status: u16, payload: Bytes) -> bool {
+    /// A method response from the session numbered `session`: completes the call it answers if
+    /// that call went to this session (a call belongs to the connection it was sent on).
+    pub fn method_response(&self, rid: &str, session: u64, status: u16, payload: Bytes) -> bool {
+        let key = rid.to_ascii_lowercase();
         let waiter = self
             .pending_methods
             .lock()
             .ok()
-            .and_then(|mut p| p.remove(&rid.to_ascii_lowercase()));
+            .and_then(|mut p| match p.get(&key) {
+                Some((s, _)) if *s == session => p.remove(&key),
+                _ => None,
+            });
         match waiter {
-            Some(tx) => tx.send((status, payload)).is_ok(),
+            Some((_, tx)) => tx.send((status, payload)).is_ok(),
             None => false,
         }
     }

@@ -61,7 +61,8 @@ impl StorageBackend for PageCacheBackend {
     }
 }
 
-/// sequence → (module, input, from, from output, priority, expires unix ms, bag, body).
+/// sequence → (module, input, from, from output, priority, expires unix ms, bag, body). The
+/// priority is one byte: 0-9 as is, [`DEFAULT_ROW_PRIORITY`] for a route without one.
 type Row<'a> = (
     &'a str,
     &'a str,
@@ -72,6 +73,23 @@ type Row<'a> = (
     &'a str,
     &'a [u8],
 );
+/// The stored byte of a route without a priority (edgeHub's default, 2000000000).
+const DEFAULT_ROW_PRIORITY: u8 = u8::MAX;
+
+fn row_priority(priority: u32) -> u8 {
+    u8::try_from(priority)
+        .ok()
+        .filter(|p| *p != DEFAULT_ROW_PRIORITY)
+        .unwrap_or(DEFAULT_ROW_PRIORITY)
+}
+
+fn record_priority(row: u8) -> u32 {
+    match row {
+        DEFAULT_ROW_PRIORITY => crate::routes::DEFAULT_PRIORITY,
+        p => u32::from(p),
+    }
+}
+
 const MESSAGES: TableDefinition<u64, Row<'static>> = TableDefinition::new("messages");
 
 /// One stored message for one module input.
@@ -82,7 +100,8 @@ pub struct Record {
     /// The sender's `{device}/{module}` and output ("" without one): the labels it is counted by.
     pub from: Arc<str>,
     pub from_output: Arc<str>,
-    pub priority: u8,
+    /// The route's priority: 0-9, or `routes::DEFAULT_PRIORITY`.
+    pub priority: u32,
     pub expires: SystemTime,
     /// The encoded property bag as delivered.
     pub bag: Arc<str>,
@@ -246,7 +265,7 @@ impl Store {
                     input: input.into(),
                     from: from.into(),
                     from_output: from_output.into(),
-                    priority,
+                    priority: record_priority(priority),
                     expires: UNIX_EPOCH + Duration::from_millis(expires),
                     bag: bag.into(),
                     body: Bytes::copy_from_slice(body),
@@ -457,7 +476,7 @@ fn commit(db: &Database, puts: &[(u64, Record)], removes: &[u64]) -> Result<(), 
                 &r.input,
                 &r.from,
                 &r.from_output,
-                r.priority,
+                row_priority(r.priority),
                 unix_ms(r.expires),
                 &r.bag,
                 &r.body,

@@ -1,6 +1,6 @@
 //! Store-and-forward across restarts (issue 9): what waits for an offline module is in the
 //! store under the state directory, is delivered in order by the next hub on that directory,
-//! expires by the manifest's time-to-live (counted as `ttl_expired`), and an unreadable store
+//! expires by the manifest's time-to-live (counted as `ttl_expiry`), and an unreadable store
 //! stops the start, naming the file to remove.
 
 mod support;
@@ -101,8 +101,8 @@ async fn nothing_arrives(rx: &mut mpsc::Receiver<Incoming>, within: Duration) {
     }
 }
 
-const QUEUE_B: &str = r#"endpoint="/modules/b/inputs""#;
-const QUEUE_C: &str = r#"endpoint="/modules/c/inputs""#;
+const QUEUE_B: &str = r#"endpoint="local-edge-device/b/fromA""#;
+const QUEUE_C: &str = r#"endpoint="local-edge-device/c/fromA""#;
 
 /// Sends `n` messages from `a` on `output`, tagged `{tag}{i}`.
 async fn send(a: &ModuleClient, output: &str, tag: &str, n: usize) {
@@ -165,7 +165,7 @@ async fn messages_queued_for_an_offline_module_are_delivered_in_order_by_the_nex
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn messages_that_expire_while_the_hub_is_stopped_are_dropped_as_ttl_expired() {
+async fn messages_that_expire_while_the_hub_is_stopped_are_dropped_as_ttl_expiry() {
     let dir = state_dir("ttl");
     // toB lives the manifest's 2 s, toC its route's hour.
     let args = args(&dir, &manifest(2));
@@ -187,7 +187,7 @@ async fn messages_that_expire_while_the_hub_is_stopped_are_dropped_as_ttl_expire
             &text,
             "edgehub_messages_dropped_total",
             &[
-                r#"reason="ttl_expired""#,
+                r#"reason="ttl_expiry""#,
                 r#"from="local-edge-device/a""#,
                 r#"from_route_output="toB""#
             ]
@@ -195,7 +195,7 @@ async fn messages_that_expire_while_the_hub_is_stopped_are_dropped_as_ttl_expire
         Some(2.0),
         "{text}"
     );
-    assert!(!text.contains("ttl_expiry"), "{text}");
+    assert!(!text.contains("ttl_expired"), "{text}");
     let (_b, mut b_rx) = client(&second, "b", Subscriptions::INPUTS).await;
     let (_c, mut c_rx) = client(&second, "c", Subscriptions::INPUTS).await;
     let (input, m) = recv_input(&mut c_rx).await;
@@ -214,7 +214,7 @@ async fn messages_expire_while_their_module_stays_offline() {
     send(&a, "toB", "b", 3).await;
     // Nobody connects for b: the queue still empties when the time-to-live is over.
     let dropped = [
-        r#"reason="ttl_expired""#,
+        r#"reason="ttl_expiry""#,
         r#"from="local-edge-device/a""#,
         r#"from_route_output="toB""#,
     ];

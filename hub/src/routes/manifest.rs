@@ -45,7 +45,7 @@ impl RouteTable {
                 return Err(spec_error("route names must not be empty".into()));
             }
             let (text, priority, ttl) = match spec {
-                Value::String(text) => (text.as_str(), 0, None),
+                Value::String(text) => (text.as_str(), super::DEFAULT_PRIORITY, None),
                 Value::Object(fields) => {
                     if schema_1_0 {
                         return Err(spec_error(
@@ -75,12 +75,14 @@ impl RouteTable {
     }
 }
 
-fn parse_priority(value: Option<&Value>) -> Result<u8, String> {
-    let Some(value) = value else { return Ok(0) };
+fn parse_priority(value: Option<&Value>) -> Result<u32, String> {
+    let Some(value) = value else {
+        return Ok(super::DEFAULT_PRIORITY);
+    };
     value
         .as_u64()
         .filter(|p| *p <= 9)
-        .and_then(|p| u8::try_from(p).ok())
+        .and_then(|p| u32::try_from(p).ok())
         .ok_or_else(|| {
             format!("priority {value} is not supported (supported: 0-9, 0 is the highest)")
         })

@@ -167,6 +167,10 @@ impl fmt::Display for Condition {
 }
 
 /// One route of `$edgeHub`'s desired properties.
+/// The priority of a route that names none (every string route): edgeHub's
+/// `RouteFactory.DefaultPriority`, below every explicit priority 0-9.
+pub const DEFAULT_PRIORITY: u32 = 2_000_000_000;
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Route {
     pub name: String,
@@ -175,8 +179,8 @@ pub struct Route {
     pub source: Source,
     pub condition: Option<Condition>,
     pub sink: Sink,
-    /// 0 (highest) ..= 9 from the object form; 0 when not given.
-    pub priority: u8,
+    /// 0 (highest) ..= 9 from the object form; [`DEFAULT_PRIORITY`] (the lowest) when not given.
+    pub priority: u32,
     /// From the object form's `timeToLiveSecs`; None (also for 0) means the store-and-forward default.
     pub time_to_live_secs: Option<u64>,
 }

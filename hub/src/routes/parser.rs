@@ -6,7 +6,7 @@ use super::lexer::{lex, Kind, Token};
 use super::{Condition, Route, RouteError, RouteTable, Sink, Source};
 
 impl RouteTable {
-    /// Parses one route's text; priority 0 and no TTL (the manifest's object form sets those).
+    /// Parses one route's text; the default (lowest) priority and no TTL (the manifest's object form sets those).
     pub fn parse(name: &str, text: &str) -> Result<Route, RouteError> {
         let parsed = Parser::new(name, text).route()?;
         if let Some(warning) = wildcard_warning(&parsed.items) {
@@ -18,7 +18,7 @@ impl RouteTable {
             source: parsed.source,
             condition: parsed.condition,
             sink: parsed.sink,
-            priority: 0,
+            priority: super::DEFAULT_PRIORITY,
             time_to_live_secs: None,
         })
     }

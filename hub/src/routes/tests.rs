@@ -102,7 +102,10 @@ fn seed_routes_connect_consumer_and_producer() {
         "/messages/modules/consumer/outputs/GetTimeMessage"
     );
     assert_eq!(c2p.condition, None);
-    assert_eq!((c2p.priority, c2p.time_to_live_secs), (0, None));
+    assert_eq!(
+        (c2p.priority, c2p.time_to_live_secs),
+        (DEFAULT_PRIORITY, None)
+    );
     assert_eq!(
         c2p.sink.to_string(),
         "BrokeredEndpoint(\"/modules/producer/inputs/GetTimeMessage\")"
@@ -258,12 +261,18 @@ fn manifest_string_and_object_forms() {
         .collect();
     assert_eq!(by_name.len(), 4);
     let c2p = by_name["ConsumerToProducer"];
-    assert_eq!((c2p.priority, c2p.time_to_live_secs), (0, None));
+    assert_eq!(
+        (c2p.priority, c2p.time_to_live_secs),
+        (DEFAULT_PRIORITY, None)
+    );
     let p2c = by_name["ProducerToConsumer"];
     assert_eq!((p2c.priority, p2c.time_to_live_secs), (3, Some(60)));
     assert!(p2c.text.starts_with("FROM /messages/modules/producer"));
     let up = by_name["Up"];
-    assert_eq!((up.priority, up.time_to_live_secs), (0, None));
+    assert_eq!(
+        (up.priority, up.time_to_live_secs),
+        (DEFAULT_PRIORITY, None)
+    );
     assert_eq!(
         up.condition.as_ref().map(Condition::text),
         Some("IS_DEFINED($connectionModuleId)")

@@ -110,7 +110,7 @@ async fn routes_deliver_and_count_as_before_on_cached_and_uncached_outputs() {
 
     // The last PUBACK is counted once the delivery task has seen it.
     let sent = |text: &str, output: &str| {
-        let labels = format!("from=\"{DEVICE}/a\",to=\"{DEVICE}/b\",from_route_output=\"{output}\",to_route_input=\"in\",priority=\"0\"");
+        let labels = format!("from=\"{DEVICE}/a\",to=\"{DEVICE}/b\",from_route_output=\"{output}\",to_route_input=\"in\",priority=\"2000000000\",ms_telemetry=\"True\"");
         text.lines()
             .find(|l| l.starts_with("edgehub_messages_sent_total{") && l.contains(&labels))
             .map(|l| l.rsplit(' ').next().unwrap().to_owned())
@@ -131,14 +131,14 @@ async fn routes_deliver_and_count_as_before_on_cached_and_uncached_outputs() {
         );
     }
     for line in [
-        format!("edgehub_messages_received_total{{id=\"{DEVICE}/a\",route_output=\"o0\"}} 2"),
-        format!("edgehub_messages_received_total{{id=\"{DEVICE}/a\",route_output=\"o1\"}} 3"),
-        format!("edgehub_messages_received_total{{id=\"{DEVICE}/a\",route_output=\"{last}\"}} 2"),
-        format!("edgehub_messages_received_total{{id=\"{DEVICE}/a\",route_output=\"\"}} 2"),
-        format!("edgehub_messages_dropped_total{{reason=\"no_route\",from=\"{DEVICE}/a\",from_route_output=\"o1\"}} 1"),
-        format!("edgehub_messages_dropped_total{{reason=\"upstream\",from=\"{DEVICE}/a\",from_route_output=\"up\"}} 1"),
+        format!("edgehub_messages_received_total{{id=\"{DEVICE}/a\",route_output=\"o0\",ms_telemetry=\"True\"}} 2"),
+        format!("edgehub_messages_received_total{{id=\"{DEVICE}/a\",route_output=\"o1\",ms_telemetry=\"True\"}} 3"),
+        format!("edgehub_messages_received_total{{id=\"{DEVICE}/a\",route_output=\"{last}\",ms_telemetry=\"True\"}} 2"),
+        format!("edgehub_messages_received_total{{id=\"{DEVICE}/a\",route_output=\"\",ms_telemetry=\"True\"}} 2"),
+        format!("edgehub_messages_dropped_total{{reason=\"no_route\",from=\"{DEVICE}/a\",from_route_output=\"o1\",ms_telemetry=\"True\"}} 1"),
+        format!("edgehub_messages_dropped_total{{reason=\"upstream\",from=\"{DEVICE}/a\",from_route_output=\"up\",ms_telemetry=\"True\"}} 1"),
         format!("edgehub_message_size_bytes_count{{id=\"{DEVICE}/a\"}} {}", bags.len() + 2),
-        "edgehub_queue_length{endpoint=\"/modules/b/inputs\",priority=\"0\"} 0".to_owned(),
+        format!("edgehub_queue_length{{endpoint=\"{DEVICE}/b/in\",priority=\"2000000000\",ms_telemetry=\"True\"}} 0"),
     ] {
         assert!(text.contains(&line), "{line}\n{text}");
     }
