@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+mod compare;
 mod manifest;
 
 #[derive(Debug, Parser)]
@@ -44,6 +45,8 @@ enum Cmd {
     /// Write a deployable deployment.json (real images, registry credentials) from
     /// deployment.template.json, for `az iot edge set-modules` or the portal.
     Manifest(manifest::ManifestArgs),
+    /// Compare two runs' JSON output: is B slower or faster than A (docs/compare.md)?
+    Compare(compare::CompareArgs),
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -143,11 +146,13 @@ fn main() -> ExitCode {
             Some(Cmd::Run(args)) => ("run", run(args).await),
             // Reads one file and writes another: nothing else runs on this runtime meanwhile.
             Some(Cmd::Manifest(args)) => ("manifest", manifest::run(&args)),
+            Some(Cmd::Compare(args)) => ("compare", compare::run(&args)),
             None => ("run", run(cli.run).await),
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.is::<compare::Regression>() => ExitCode::from(compare::REGRESSION_EXIT),
         Err(e) => {
             eprintln!("{name}: error: {e:#}");
             ExitCode::FAILURE
