@@ -12,8 +12,8 @@ cargo clippy --release --workspace --all-targets -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --release --workspace --no-deps
 cargo build --release --workspace --all-targets
 cargo test --release --workspace --no-fail-fast -- --test-threads=2
-# The README's other command must not rebuild anything after this one (features are unified in the
-# root Cargo.toml; tests/features.rs names what drifted).
+# The README's other command must not rebuild anything after this one (features are unified by the
+# workspace-hack crate; tests/features.rs names what drifted).
 rerun=$(cargo build --release 2>&1)
 if grep -q 'Compiling' <<<"$rerun"; then
     printf '%s\n' "$rerun"

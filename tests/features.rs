@@ -1,8 +1,8 @@
 //! No rebuild between the README's two commands (issue 11): the test command builds the whole
 //! workspace with every target, `cargo run --release` builds only the launcher. Cargo compiles a
-//! shared crate again whenever the two resolve different features for it, so the launcher's
-//! `[dependencies]` turn on what the tests and the bench turn on ("feature unification" in
-//! Cargo.toml). This test fails, naming the crate and features to add, when they drift apart.
+//! shared crate again whenever the two resolve different features for it, so the launcher depends
+//! on `workspace-hack`, which turns on what the tests and the bench turn on. This test fails,
+//! naming the crate and features to add to workspace-hack/Cargo.toml, when they drift apart.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
@@ -65,8 +65,8 @@ fn the_launcher_resolves_the_features_the_tests_resolve() {
     }
     assert!(
         missing.is_empty(),
-        "`cargo run --release` after the test command would recompile; add these features to the \
-         feature-unification block of the root Cargo.toml:\n{}",
+        "`cargo run --release` after the test command would recompile; add these features to \
+         workspace-hack/Cargo.toml:\n{}",
         missing.join("\n")
     );
 }
