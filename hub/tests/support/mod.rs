@@ -103,3 +103,55 @@ impl TestHub {
         panic!("{module} never {what}");
     }
 }
+
+/// A SAS token for `module` of the test device, valid until `expiry` (unix seconds).
+pub fn token(key: &[u8], module: &str, expiry: u64) -> String {
+    edge::sas::module_token(
+        key,
+        "local-hub.azure-devices.net",
+        "local-edge-device",
+        module,
+        expiry,
+    )
+}
+
+/// Calls `method` on `target` as module `caller` with a raw HTTPS POST, so any answer, also a
+/// 504, is seen as the hub sent it; returns (status, body).
+pub async fn call_method(
+    hub: &TestHub,
+    caller: &str,
+    target: &str,
+    method: &str,
+    response_timeout_secs: u64,
+) -> (u16, String) {
+    use http_body_util::{BodyExt, Full};
+    let ca = std::fs::read_to_string(&hub.running.ca_path).unwrap();
+    let config = edge::tls::client_config(&ca, &[]).unwrap();
+    let tcp = TcpStream::connect(hub.running.https).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let auth = token(&hub.key(caller), caller, edge::sas::now_unix() + 3600);
+    let body = format!(
+        r#"{{"methodName":"{method}","payload":{{}},"responseTimeoutInSeconds":{response_timeout_secs}}}"#
+    );
+    let req = hyper::Request::post(format!(
+        "/twins/local-edge-device/modules/{target}/methods?api-version=2018-06-30"
+    ))
+    .header("host", "localhost")
+    .header("x-ms-edge-moduleId", format!("local-edge-device/{caller}"))
+    .header("authorization", auth)
+    .header("content-type", "application/json")
+    .body(Full::new(bytes::Bytes::from(body)))
+    .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
