@@ -70,7 +70,7 @@ impl RunFile {
     }
 
     /// Checks `text`, the contents of `path`. Lines that are not JSON objects (logs, tables of
-    /// `--summary-format both`) and interval lines are skipped.
+    /// `--summary-format both`) and lines of other scopes than run and step are skipped.
     pub fn parse(path: &Path, text: &str) -> Result<Self, InputError> {
         let err = |line: Option<usize>, what: String, todo: &str| InputError {
             file: path.to_owned(),
@@ -93,7 +93,6 @@ impl RunFile {
                 Some(s) => s.as_str().unwrap_or_default(),
             };
             match scope {
-                "interval" => {}
                 "run" => {
                     if let Some(first) = &run {
                         return Err(err(
@@ -120,13 +119,8 @@ impl RunFile {
                         .map_err(|(what, todo)| err(Some(number), what, todo))?;
                     steps.push((key, line));
                 }
-                other => {
-                    return Err(err(
-                        Some(number),
-                        format!("unknown scope {other:?} (expected interval, step or run)"),
-                        PRODUCE,
-                    ))
-                }
+                // Interval lines, a sweep's summary, and scopes of later builds: not compared.
+                _ => {}
             }
         }
         let run = run.ok_or_else(|| {
@@ -274,7 +268,8 @@ mod tests {
 
     #[test]
     fn files_without_a_run_line_or_with_two_are_refused_with_where_and_what_to_do() {
-        let e = parse(&run_line("interval")).unwrap_err();
+        let sweep = r#"{"scope": "sweep", "capacity": {}}"#;
+        let e = parse(&format!("{}\n{sweep}", run_line("interval"))).unwrap_err();
         assert_eq!(e.line, None);
         assert!(e.what.contains("no run line"), "{e}");
         assert!(e.todo.contains("--summary-format json"), "{e}");
@@ -290,7 +285,6 @@ mod tests {
     fn malformed_lines_and_samples_are_refused_with_their_line() {
         let cases = [
             ("{not json", "not JSON"),
-            (r#"{"scope": "minute", "kinds": {}}"#, "unknown scope"),
             (r#"{"scope": "run"}"#, "no \"kinds\" object"),
             (r#"{"scope": "run", "kinds": {}}"#, "no kind"),
             (
