@@ -4,7 +4,7 @@
 # target/release/bench with the arguments given, e.g.
 #   scripts/bench.sh --quick                 # about a minute
 #   scripts/bench.sh --json bench.json       # the full run, rows also as JSON
-#   scripts/bench.sh --alloc                 # heap allocations per routed message in the hub
+#   scripts/bench.sh --alloc                 # heap allocations per message exchange and per method call in the hub
 #   scripts/bench.sh --footprint             # RSS and CPU per module, as the images' binaries (~16 min)
 #   scripts/bench.sh --footprint --quick     # the same, 1 minute per rate
 set -euo pipefail

@@ -20,6 +20,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+mod method;
+
 pub struct Counting;
 
 thread_local! {
@@ -104,10 +106,16 @@ impl std::ops::Sub for Counters {
 pub struct AllocRow {
     pub name: String,
     pub exchanges: u64,
+    /// 2 per message exchange (request and reply); 0 for a method call.
     pub routed_messages: u64,
-    pub allocs_per_routed_message: f64,
-    pub reallocs_per_routed_message: f64,
-    pub bytes_per_routed_message: f64,
+    /// Per message exchange (two routed messages) or per method call: the two paths compared.
+    pub allocs_per_exchange: f64,
+    pub reallocs_per_exchange: f64,
+    pub bytes_per_exchange: f64,
+    /// Message rows only.
+    pub allocs_per_routed_message: Option<f64>,
+    pub reallocs_per_routed_message: Option<f64>,
+    pub bytes_per_routed_message: Option<f64>,
     pub idle_allocs_per_second: f64,
     /// Latency and rate of the same window (the in-process hub, for orientation only).
     pub p50_us: f64,
@@ -181,19 +189,25 @@ async fn measure(state: &Path, seconds: f64) -> Result<Vec<AllocRow>> {
         let o = exchange::run(&target, inflight, window, counters).await?;
         let d = o.after - o.before;
         let background = idle * o.elapsed.as_secs_f64();
-        let routed = 2 * o.completed.max(1);
+        let exchanges = o.completed.max(1) as f64;
+        let per_exchange = |n: f64| n / exchanges;
+        let allocs = (d.allocs as f64 - background).max(0.0);
         rows.push(AllocRow {
             name: name.into(),
             exchanges: o.completed,
-            routed_messages: routed,
-            allocs_per_routed_message: (d.allocs as f64 - background).max(0.0) / routed as f64,
-            reallocs_per_routed_message: d.reallocs as f64 / routed as f64,
-            bytes_per_routed_message: d.bytes as f64 / routed as f64,
+            routed_messages: 2 * o.completed,
+            allocs_per_exchange: per_exchange(allocs),
+            reallocs_per_exchange: per_exchange(d.reallocs as f64),
+            bytes_per_exchange: per_exchange(d.bytes as f64),
+            allocs_per_routed_message: Some(per_exchange(allocs) / 2.0),
+            reallocs_per_routed_message: Some(per_exchange(d.reallocs as f64) / 2.0),
+            bytes_per_routed_message: Some(per_exchange(d.bytes as f64) / 2.0),
             idle_allocs_per_second: idle,
             p50_us: o.hist.value_at_quantile(0.5) as f64 / 1e3,
             rate: o.completed as f64 / o.elapsed.as_secs_f64().max(1e-9),
         });
     }
+    rows.push(method::measure(&access, window, idle).await?);
     Ok(rows)
 }
 
@@ -220,26 +234,31 @@ async fn idle_rate(access: &HubAccess, period: Duration) -> Result<f64> {
 
 pub fn print(rows: &[AllocRow]) {
     println!();
-    println!("Allocations in the hub per routed message (hub in-process on its one thread, counting allocator):");
+    println!("Allocations in the hub per exchange (hub in-process on its one thread, counting allocator):");
     println!(
-        "{:<14} {:>10} {:>10} {:>12} {:>10} {:>13} {:>8} {:>8}",
+        "{:<14} {:>10} {:>10} {:>10} {:>11} {:>10} {:>13} {:>8} {:>8}",
         "row",
         "exchanges",
+        "allocs/ex",
         "allocs/msg",
-        "reallocs/msg",
-        "bytes/msg",
+        "reallocs/ex",
+        "bytes/ex",
         "idle allocs/s",
         "p50 µs",
         "rate/s"
     );
     for r in rows {
+        let per_msg = r
+            .allocs_per_routed_message
+            .map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"));
         println!(
-            "{:<14} {:>10} {:>10.1} {:>12.1} {:>10.0} {:>13.1} {:>8.1} {:>8.0}",
+            "{:<14} {:>10} {:>10.1} {:>10} {:>11.1} {:>10.0} {:>13.1} {:>8.1} {:>8.0}",
             r.name,
             r.exchanges,
-            r.allocs_per_routed_message,
-            r.reallocs_per_routed_message,
-            r.bytes_per_routed_message,
+            r.allocs_per_exchange,
+            per_msg,
+            r.reallocs_per_exchange,
+            r.bytes_per_exchange,
             r.idle_allocs_per_second,
             r.p50_us,
             r.rate
@@ -247,9 +266,11 @@ pub fn print(rows: &[AllocRow]) {
     }
     println!(
         "method: only allocations on the hub runtime's thread are counted (a thread-local flag set\n\
-         when it starts; the clients run on another runtime); delta over the measured window ÷\n\
-         (2 × exchanges), since an exchange is two routed messages, each = PUBLISH in + PUBACK out +\n\
-         delivery PUBLISH out + PUBACK in; the idle rate (no client connected) is subtracted.\n\
-         bytes/msg = requested sizes (realloc: growth only), not a live-memory figure."
+         when it starts; the clients run on another runtime), as the delta over the measured window;\n\
+         the idle rate (no client connected) is subtracted. A message exchange (hub-plain/tls rows) is\n\
+         two routed messages, each PUBLISH in + PUBACK out + delivery PUBLISH out + PUBACK in; a method\n\
+         call (hub-method-1: HTTPS caller, target over MQTT/TLS) is HTTPS request in + request PUBLISH\n\
+         out + response PUBLISH in + HTTPS response out. bytes = requested sizes (realloc: growth\n\
+         only), not a live-memory figure."
     );
 }

@@ -130,6 +130,9 @@ pub fn mosquitto_target(port: u16) -> Target {
 pub struct HubAccess {
     pub plain_port: u16,
     pub tls_port: u16,
+    pub https_port: u16,
+    /// The hub's state directory (its CA and identities, for a direct-method caller).
+    pub state_dir: PathBuf,
     pub tls: Arc<rustls::ClientConfig>,
     pub req_key: Vec<u8>,
     pub resp_key: Vec<u8>,
@@ -186,6 +189,8 @@ pub fn hub_access(state_dir: &Path) -> Result<(HubAccess, u32)> {
                 .plain_mqtt
                 .context("endpoints.json has no plainMqtt")?,
             tls_port: endpoints.mqtt,
+            https_port: endpoints.https,
+            state_dir: state_dir.to_owned(),
             tls: Arc::new(edge::tls::client_config(&ca, &[])?),
             req_key: identities.primary_key("req")?,
             resp_key: identities.primary_key("resp")?,

@@ -93,7 +93,7 @@ fn next_segment() -> u64 {
 }
 
 /// Connects one client and returns once its subscription is acknowledged.
-async fn connect(target: &Target, peer: &Peer) -> Result<(AsyncClient, EventLoop)> {
+pub(crate) async fn connect(target: &Target, peer: &Peer) -> Result<(AsyncClient, EventLoop)> {
     let mut options = MqttOptions::new(&peer.client_id, &target.host, target.port);
     options
         .set_keep_alive(Duration::from_secs(30))
@@ -144,7 +144,7 @@ async fn connect(target: &Target, peer: &Peer) -> Result<(AsyncClient, EventLoop
 }
 
 /// Sends DISCONNECT and drives the event loop until it is written.
-async fn disconnect(client: &AsyncClient, eventloop: &mut EventLoop) {
+pub(crate) async fn disconnect(client: &AsyncClient, eventloop: &mut EventLoop) {
     if client.disconnect().await.is_err() {
         return;
     }
