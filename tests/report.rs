@@ -216,3 +216,84 @@ fn the_report_opens_in_chromium_live_and_at_exit() {
         eprintln!("wrote {}", docs.display());
     }
 }
+
+/// A sweep's plots: both kinds' p50 and p99 per step, the capacity marks, and the axis not swept
+/// explained rather than drawn.
+const SWEEP_PROBE: &str = r#"({
+  plots: Array.from(document.querySelectorAll('#sweep figure.plot')).map(f => ({
+    id: f.id,
+    series: Array.from(f.querySelectorAll('g[data-series]')).map(g => {
+      const r = g.getBoundingClientRect();
+      return { kind: g.dataset.kind || null, series: g.dataset.series,
+               points: Number(g.dataset.points), w: r.width, h: r.height };
+    }),
+    notes: Array.from(f.querySelectorAll('[data-note]')).map(p => p.dataset.note),
+  })),
+  rows: document.querySelectorAll('#table-sweep tr[data-kind]').length,
+  words: Array.from(document.querySelectorAll('#sweep [data-sweep-note]')).map(p => p.textContent),
+})"#;
+
+#[test]
+fn a_sweep_report_plots_latency_against_the_rate_with_the_capacity() {
+    let mut browser = Browser::launch("report-sweep", WIDTH, HEIGHT);
+    let dir = tempdir("report-sweep");
+    let file = dir.join("sweep.html");
+    let mut cmd = local_run_command(
+        &dir.join("state"),
+        &["--sweep", "rate=20,50", "--step", "2s", "--warmup", "1s"],
+    );
+    cmd.arg("--report").arg(&file);
+    let mut run = Proc::spawn("local-run", cmd);
+    let status = run.wait(Duration::from_secs(90));
+    let out = run.output();
+    assert!(status.success(), "exit {status}:\n{out}");
+    let url = format!("file://{}", file.display());
+    let visit = browser.visit(&url, WIDTH, HEIGHT, SWEEP_PROBE);
+    std::fs::write(dir.join("sweep.png"), &visit.png).unwrap();
+    assert_eq!(
+        visit.requests,
+        vec![url.clone()],
+        "the page loads nothing but itself"
+    );
+    assert!(
+        visit.errors.is_empty(),
+        "console errors: {:#?}",
+        visit.errors
+    );
+    let p = &visit.probe;
+    let plot = |id: &str| {
+        p["plots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["id"] == id)
+            .unwrap_or_else(|| panic!("no {id}: {p:#}"))
+            .clone()
+    };
+    let rate = plot("plot-sweep-rate");
+    for kind in ["method", "message"] {
+        for (series, points) in [("p50", 2), ("p99", 2), ("capacity", 1)] {
+            let s = rate["series"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["kind"] == kind && s["series"] == series)
+                .unwrap_or_else(|| panic!("no {kind} {series}: {rate:#}"));
+            assert_eq!(s["points"], points, "{kind} {series}: {s}");
+            assert!(
+                s["w"].as_f64().unwrap_or(0.0) > 0.0 && s["h"].as_f64().unwrap_or(0.0) > 0.0,
+                "{kind} {series} not rendered: {s}"
+            );
+        }
+    }
+    assert_eq!(
+        plot("plot-sweep-size")["notes"],
+        serde_json::json!(["not-swept"])
+    );
+    assert_eq!(p["rows"], 4, "{p:#}");
+    let words = p["words"].to_string();
+    assert!(
+        words.contains("Capacity of method") && words.contains("Crossover"),
+        "{words}"
+    );
+}

@@ -17,6 +17,7 @@ pub mod collect;
 
 mod chart;
 mod plots;
+pub mod sweep;
 mod tables;
 #[cfg(test)]
 mod tests;
@@ -214,6 +215,8 @@ pub struct Report {
     pub verdict: Option<Verdict>,
     /// Label and value, in order: schedule, rate, gateway, versions, …
     pub settings: Vec<(String, String)>,
+    /// A sweep's steps so far; `None` for a plain run (no sweep section).
+    pub sweep: Option<sweep::SweepFigures>,
 }
 
 impl Report {
@@ -319,6 +322,9 @@ pub fn render(r: &Report) -> String {
         );
     }
     out.push_str("</div>\n");
+    if let Some(s) = &r.sweep {
+        out.push_str(&sweep::sweep_section(s));
+    }
     out.push_str("<section id=\"summary\">\n<h2>Summary</h2>\n");
     out.push_str(&summary_table(r).html());
     out.push_str("</section>\n");

@@ -18,6 +18,7 @@ pub struct RunLog {
     kinds: Vec<Kind>,
     settings: Vec<(String, String)>,
     points: Mutex<Points>,
+    sweep: Mutex<Option<super::sweep::SweepFigures>>,
 }
 
 struct Points {
@@ -37,7 +38,15 @@ impl RunLog {
                 done: Vec::new(),
                 last: now,
             }),
+            sweep: Mutex::new(None),
         })
+    }
+
+    /// A sweep's steps so far (replaces the previous figures).
+    pub fn sweep(&self, figures: super::sweep::SweepFigures) {
+        if let Ok(mut s) = self.sweep.lock() {
+            *s = Some(figures);
+        }
     }
 
     /// Adds the interval just taken (it covered `covered`, and ends now).
@@ -86,6 +95,7 @@ impl RunLog {
             intervals,
             verdict: run.verdict(&self.kinds),
             settings,
+            sweep: self.sweep.lock().ok().and_then(|s| s.clone()),
         }
     }
 

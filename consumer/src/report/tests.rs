@@ -64,6 +64,7 @@ pub(crate) fn fixture(scope: Scope) -> Report {
             ("gateway".into(), "local hub (connection string)".into()),
             ("consumer version".into(), "0.1.0".into()),
         ],
+        sweep: None,
     }
 }
 

@@ -65,6 +65,12 @@ impl Driver<'_> {
             };
             self.print(&result).await;
             results.push(result);
+            self.report_log
+                .sweep(crate::report::sweep::SweepFigures::of(
+                    self.plan,
+                    &self.output.kinds,
+                    &results,
+                ));
         }
         results
     }
