@@ -34,14 +34,16 @@ struct LocalRun {
 
 impl LocalRun {
     fn start(dir: &Path, name: &str, fault: Option<&str>) -> LocalRun {
+        Self::start_with(dir, name, fault, &["--duration", "6s"])
+    }
+
+    fn start_with(dir: &Path, name: &str, fault: Option<&str>, args: &[&str]) -> LocalRun {
         let (out, err) = (
             dir.join(format!("{name}.json")),
             dir.join(format!("{name}.err")),
         );
-        let mut cmd = local_run_command(
-            &dir.join(format!("state-{name}")),
-            &["--summary-format", "json", "--duration", "6s"],
-        );
+        let mut cmd = local_run_command(&dir.join(format!("state-{name}")), args);
+        cmd.args(["--summary-format", "json"]);
         cmd.env_remove("HUB_FAULTS");
         if let Some(f) = fault {
             // The launcher's hub reads HUB_FAULTS from the environment it inherits.
@@ -118,23 +120,32 @@ fn text(o: &Output) -> String {
     )
 }
 
-/// The four rows (two kinds × median, p99) must all be there, and the result line last.
-fn result_line(o: &Output) -> String {
-    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+/// stdout's lines with runs of spaces squeezed: `run message median 0.5 …`.
+fn rows(o: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect()
+}
+
+/// Checks that `scope` has its four rows (two kinds × median, p99); returns the last line.
+fn result_line_of(o: &Output, scope: &str) -> String {
+    let rows = rows(o);
     for kind in ["message", "method"] {
         for stat in ["median", "p99"] {
-            let row = format!("run {kind} {stat} ");
-            let squeezed: Vec<String> = out
-                .lines()
-                .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
-                .collect();
+            let row = format!("{scope} {kind} {stat} ");
             assert!(
-                squeezed.iter().any(|l| l.starts_with(&row)),
-                "no {row:?} row:\n{out}"
+                rows.iter().any(|l| l.starts_with(&row)),
+                "no {row:?} row:\n{}",
+                text(o)
             );
         }
     }
-    out.lines().last().unwrap_or_default().to_owned()
+    rows.last().cloned().unwrap_or_default()
+}
+
+fn result_line(o: &Output) -> String {
+    result_line_of(o, "run")
 }
 
 #[test]
@@ -254,4 +265,26 @@ fn a_missing_file_and_bad_flags_are_refused() {
     let o = compare(&r.same_a, &r.same_b, &["--threshold", "lots"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("not a percentage"), "{}", text(&o));
+}
+
+#[test]
+fn sweeps_are_compared_step_by_step() {
+    let dir = tempdir("compare-sweep");
+    let sweep = ["--sweep", "rate=100,200", "--step", "2s", "--warmup", "1s"];
+    let started = [
+        LocalRun::start_with(&dir, "sweep-a", None, &sweep),
+        LocalRun::start_with(&dir, "sweep-b", None, &sweep),
+    ];
+    let [a, b] = started.map(|r| r.finish(Duration::from_secs(120)));
+    let o = compare(&a, &b, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    for rate in [100, 200] {
+        let last = result_line_of(&o, &format!("step rate={rate}/s payload=0B"));
+        assert!(last.starts_with("Result: "), "{}", text(&o));
+    }
+    assert!(
+        !rows(&o).iter().any(|l| l.starts_with("run ")),
+        "the steps, not the whole runs:\n{}",
+        text(&o)
+    );
 }
