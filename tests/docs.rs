@@ -95,7 +95,7 @@ fn path_exists(t: &str, files: &[PathBuf]) -> bool {
     }
     files.iter().any(|f| {
         let f = f.to_string_lossy();
-        f == t || f.ends_with(&format!("/{t}")) || (!t.contains('/') && f == t)
+        f == t || f.ends_with(&format!("/{t}"))
     })
 }
 
