@@ -69,62 +69,10 @@ impl TraceService for Sink {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn prom_query(port: u16, path: &str, params: &[(&str, &str)]) -> serde_json::Value {
-    let qs: Vec<String> = params
-        .iter()
-        .map(|(k, v)| format!("{k}={}", percent(v)))
-        .collect();
-    let body = http_get(
-        &format!("127.0.0.1:{port}"),
-        &format!("{path}?{}", qs.join("&")),
-        "application/json",
-    );
-    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
-}
-
-fn percent(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
-fn run_python(args: &[&str]) -> (bool, String) {
-    let out = Command::new(python())
-        .args(args)
-        .current_dir(repo())
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_otlp_and_the_dashboard_see_the_local_run() {
-    let promtool = which("promtool");
-    assert!(
-        which("prometheus").is_some() && promtool.is_some(),
-        "prometheus and promtool must be installed (scripts/test.sh installs Debian's package)"
-    );
+    let promtool = require_program("promtool");
+    require_program("prometheus");
 
     // A real OTLP gRPC receiver.
     let sink = Sink::default();
@@ -136,7 +84,7 @@ async fn prometheus_otlp_and_the_dashboard_see_the_local_run() {
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
 
-    let prom_port = free_port();
+    let prom_port = free_tcp_port();
     let state = tempdir("observability");
     let prom_port_arg = prom_port.to_string();
     let mut cmd = local_run_command(
@@ -175,10 +123,14 @@ async fn prometheus_otlp_and_the_dashboard_see_the_local_run() {
         );
         let file = state.join("om.txt");
         std::fs::write(&file, &om).unwrap();
-        let (ok, out) = run_python(&["tests/python/check_openmetrics.py", file.to_str().unwrap()]);
+        let (ok, out) = run_capture(
+            Command::new(python())
+                .current_dir(repo())
+                .args(["tests/python/check_openmetrics.py", file.to_str().unwrap()]),
+        );
         assert!(ok, "{target}: {out}\n{om}");
         let text = http_get(target, "/metrics", "text/plain");
-        let mut check = Command::new(promtool.as_ref().unwrap())
+        let mut check = Command::new(&promtool)
             .args(["check", "metrics"])
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
@@ -214,8 +166,9 @@ async fn prometheus_otlp_and_the_dashboard_see_the_local_run() {
     let deadline = Instant::now() + Duration::from_secs(90);
     let p99 = r#"histogram_quantile(0.99, sum by (le, kind) (rate(iotedge_exchange_latency_seconds_bucket{leg="total"}[30s])))"#;
     loop {
-        let r =
-            std::panic::catch_unwind(|| prom_query(prom_port, "/api/v1/query", &[("query", p99)]));
+        let r = std::panic::catch_unwind(|| {
+            prometheus_api(prom_port, "/api/v1/query", &[("query", p99)])
+        });
         if let Ok(v) = r {
             let results = v["data"]["result"].as_array().cloned().unwrap_or_default();
             let finite = |kind: &str| {
@@ -239,7 +192,7 @@ async fn prometheus_otlp_and_the_dashboard_see_the_local_run() {
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
     let q = |expr: &str| {
-        prom_query(prom_port, "/api/v1/query", &[("query", expr)])["data"]["result"]
+        prometheus_api(prom_port, "/api/v1/query", &[("query", expr)])["data"]["result"]
             .as_array()
             .cloned()
             .unwrap_or_default()
@@ -256,7 +209,7 @@ async fn prometheus_otlp_and_the_dashboard_see_the_local_run() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    let ex = prom_query(
+    let ex = prometheus_api(
         prom_port,
         "/api/v1/query_exemplars",
         &[
@@ -340,23 +293,15 @@ async fn prometheus_otlp_and_the_dashboard_see_the_local_run() {
     }
     // The local run has no IoT Edge runtime: the Runtime row's edgeAgent queries must run but find
     // nothing (tests/fleet.rs proves them with data).
-    let (ok, out) = run_python(&[
+    let (ok, out) = run_capture(Command::new(python()).current_dir(repo()).args([
         "tests/stack/query_dashboard.py",
         "--prometheus",
         &format!("http://127.0.0.1:{prom_port}"),
         "--without-edge-agent",
-    ]);
+    ]));
     assert!(ok, "dashboard queries:\n{out}");
 
     run.signal("TERM");
     let status = run.wait(Duration::from_secs(60));
     assert!(status.success(), "{}", run.output());
-}
-
-fn which(name: &str) -> Option<std::path::PathBuf> {
-    std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join(name))
-            .find(|p| p.is_file())
-    })
 }

@@ -42,25 +42,7 @@ fn start_module(name: &str, mut env: BTreeMap<String, String>, dir: &Path) -> Mo
     let _ = std::fs::remove_file(&file);
     env.insert("METRICS_ADDR_FILE".into(), file.display().to_string());
     let mut proc = module(name, &env);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let metrics = loop {
-        if let Some(addr) = std::fs::read_to_string(&file)
-            .ok()
-            .filter(|a| !a.is_empty())
-        {
-            break addr;
-        }
-        if let Ok(Some(s)) = proc.child.try_wait() {
-            std::thread::sleep(Duration::from_millis(200));
-            panic!("{name} exited ({s}):\n{}", proc.output());
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name} wrote no metrics address:\n{}",
-            proc.output()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let metrics = proc.wait_for_file(&file, Duration::from_secs(20));
     Module { proc, metrics }
 }
 

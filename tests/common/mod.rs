@@ -146,6 +146,29 @@ impl Proc {
         }
     }
 
+    /// Waits until the process has written `path` (non-empty) and returns its content; panics with
+    /// the output if the process exits first or after `within`.
+    pub fn wait_for_file(&mut self, path: &Path, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(text) = std::fs::read_to_string(path).ok().filter(|t| !t.is_empty()) {
+                return text;
+            }
+            if let Ok(Some(s)) = self.child.try_wait() {
+                std::thread::sleep(Duration::from_millis(200));
+                panic!("{} exited ({s}):\n{}", self.name, self.output());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} wrote no {} within {within:?}:\n{}",
+                self.name,
+                path.display(),
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Waits for the process to exit, killing it after `within`.
     pub fn wait(&mut self, within: Duration) -> std::process::ExitStatus {
         let deadline = Instant::now() + within;
@@ -232,22 +255,7 @@ impl Hub {
         ])
         .args(extra);
         let mut proc = Proc::spawn("hub", cmd);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let text = loop {
-            if let Ok(t) = std::fs::read_to_string(&endpoints) {
-                break t;
-            }
-            if let Ok(Some(s)) = proc.child.try_wait() {
-                std::thread::sleep(Duration::from_millis(200));
-                panic!("hub exited ({s}):\n{}", proc.output());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "hub did not start:\n{}",
-                proc.output()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        let text = proc.wait_for_file(&endpoints, Duration::from_secs(20));
         let e = Endpoints::parse(&text)
             .unwrap_or_else(|err| panic!("{}: {err}: {text}", endpoints.display()));
         let identities = IdentitiesFile::read(&e.identities).unwrap_or_else(|err| panic!("{err}"));
