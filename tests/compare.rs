@@ -3,9 +3,9 @@
 //! `--fail-on-regression` exits 3 only then, and files it cannot trust are refused with where and
 //! what to do.
 //!
-//! The three runs start together and share one warm-up of the machine, so that the two runs of
-//! the same build see the same load (run-to-run noise stays under the 20 % practical threshold;
-//! docs/compare.md#the-rule).
+//! The two runs of the same build run at the same time and alone (the other tests wait for
+//! them), so that both see the same load: run-to-run noise, up to ~15 % between the medians on a
+//! busy 2-core machine, stays under the 25 % practical threshold (docs/compare.md#the-rule).
 
 mod common;
 use common::*;
@@ -88,12 +88,13 @@ fn runs() -> &'static Runs {
     static RUNS: OnceLock<Runs> = OnceLock::new();
     RUNS.get_or_init(|| {
         let dir = tempdir("compare");
-        let started = [
+        // The same build twice at the same time, alone: both see the same machine.
+        let pair = [
             LocalRun::start(&dir, "same-a", None),
             LocalRun::start(&dir, "same-b", None),
-            LocalRun::start(&dir, "delayed", Some(DELAY)),
         ];
-        let [a, b, d] = started.map(|r| r.finish(Duration::from_secs(120)));
+        let [a, b] = pair.map(|r| r.finish(Duration::from_secs(120)));
+        let d = LocalRun::start(&dir, "delayed", Some(DELAY)).finish(Duration::from_secs(120));
         Runs {
             same_a: a,
             same_b: b,
@@ -269,6 +270,7 @@ fn a_missing_file_and_bad_flags_are_refused() {
 
 #[test]
 fn sweeps_are_compared_step_by_step() {
+    runs(); // not while the same build's two runs measure
     let dir = tempdir("compare-sweep");
     let sweep = ["--sweep", "rate=100,200", "--step", "2s", "--warmup", "1s"];
     let started = [

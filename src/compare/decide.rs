@@ -11,7 +11,7 @@ use consumer::verdict::{self, Faster, SplitMix64};
 /// value: two runs of one build on a busy machine differ by a few per cent for reasons the
 /// bootstrap cannot see (CPU frequency, other processes), and such a difference is not a change
 /// anyone acts on.
-pub const DEFAULT_THRESHOLD_PERCENT: f64 = 20.0;
+pub const DEFAULT_THRESHOLD_PERCENT: f64 = 25.0;
 
 /// The statistic a change is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
