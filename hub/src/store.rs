@@ -509,6 +509,17 @@ mod tests {
     }
 
     #[test]
+    fn priorities_fit_one_byte_and_the_default_comes_back() {
+        for p in [0, 9, crate::routes::DEFAULT_PRIORITY] {
+            assert_eq!(record_priority(row_priority(p)), p);
+        }
+        assert_eq!(
+            row_priority(crate::routes::DEFAULT_PRIORITY),
+            DEFAULT_ROW_PRIORITY
+        );
+    }
+
+    #[test]
     fn messages_survive_a_reopen_in_order_and_removals_are_kept() {
         let dir = std::env::temp_dir().join(format!("hub-store-unit-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);

@@ -13,14 +13,16 @@ use tokio::sync::mpsc;
 mod support;
 use support::TestHub;
 
-/// `a` sends to `b` on three routes: `high` (priority 0), `nine` (priority 9, the lowest
-/// explicit one) and `low` (a string route: the default priority).
+/// `a` sends to `b` on four routes: `high` (priority 0), `nine` (priority 9, the lowest
+/// explicit one), `low` (a string route: the default priority) and `brief` (priority 9, a
+/// time-to-live of 1 s).
 const MANIFEST: &str = r#"{"modulesContent":{
   "$edgeAgent":{"properties.desired":{"modules":{"a":{},"b":{}}}},
   "$edgeHub":{"properties.desired":{"schemaVersion":"1.1","routes":{
      "low":"FROM /messages/modules/a/outputs/low INTO BrokeredEndpoint(\"/modules/b/inputs/low\")",
      "nine":{"route":"FROM /messages/modules/a/outputs/nine INTO BrokeredEndpoint(\"/modules/b/inputs/nine\")","priority":9},
-     "high":{"route":"FROM /messages/modules/a/outputs/high INTO BrokeredEndpoint(\"/modules/b/inputs/high\")","priority":0}}}}}}"#;
+     "high":{"route":"FROM /messages/modules/a/outputs/high INTO BrokeredEndpoint(\"/modules/b/inputs/high\")","priority":0},
+     "brief":{"route":"FROM /messages/modules/a/outputs/brief INTO BrokeredEndpoint(\"/modules/b/inputs/brief\")","priority":9,"timeToLiveSecs":1}}}}}}"#;
 
 const BACKLOG: usize = 50;
 
@@ -154,5 +156,36 @@ async fn a_route_without_a_priority_has_the_lowest() {
     ] {
         assert!(text.contains(labels), "{labels}\n{text}");
     }
+    hub.running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_expires_behind_a_higher_priority_one_while_its_module_is_offline() {
+    let hub = support::start("priority-expiry", MANIFEST, &[])
+        .await
+        .unwrap();
+    let (a, _a_rx) = client(&hub, "a", Subscriptions::NONE).await;
+    send(&a, "high", "stays").await;
+    send(&a, "brief", "expires").await;
+    // b never connects: the brief message expires though the high lane's head does not.
+    let mut text = String::new();
+    for _ in 0..400 {
+        text = hub.scrape().await;
+        let dropped = text.lines().any(|l| {
+            l.starts_with("edgehub_messages_dropped_total{")
+                && l.contains(r#"reason="ttl_expiry""#)
+                && l.contains(r#"from_route_output="brief""#)
+                && l.ends_with(" 1")
+        });
+        if dropped && queued(&text, "brief") == Some(0.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(queued(&text, "brief"), Some(0.0), "{text}");
+    assert_eq!(queued(&text, "high"), Some(1.0), "{text}");
+    let (_b, mut b_rx) = client(&hub, "b", Subscriptions::INPUTS).await;
+    let (input, body, _ack) = next(&mut b_rx).await;
+    assert_eq!((input.as_str(), body.as_str()), ("high", "stays"));
     hub.running.stop().await;
 }

@@ -290,6 +290,25 @@ impl DeliveryQueue {
         }
     }
 
+    /// Drops (and counts) every expired message at the front of a lane, until no lane's front
+    /// has expired; whether the head of `resend` was one of them.
+    fn drop_expired(&self, metrics: &HubMetrics, resend: Option<u32>) -> bool {
+        let mut dropped_resend = false;
+        loop {
+            let now = Instant::now();
+            let expired = self.items.lock().ok().and_then(|items| {
+                (items.by_priority.iter())
+                    .find(|(_, l)| l.front().is_some_and(|m| now > m.expires))
+                    .map(|(p, _)| *p)
+            });
+            let Some(lane) = expired else {
+                return dropped_resend;
+            };
+            dropped_resend |= resend == Some(lane);
+            self.drop_head(lane, metrics, DropReason::TtlExpiry, None);
+        }
+    }
+
     /// Removes the head of `lane` for good: counted in `edgehub_messages_dropped_total{reason}`
     /// and logged once with the module, the input and why.
     fn drop_head(
@@ -347,6 +366,11 @@ pub(super) async fn deliver(hub: Arc<Hub>, queue: Arc<DeliveryQueue>) {
             .session(&queue.module)
             .filter(|s| s.inputs.load(Ordering::SeqCst) && !s.is_closed.load(Ordering::SeqCst));
         let (Some(head), Some(session)) = (head, session) else {
+            // Nobody to send to: what expired behind the head of any lane goes too, as
+            // edgeHub's cleanup drops expired messages wherever they wait.
+            if queue.drop_expired(metrics, resend) {
+                (attempts, resend) = (0, None);
+            }
             // Nothing to send or nobody to send to: wait for a message or a subscription.
             let _ = tokio::time::timeout(Duration::from_secs(1), notified).await;
             continue;
