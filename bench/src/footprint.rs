@@ -72,27 +72,6 @@ pub struct Options {
     pub module_env: Vec<(String, String)>,
 }
 
-/// The `env` a manifest gives a module, minus what a local run sets itself (as the launcher's).
-fn manifest_env(manifest: &serde_json::Value, module: &str) -> BTreeMap<String, String> {
-    let mut env = BTreeMap::new();
-    let pointer = format!("/modulesContent/$edgeAgent/properties.desired/modules/{module}/env");
-    if let Some(declared) = manifest.pointer(&pointer).and_then(|v| v.as_object()) {
-        for (k, v) in declared {
-            if k == vars::METRICS_ADDR || k.starts_with("OTEL_EXPORTER_OTLP") {
-                continue;
-            }
-            if let Some(value) = v.get("value") {
-                let value = value
-                    .as_str()
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| value.to_string());
-                env.insert(k.clone(), value);
-            }
-        }
-    }
-    env
-}
-
 /// A started module: its process and where its logs go.
 struct Proc {
     module: Module,
@@ -279,10 +258,7 @@ fn latest(samples: &[Vec<Sample>; 3]) -> String {
 async fn run_one(opts: &Options, dir: &Path, rate: f64, duration: Duration) -> Result<RunReport> {
     let dir = dir.join(format!("rate-{rate}"));
     std::fs::create_dir_all(&dir)?;
-    let text = std::fs::read_to_string(&opts.deployment)
-        .with_context(|| format!("reading {}", opts.deployment.display()))?;
-    let manifest: serde_json::Value = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not valid JSON", opts.deployment.display()))?;
+    let deployment = edge::Deployment::read(&opts.deployment)?;
     let hub_state = dir.join("state").join("hub");
     std::fs::create_dir_all(&hub_state)?;
     let s = |v: &str| v.to_owned();
@@ -309,7 +285,7 @@ async fn run_one(opts: &Options, dir: &Path, rate: f64, duration: Duration) -> R
         .with_context(|| format!("reading {}", endpoints_path.display()))?;
     let identities = IdentitiesFile::read(&endpoints.identities)?;
     let module_env = |m: Module| -> Result<BTreeMap<String, String>> {
-        let mut env = manifest_env(&manifest, m.name());
+        let mut env = deployment.local_module_env(m.name());
         env.extend(ModuleEnv::for_module(m.name(), &endpoints, &identities)?.vars());
         env.insert(vars::METRICS_ADDR.into(), "127.0.0.1:0".into());
         env.insert(

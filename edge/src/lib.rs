@@ -6,6 +6,7 @@
 
 pub mod bag;
 pub mod contract;
+pub mod deployment;
 pub mod identity;
 pub mod invoke;
 pub mod message;
@@ -33,6 +34,7 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 pub use contract::{ConnectionString, Endpoints, IdentitiesFile, ModuleEnv};
+pub use deployment::{Deployment, DeploymentError};
 pub use identity::{IdentityError, ModuleIdentity};
 pub use invoke::{InvokeError, InvokeFailure, MethodClient, MethodResult};
 pub use message::{Message, MethodRequest};
