@@ -80,8 +80,21 @@ impl<'de> serde::Deserialize<'de> for PaddingLen {
 /// The producer's timestamp, trace context and padding length from a reply, or why it is
 /// unusable.
 pub(crate) fn parse_reply(body: &[u8]) -> Result<(DateTime<Utc>, TimeReply, usize), String> {
-    let reply: WireReply =
-        serde_json::from_slice(body).map_err(|e| format!("reply is not {{\"UtcTime\":…}}: {e}"))?;
+    read_reply(serde_json::from_slice(body))
+}
+
+/// [`parse_reply`] of a method's payload, already parsed by the method client (moved, not
+/// written out and read again).
+pub(crate) fn parse_reply_value(
+    payload: serde_json::Value,
+) -> Result<(DateTime<Utc>, TimeReply, usize), String> {
+    read_reply(serde_json::from_value(payload))
+}
+
+fn read_reply(
+    parsed: serde_json::Result<WireReply>,
+) -> Result<(DateTime<Utc>, TimeReply, usize), String> {
+    let reply = parsed.map_err(|e| format!("reply is not {{\"UtcTime\":…}}: {e}"))?;
     let produced = edge::time::parse(&reply.utc_time)
         .ok_or_else(|| format!("UtcTime {:?} is not a time", reply.utc_time))?;
     let seed = TimeReply {

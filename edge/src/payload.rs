@@ -30,7 +30,7 @@ pub enum SizeError {
     UnknownUnit { given: String, unit: String },
     #[error("size {0:?} is too large: write it like 120KiB")]
     TooLarge(String),
-    #[error("{what} of {} is over the {limit_name} ({} of padding at most, {} being kept for the JSON framing, trace context and properties); for example {what}=120KiB", format_size(*.size), format_size(*.max), format_size(RESERVE))]
+    #[error("{what} of {} is over the {limit_name}: at most {} of padding ({} is kept for the JSON framing, trace context and properties), for example 120KiB", format_size(*.size), format_size(*.max), format_size(RESERVE))]
     OverLimit {
         what: &'static str,
         size: usize,

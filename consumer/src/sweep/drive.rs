@@ -94,11 +94,10 @@ fn render_step(plan: &Plan, output: &Output, result: &StepResult) -> String {
     let mut out = String::new();
     if matches!(output.format, SummaryFormat::Table | SummaryFormat::Both) {
         out.push_str(&format!(
-            "Step {}/{}: {} {} | rate {} | payload {} | reply {}\n",
+            "Step {}/{} of the {} sweep: rate {} | payload {} | reply {}\n",
             step.index + 1,
             plan.steps.len(),
             plan.sweep.axis(),
-            plan.value_label(step),
             rate_words(step.rate),
             edge::payload::format_size(step.payload_bytes),
             edge::payload::format_size(result.reply_bytes),
