@@ -22,7 +22,8 @@ pub struct CompareArgs {
     /// The run compared with it, in the same form.
     b: PathBuf,
     /// Exit with status 3 when B is significantly slower than A: a kind's median slower (in the
-    /// whole run, or in a sweep step both have), or a kind measured in A but not in B.
+    /// whole run, or in a sweep step both have), or a kind with at least 20 samples in A and
+    /// fewer in B. A refused file exits 1, a usage error 2.
     #[arg(long)]
     fail_on_regression: bool,
     /// A change counts only when its 95 % interval excludes 0 and it is at least this many per

@@ -145,3 +145,12 @@ fn the_threshold_takes_a_percentage() {
         assert!(threshold(bad).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn the_numbers_docs_compare_md_and_the_help_state_hold() {
+    assert_eq!(REGRESSION_EXIT, 3);
+    assert_eq!(decide::DEFAULT_THRESHOLD_PERCENT, 25.0);
+    assert_eq!(consumer::verdict::MIN_SAMPLES, 20);
+    assert_eq!(consumer::verdict::RESERVOIR, 2048);
+    assert_eq!(consumer::snapshot::VERSION, 1);
+}
