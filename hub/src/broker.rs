@@ -214,22 +214,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
                 if known { &connect.client_id } else { "" },
                 &format_args!("CONNECT refused with {:?}: {}", r.code, r.detail),
             );
-            // edgeHub counts failed authentications only, all as `not_authenticated`; the
-            // finer reason is in edgehub_refusals_total.
-            if r.reason.is_authentication() {
-                hub.metrics
-                    .connect_failed
-                    .get_or_create(&ConnectFailedLabels {
-                        id: if known {
-                            connect.client_id.as_str().into()
-                        } else {
-                            "unknown".into()
-                        },
-                        reason: NotAuthenticated,
-                        ms_telemetry: MsTelemetry,
-                    })
-                    .inc();
-            }
+            count_connect_failed(&hub, r.reason, known.then_some(connect.client_id.as_str()));
             let mut out = BytesMut::new();
             if ConnAck::new(r.code, false).write(&mut out).is_ok() {
                 let _ = tokio::time::timeout(Duration::from_secs(1), async {
@@ -569,6 +554,22 @@ fn count_reported_update(hub: &Hub, session: &Session, started: Instant) {
         .get_or_create(&ReportedLabels {
             target: EdgeHubSide,
             id,
+            ms_telemetry: MsTelemetry,
+        })
+        .inc();
+}
+
+/// `edgehub_client_connect_failed_total`: edgeHub counts failed authentications only, all as
+/// `not_authenticated` (the finer reason is in `edgehub_refusals_total`); `id` is `unknown`
+/// for a client id that names no identity here, so strangers cannot create series.
+fn count_connect_failed(hub: &Hub, reason: Reason, known_id: Option<&str>) {
+    if !reason.is_authentication() {
+        return;
+    }
+    (hub.metrics.connect_failed)
+        .get_or_create(&ConnectFailedLabels {
+            id: known_id.unwrap_or("unknown").into(),
+            reason: NotAuthenticated,
             ms_telemetry: MsTelemetry,
         })
         .inc();
