@@ -148,6 +148,39 @@ mod tests {
     }
 
     #[test]
+    fn the_json_lines_carry_it_on_run_and_step_lines_only() {
+        use crate::stats::{render_summary_json, IntervalStats, Kind, Schedule};
+        let mut stats = IntervalStats::default();
+        stats.message = kind_with(&[0.5, 0.25]);
+        let line = |scope| {
+            let text = render_summary_json(
+                scope,
+                "t",
+                std::time::Duration::from_secs(1),
+                &stats,
+                &[Kind::Message],
+                Schedule::Closed,
+                None,
+            );
+            serde_json::from_str::<serde_json::Value>(&text).expect("a JSON line")
+        };
+        let run = line(Scope::Run);
+        assert_eq!(
+            run["kinds"]["message"]["sample"],
+            json!({"version": 1, "seen": 2, "total_ms": [0.5, 0.25]})
+        );
+        assert_eq!(
+            line(Scope::Step)["kinds"]["message"]["sample"],
+            run["kinds"]["message"]["sample"]
+        );
+        let interval = line(Scope::Interval);
+        assert!(
+            interval["kinds"]["message"].get("sample").is_none(),
+            "{interval}"
+        );
+    }
+
+    #[test]
     fn the_sample_stays_bounded_by_the_reservoir() {
         let values: Vec<f64> = (0..10_000).map(|i| i as f64 / 1000.0).collect();
         let s = SampleSnapshot::of(&kind_with(&values));
