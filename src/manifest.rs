@@ -211,24 +211,11 @@ fn summary(manifest: &Value) -> String {
     parts.join(", ")
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same directory (never a half-written
-/// manifest), readable by the owner only: it may hold a registry password.
+/// Writes `bytes` to `path` whole or not at all, readable by the owner only: it may hold a
+/// registry password.
 fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("json.tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("creating {}", tmp.display()))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+    edge::files::write_atomic(path, bytes, 0o600)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 #[cfg(test)]

@@ -143,8 +143,8 @@ impl Endpoints {
         serde_json::from_str(text)
     }
 
-    /// Writes `endpoints.json` into `state_dir` by renaming a finished temporary file, so that a
-    /// reader never sees half of it.
+    /// Writes `endpoints.json` into `state_dir` whole or not at all, so that a reader never sees
+    /// half of it.
     pub fn write(&self, state_dir: &Path) -> Result<(), FileError> {
         let path = Self::path(state_dir);
         let err = |error| FileError::Write {
@@ -153,9 +153,7 @@ impl Endpoints {
         };
         let text = serde_json::to_string(self).map_err(|e| err(std::io::Error::other(e)))?;
         std::fs::create_dir_all(state_dir).map_err(err)?;
-        let tmp = state_dir.join(format!("{ENDPOINTS_FILE}.tmp"));
-        std::fs::write(&tmp, text).map_err(err)?;
-        std::fs::rename(&tmp, &path).map_err(err)
+        crate::files::write_atomic(&path, text.as_bytes(), 0o644).map_err(err)
     }
 }
 

@@ -7,6 +7,7 @@
 pub mod bag;
 pub mod contract;
 pub mod deployment;
+pub mod files;
 pub mod identity;
 pub mod invoke;
 pub mod message;
