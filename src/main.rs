@@ -280,7 +280,7 @@ async fn run(args: RunArgs) -> Result<()> {
     })?;
     let manifest: serde_json::Value = serde_json::from_str(&manifest_text)
         .with_context(|| format!("{} is not valid JSON", args.deployment.display()))?;
-    check_workload(&args, &manifest)?;
+    let sweep_length = check_workload(&args, &manifest)?;
     let modules = hub::manifest_modules(&manifest);
     for needed in ["producer", "consumer"] {
         if !modules.iter().any(|m| m == needed) {
@@ -399,7 +399,13 @@ async fn run(args: RunArgs) -> Result<()> {
             "running for {}; Ctrl-C stops earlier",
             humantime::format_duration(d)
         ),
-        None => eprintln!("running until Ctrl-C"),
+        None => match sweep_length {
+            Some(d) => eprintln!(
+                "running until the sweep's last step, in about {}; Ctrl-C stops earlier",
+                humantime::format_duration(d)
+            ),
+            None => eprintln!("running until Ctrl-C"),
+        },
     }
 
     let until = async {
@@ -455,8 +461,8 @@ fn workload_env(args: &RunArgs) -> BTreeMap<String, String> {
 }
 
 /// Refuses a malformed or over-limit workload before anything starts, with the consumer's and
-/// the producer's own checks (and the manifest's EnableMethod/EnableMessage).
-fn check_workload(args: &RunArgs, manifest: &serde_json::Value) -> Result<()> {
+/// the producer's own checks (and the manifest's EnableMethod/EnableMessage); a sweep's length.
+fn check_workload(args: &RunArgs, manifest: &serde_json::Value) -> Result<Option<Duration>> {
     let mut argv = vec!["consumer".to_owned()];
     let env = manifest_env(manifest, "consumer");
     for (flag, var) in [
@@ -485,12 +491,12 @@ fn check_workload(args: &RunArgs, manifest: &serde_json::Value) -> Result<()> {
     let consumer = consumer::Args::try_parse_from(&argv)
         .map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))?;
     consumer.schedule()?;
-    consumer.plan()?;
+    let plan = consumer.plan()?;
     if let Some(size) = &args.reply_bytes {
         producer::Args::try_parse_from(["producer", "--reply-bytes", size])
             .map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))?;
     }
-    Ok(())
+    Ok(plan.map(|p| (p.warmup + p.step) * u32::try_from(p.steps.len()).unwrap_or(u32::MAX)))
 }
 
 /// Starts Prometheus with prometheus.yml's scrape jobs pointed at this run's ports.
