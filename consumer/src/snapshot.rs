@@ -150,8 +150,10 @@ mod tests {
     #[test]
     fn the_json_lines_carry_it_on_run_and_step_lines_only() {
         use crate::stats::{render_summary_json, IntervalStats, Kind, Schedule};
-        let mut stats = IntervalStats::default();
-        stats.message = kind_with(&[0.5, 0.25]);
+        let stats = IntervalStats {
+            message: kind_with(&[0.5, 0.25]),
+            ..IntervalStats::default()
+        };
         let line = |scope| {
             let text = render_summary_json(
                 scope,
