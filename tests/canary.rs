@@ -153,20 +153,9 @@ fn without_rate_the_local_run_keeps_the_closed_loop() {
     eprintln!("closed loop, an interval: {}", full[1]);
 }
 
-/// One figure from the consumer's /metrics (text format): the line of `name` with all `labels`.
-fn find_metric(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
-    text.lines()
-        .find(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with('{'))
-                && labels.iter().all(|lab| l.contains(lab))
-        })
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
-fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
-    find_metric(text, name, labels).unwrap_or_else(|| panic!("no {name} {labels:?} in:\n{text}"))
+/// One figure from the consumer's /metrics, which must be there.
+fn required(text: &str, name: &str, labels: &[&str]) -> f64 {
+    metric_sum(text, name, labels).unwrap_or_else(|| panic!("no {name} {labels:?} in:\n{text}"))
 }
 
 /// Per kind: exchanges by outcome, and how many took ≥ 1 s or ≥ 100 ms (from the histogram).
@@ -184,20 +173,20 @@ impl Figures {
     fn read(text: &str, kind: &str) -> Self {
         let k = format!("kind=\"{kind}\"");
         let outcome = |o: &str| {
-            metric(
+            required(
                 text,
                 "iotedge_exchanges_total",
                 &[&k, &format!("outcome=\"{o}\"")],
             )
         };
         let total = ["leg=\"total\"", &k];
-        let count = metric(text, "iotedge_exchange_latency_seconds_count", &total);
+        let count = required(text, "iotedge_exchange_latency_seconds_count", &total);
         // The text format writes whole bounds as `le="1"`, OpenMetrics as `le="1.0"`.
         let le = |b: f64| {
             [format!("le=\"{b}\""), format!("le=\"{b:?}\"")]
                 .iter()
                 .find_map(|bound| {
-                    find_metric(
+                    metric_sum(
                         text,
                         "iotedge_exchange_latency_seconds_bucket",
                         &[total[0], total[1], bound],

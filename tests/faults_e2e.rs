@@ -8,22 +8,6 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-fn seed_manifest() -> PathBuf {
-    repo().join("tests/fixtures/seed-deployment.json")
-}
-
-/// The sum of every series of `name` (exact metric name) whose label text contains all `labels`.
-fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
-    text.lines()
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
-        })
-        .filter(|l| labels.iter().all(|want| l.contains(want)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 fn injected(hub: &Hub, fault: &str) -> u64 {
     metric(
         &hub.metrics_text(),

@@ -7,19 +7,6 @@ mod common;
 use common::*;
 use std::time::{Duration, Instant};
 
-fn seed_manifest() -> std::path::PathBuf {
-    repo().join("tests/fixtures/seed-deployment.json")
-}
-
-/// The value of the first sample of `name` whose labels include all of `labels` (0 if none).
-fn sample(text: &str, name: &str, labels: &[&str]) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")))
-        .find(|l| labels.iter().all(|lab| l.contains(lab)))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or(0.0)
-}
-
 /// Failures of `kind` the consumer counted as `transport` (no connection to the hub) in `s`.
 fn transport_failures(s: &serde_json::Value, kind: &str) -> u64 {
     s["kinds"][kind]["failures"]["transport"]
@@ -48,7 +35,7 @@ fn a_killed_hub_restarts_and_delivers_what_was_queued_for_an_offline_producer() 
     let queue = [r#"/producer/GetTimeMessage""#];
     let deadline = Instant::now() + Duration::from_secs(30);
     let queued = loop {
-        let q = sample(&hub.metrics_text(), "edgehub_queue_length", &queue);
+        let q = metric(&hub.metrics_text(), "edgehub_queue_length", &queue);
         if q >= 3.0 {
             break q as u64;
         }
@@ -130,14 +117,14 @@ fn a_killed_hub_restarts_and_delivers_what_was_queued_for_an_offline_producer() 
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let text = hub.metrics_text();
-        let sent = sample(
+        let sent = metric(
             &text,
             "edgehub_messages_sent_total",
             &[&from, &to, r#"to_route_input="GetTimeMessage""#],
         );
         if sent >= restored as f64 {
             assert_eq!(
-                sample(
+                metric(
                     &text,
                     "edgehub_messages_dropped_total",
                     &[r#"reason="ttl_expiry""#]

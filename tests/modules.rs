@@ -10,10 +10,6 @@ use std::os::unix::net::UnixListener;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-fn seed_manifest() -> std::path::PathBuf {
-    repo().join("tests/fixtures/seed-deployment.json")
-}
-
 /// A workload API (aziot-edged's sign and trust-bundle endpoints) on a unix socket, holding the
 /// module keys as the security daemon does. Records the request lines it served.
 fn serve_workload(

@@ -12,10 +12,6 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn seed_manifest() -> std::path::PathBuf {
-    repo().join("tests/fixtures/seed-deployment.json")
-}
-
 /// The watchdog's exit status (telemetry::watchdog::EXIT_CODE).
 const WATCHDOG_EXIT: i32 = 3;
 

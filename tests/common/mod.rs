@@ -398,6 +398,50 @@ pub fn module(name: &str, env: &BTreeMap<String, String>) -> Proc {
     Proc::spawn(name, cmd)
 }
 
+/// The samples of metric `name` (the exact name) in a Prometheus text or OpenMetrics exposition
+/// whose label text contains every one of `labels` (such as `kind="method"`), summed; `None` when
+/// no series matches. The value is the first field after the labels, so an OpenMetrics exemplar
+/// after it (`# {trace_id="…"} 1.0`) is never read as the value.
+pub fn metric_sum(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    let mut sum = None;
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        let (label_text, value) = match rest.strip_prefix('{') {
+            Some(r) => match r.split_once("} ") {
+                Some(split) => split,
+                None => continue,
+            },
+            None => match rest.strip_prefix(' ') {
+                Some(v) => ("", v),
+                None => continue, // a longer name with this one as its prefix
+            },
+        };
+        if !labels.iter().all(|want| label_text.contains(want)) {
+            continue;
+        }
+        if let Some(v) = value
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<f64>().ok())
+        {
+            sum = Some(sum.unwrap_or(0.0) + v);
+        }
+    }
+    sum
+}
+
+/// [`metric_sum`], 0 when no series matches.
+pub fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
+    metric_sum(text, name, labels).unwrap_or(0.0)
+}
+
+/// The deployment manifest of the seed's two modules and routes.
+pub fn seed_manifest() -> PathBuf {
+    repo().join("tests/fixtures/seed-deployment.json")
+}
+
 /// A free TCP port on 127.0.0.1 (bound to :0 and released).
 pub fn free_tcp_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
