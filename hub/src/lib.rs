@@ -95,6 +95,11 @@ pub struct Args {
     /// message can never hold a module's queue forever.
     #[arg(long, env = "HUB_MAX_DELIVERY_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_delivery_attempts: u32,
+    /// How long a direct method call that waited for its target to subscribe to methods waits
+    /// after the subscription before it is sent. edgeHub waits a fixed 3s; the hub sends at once
+    /// by default, so the wait does not land in method latencies (docs/protocol.md).
+    #[arg(long, env = "HUB_METHOD_SUBSCRIBE_DELAY", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub method_subscribe_delay: Duration,
     /// Most simultaneous authenticated MQTT connections; beyond it CONNECT gets CONNACK 3.
     #[arg(long, env = "HUB_MAX_CONNECTIONS", default_value_t = 1000)]
     pub max_connections: usize,
@@ -263,6 +268,7 @@ pub async fn start(args: &Args) -> Result<RunningHub> {
         max_connections: args.max_connections,
         max_delivery_attempts: args.max_delivery_attempts,
         faults: args.faults.clone(),
+        method_subscribe_delay: args.method_subscribe_delay,
     };
     for fault in &args.faults {
         tracing::warn!(%fault, "fault injection on: {fault:?} (counted in edgehub_faults_injected_total{{fault=\"{fault}\"}})");

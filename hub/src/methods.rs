@@ -441,17 +441,8 @@ async fn invoke(
     let (Some(module), true) = (module, device == hub.settings.device_id) else {
         return not_found();
     };
-    // Wait up to connectTimeout for the target to subscribe to methods.
-    let deadline = Instant::now() + call.connect_timeout;
-    let session = loop {
-        match hub
-            .session(module)
-            .filter(|s| s.methods.load(Ordering::SeqCst) > 0)
-        {
-            Some(s) => break s,
-            None if Instant::now() >= deadline => return not_found(),
-            None => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
+    let Some(session) = subscribed_target(hub, module, call.connect_timeout).await else {
+        return not_found();
     };
     if let Some(delay) = hub.faults.delay(crate::faults::Path::Methods) {
         tokio::time::sleep(delay).await;
@@ -512,6 +503,35 @@ async fn invoke(
             )
         }
     }
+}
+
+/// The target's session once it is subscribed to methods, waiting up to `connect_timeout` for
+/// that. A call that had to wait is sent `--method-subscribe-delay` after the subscription
+/// (edgeHub: a fixed 3 s, `InvokeMethodHandler.cs`; the hub: none by default).
+async fn subscribed_target(
+    hub: &Hub,
+    module: &str,
+    connect_timeout: Duration,
+) -> Option<Arc<crate::state::Session>> {
+    let subscribed = || hub.session(module).filter(|s| s.takes_methods());
+    if let Some(s) = subscribed() {
+        return Some(s);
+    }
+    let deadline = Instant::now() + connect_timeout;
+    loop {
+        if subscribed().is_some() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let delay = hub.settings.method_subscribe_delay;
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    subscribed()
 }
 
 #[cfg(test)]

@@ -60,6 +60,9 @@ pub struct Settings {
     pub max_delivery_attempts: u32,
     /// Faults to inject on purpose (none by default).
     pub faults: Vec<crate::faults::Fault>,
+    /// How long a method call that waited for its target to subscribe waits after the
+    /// subscription (edgeHub: 3 s; the hub: none by default).
+    pub method_subscribe_delay: Duration,
 }
 
 /// Why a message a module sent cannot be routed; the sender is refused.

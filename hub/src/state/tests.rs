@@ -33,6 +33,7 @@ fn hub() -> (Arc<Hub>, Registry) {
         max_connections: 10,
         max_delivery_attempts: 3,
         faults: Vec::new(),
+        method_subscribe_delay: Duration::ZERO,
     };
     let hub = Hub::new(settings, Identities::default(), routes, metrics);
     (hub, registry)

@@ -86,6 +86,24 @@ impl TestHub {
         out
     }
 
+    /// Waits until the hub has taken `n` direct-method calls (`edgehub_direct_methods_total`,
+    /// counted before a call waits for its target).
+    pub async fn wait_for_method_calls(&self, n: u64) {
+        let mut text = String::new();
+        for _ in 0..400 {
+            text = self.scrape().await;
+            let calls: u64 = (text.lines())
+                .filter(|l| l.starts_with("edgehub_direct_methods_total{"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+                .sum();
+            if calls >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("never {n} method calls:\n{text}");
+    }
+
     /// Waits until `module`'s session is `ready` (connect returns before SUBACK); panics saying
     /// the module never got `what` after 10 s.
     pub async fn wait_for_session(
@@ -124,6 +142,27 @@ pub async fn call_method(
     method: &str,
     response_timeout_secs: u64,
 ) -> (u16, String) {
+    let body = format!(
+        r#"{{"methodName":"{method}","payload":{{}},"responseTimeoutInSeconds":{response_timeout_secs}}}"#
+    );
+    post_method(hub, caller, target, body).await
+}
+
+/// As [`call_method`], waiting up to `connect_timeout_secs` for the target to subscribe.
+pub async fn call_method_waiting(
+    hub: &TestHub,
+    caller: &str,
+    target: &str,
+    method: &str,
+    connect_timeout_secs: u64,
+) -> (u16, String) {
+    let body = format!(
+        r#"{{"methodName":"{method}","payload":{{}},"connectTimeoutInSeconds":{connect_timeout_secs}}}"#
+    );
+    post_method(hub, caller, target, body).await
+}
+
+async fn post_method(hub: &TestHub, caller: &str, target: &str, body: String) -> (u16, String) {
     use http_body_util::{BodyExt, Full};
     let ca = std::fs::read_to_string(&hub.running.ca_path).unwrap();
     let config = edge::tls::client_config(&ca, &[]).unwrap();
@@ -138,9 +177,6 @@ pub async fn call_method(
             .unwrap();
     tokio::spawn(conn);
     let auth = token(&hub.key(caller), caller, edge::sas::now_unix() + 3600);
-    let body = format!(
-        r#"{{"methodName":"{method}","payload":{{}},"responseTimeoutInSeconds":{response_timeout_secs}}}"#
-    );
     let req = hyper::Request::post(format!(
         "/twins/local-edge-device/modules/{target}/methods?api-version=2018-06-30"
     ))
