@@ -213,13 +213,13 @@ impl StepResult {
         if k.count() == 0 {
             why.push("no exchange succeeded".to_owned());
         }
-        for (n, what) in [
-            (k.skipped, "skipped"),
-            (k.timeouts, "timeouts"),
-            (k.errors, "errors"),
+        for (n, one, many) in [
+            (k.skipped, "skipped", "skipped"),
+            (k.timeouts, "timeout", "timeouts"),
+            (k.errors, "error", "errors"),
         ] {
             if n > 0 {
-                why.push(format!("{n} {what}"));
+                why.push(format!("{n} {}", if n == 1 { one } else { many }));
             }
         }
         let bound = p99_bound.as_secs_f64() * 1000.0;

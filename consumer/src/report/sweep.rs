@@ -220,6 +220,18 @@ fn sweep_plot(s: &SweepFigures) -> Result<String, String> {
             });
         }
     }
+    layers.extend(mark_layers(s, lo, hi));
+    layered_svg(&frame, &layers)
+}
+
+/// The capacity of each kind (dashed, in its colour) and the crossover (dashed grey), each a
+/// vertical line at its step, labelled.
+fn mark_layers<'d, X, Y>(s: &SweepFigures, lo: f64, hi: f64) -> Vec<Layer<'d, X, Y>>
+where
+    X: Ranged<ValueType = f64> + 'd,
+    Y: Ranged<ValueType = f64> + 'd,
+{
+    let mut layers = Vec::new();
     let marks = s
         .capacity
         .iter()
@@ -251,7 +263,7 @@ fn sweep_plot(s: &SweepFigures) -> Result<String, String> {
             }),
         });
     }
-    layered_svg(&frame, &layers)
+    layers
 }
 
 fn sweep_table(s: &SweepFigures) -> Table {
