@@ -9,6 +9,7 @@ use anyhow::Result;
 use decide::{Change, Outcome, Stat};
 use input::{InputError, Line, RunFile};
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::path::PathBuf;
 
 /// The exit status of `--fail-on-regression` when B is significantly slower (docs/compare.md);
@@ -59,7 +60,10 @@ pub fn run(args: &CompareArgs) -> Result<()> {
     let a = RunFile::read(&args.a)?;
     let b = RunFile::read(&args.b)?;
     let comparison = compare(&a, &b, args.threshold)?;
-    print!("{}", comparison.render(&a, &b, args.threshold));
+    // Not print!: a closed pipe (`compare a b | head -3`) must not panic.
+    let _ = std::io::stdout()
+        .lock()
+        .write_all(comparison.render(&a, &b, args.threshold).as_bytes());
     if args.fail_on_regression && comparison.regressed() {
         eprintln!("compare: {Regression}: exit status {REGRESSION_EXIT}");
         return Err(Regression.into());
