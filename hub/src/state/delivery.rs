@@ -419,13 +419,6 @@ async fn send_head(
         return Outcome::NotSent;
     };
     let started = Instant::now();
-    let handles = head.via.sent(metrics);
-    if let Some(received) = head.received {
-        // edgeHub times every send of it from its arrival (`MessageProcessingLatency`).
-        handles
-            .process
-            .observe(started.saturating_duration_since(received).as_secs_f64());
-    }
     let pkid = match session
         .publish_acked(topic, head.body.clone(), attempts > 0)
         .await
@@ -437,6 +430,13 @@ async fn send_head(
         }
         Err(PublishError::Closed) => return Outcome::NotSent, // wait for the next connection
     };
+    let handles = head.via.sent(metrics);
+    if let Some(received) = head.received {
+        // edgeHub times every send of it from its arrival (`MessageProcessingLatency`).
+        handles
+            .process
+            .observe(started.saturating_duration_since(received).as_secs_f64());
+    }
     tokio::select! {
         _ = tokio::time::timeout(hub.settings.ack_timeout, session.acknowledgement(pkid)) => {}
         _ = session.closed.notified() => {}
