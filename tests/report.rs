@@ -240,7 +240,20 @@ fn a_sweep_report_plots_latency_against_the_rate_with_the_capacity() {
     let file = dir.join("sweep.html");
     let mut cmd = local_run_command(
         &dir.join("state"),
-        &["--sweep", "rate=20,50", "--step", "2s", "--warmup", "1s"],
+        // A lenient bound and room in flight: a pause of this shared machine must not take the
+        // capacity marks away (tests/workload.rs checks the capacity itself).
+        &[
+            "--sweep",
+            "rate=20,50",
+            "--step",
+            "2s",
+            "--warmup",
+            "1s",
+            "--capacity-p99",
+            "20s",
+            "--max-in-flight",
+            "1000",
+        ],
     );
     cmd.arg("--report").arg(&file);
     let mut run = Proc::spawn("local-run", cmd);
