@@ -248,40 +248,17 @@ async fn stop(proc: &mut Proc, grace: Duration) -> bool {
     }
 }
 
-/// The `env` a manifest gives a module, minus what the local run sets itself.
-fn manifest_env(manifest: &serde_json::Value, module: &str) -> BTreeMap<String, String> {
-    let mut env = BTreeMap::new();
-    let pointer = format!("/modulesContent/$edgeAgent/properties.desired/modules/{module}/env");
-    if let Some(declared) = manifest.pointer(&pointer).and_then(|v| v.as_object()) {
-        for (k, v) in declared {
-            // Addresses in the manifest are for containers (0.0.0.0, collector host names).
-            if k == vars::METRICS_ADDR || k.starts_with("OTEL_EXPORTER_OTLP") {
-                continue;
-            }
-            if let Some(value) = v.get("value") {
-                let value = value
-                    .as_str()
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| value.to_string());
-                env.insert(k.clone(), value);
-            }
-        }
-    }
-    env
-}
-
 async fn run(args: RunArgs) -> Result<()> {
     let _tracing = telemetry::init_tracing(&telemetry::TraceOptions::disabled("method-vs-message"));
-    let manifest_text = std::fs::read_to_string(&args.deployment).with_context(|| {
-        format!(
-            "reading {} (run from the repository root, or pass --deployment)",
-            args.deployment.display()
-        )
+    // Flattened: the error's text already names its cause, which `{:#}` would print again.
+    let deployment = edge::Deployment::read(&args.deployment).map_err(|e| match e {
+        edge::DeploymentError::Read { .. } => {
+            anyhow::anyhow!("{e} (run from the repository root, or pass --deployment)")
+        }
+        e => anyhow::anyhow!("{e}"),
     })?;
-    let manifest: serde_json::Value = serde_json::from_str(&manifest_text)
-        .with_context(|| format!("{} is not valid JSON", args.deployment.display()))?;
-    let sweep_length = check_workload(&args, &manifest)?;
-    let modules = hub::manifest_modules(&manifest);
+    let sweep_length = check_workload(&args, &deployment)?;
+    let modules = deployment.modules();
     for needed in ["producer", "consumer"] {
         if !modules.iter().any(|m| m == needed) {
             bail!(
@@ -326,7 +303,7 @@ async fn run(args: RunArgs) -> Result<()> {
     let identities = IdentitiesFile::read(&endpoints.identities)?;
 
     let module_env = |module: &str, metrics_port: u16| -> Result<BTreeMap<String, String>> {
-        let mut env = manifest_env(&manifest, module);
+        let mut env = deployment.local_module_env(module);
         env.extend(ModuleEnv::for_module(module, &endpoints, &identities)?.vars());
         env.insert(
             vars::METRICS_ADDR.into(),
@@ -462,9 +439,9 @@ fn workload_env(args: &RunArgs) -> BTreeMap<String, String> {
 
 /// Refuses a malformed or over-limit workload before anything starts, with the consumer's and
 /// the producer's own checks (and the manifest's EnableMethod/EnableMessage); a sweep's length.
-fn check_workload(args: &RunArgs, manifest: &serde_json::Value) -> Result<Option<Duration>> {
+fn check_workload(args: &RunArgs, deployment: &edge::Deployment) -> Result<Option<Duration>> {
     let mut argv = vec!["consumer".to_owned()];
-    let env = manifest_env(manifest, "consumer");
+    let env = deployment.local_module_env("consumer");
     for (flag, var) in [
         ("--enable-method", "EnableMethod"),
         ("--enable-message", "EnableMessage"),
