@@ -52,6 +52,11 @@ impl Deployment {
                 path: path.to_owned(),
                 source,
             })?;
+        Self::from_json(manifest, path)
+    }
+
+    /// Takes an already parsed manifest; `path` only names it in errors.
+    pub fn from_json(manifest: Value, path: &Path) -> Result<Self, DeploymentError> {
         if manifest
             .get("modulesContent")
             .is_none_or(|m| !m.is_object())
@@ -171,6 +176,11 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(e.contains("deployment.json is not valid JSON"), "{e}");
+        let e = Deployment::from_json(Value::Null, Path::new("given.json"))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("given.json is not a JSON object"), "{e}");
         let e = Deployment::read(Path::new("/nonexistent/deployment.json"))
             .err()
             .map(|e| e.to_string())

@@ -166,20 +166,11 @@ fn parse_fault(spec: &str) -> Result<faults::Fault, faults::FaultError> {
     spec.parse()
 }
 
-fn default_ttl(manifest: &serde_json::Value) -> Duration {
-    manifest
-        .pointer("/modulesContent/$edgeHub/properties.desired/storeAndForwardConfiguration/timeToLiveSecs")
-        .and_then(|v| v.as_u64())
-        .map(Duration::from_secs)
-        .unwrap_or(Duration::from_secs(7200))
-}
-
-/// Module names the manifest deploys.
+/// Module names the manifest deploys (kept for callers holding parsed JSON; the hub itself reads
+/// an [`edge::Deployment`]).
 pub fn manifest_modules(manifest: &serde_json::Value) -> Vec<String> {
-    manifest
-        .pointer("/modulesContent/$edgeAgent/properties.desired/modules")
-        .and_then(|m| m.as_object())
-        .map(|m| m.keys().cloned().collect())
+    edge::Deployment::from_json(manifest.clone(), std::path::Path::new("the manifest"))
+        .map(|d| d.modules())
         .unwrap_or_default()
 }
 
@@ -196,17 +187,12 @@ async fn bind(ip: IpAddr, port: u16, what: &str) -> Result<TcpListener> {
 
 /// Starts every listener and returns once they are bound.
 pub async fn start(args: &Args) -> Result<RunningHub> {
-    let text = std::fs::read_to_string(&args.deployment).with_context(|| {
-        format!(
-            "reading the deployment manifest {}",
-            args.deployment.display()
-        )
-    })?;
-    let manifest: serde_json::Value = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not valid JSON", args.deployment.display()))?;
-    let routes = routes::RouteTable::from_manifest(&manifest)
+    // Flattened: the error's text already names its cause, which `{:#}` would print again.
+    let deployment =
+        edge::Deployment::read(&args.deployment).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let routes = routes::RouteTable::from_manifest(deployment.json())
         .with_context(|| format!("in {}", args.deployment.display()))?;
-    let mut names = manifest_modules(&manifest);
+    let mut names = deployment.modules();
     names.extend(args.modules.iter().cloned());
     if names.is_empty() {
         bail!(
@@ -263,8 +249,9 @@ pub async fn start(args: &Args) -> Result<RunningHub> {
         gateway_hostname: args.hostname.clone(),
         ack_timeout: args.ack_timeout,
         queue_size: args.queue_size,
-        default_ttl: default_ttl(&manifest),
-        max_message_size: 256 * 1024,
+        // edgeHub's default when the manifest sets no timeToLiveSecs.
+        default_ttl: Duration::from_secs(deployment.store_ttl_secs().unwrap_or(7200)),
+        max_message_size: edge::topic::MAX_MESSAGE_SIZE,
         max_connections: args.max_connections,
         max_delivery_attempts: args.max_delivery_attempts,
         faults: args.faults.clone(),
