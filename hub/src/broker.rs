@@ -373,6 +373,9 @@ async fn session_loop<R: AsyncRead + Unpin>(
                 }
                 reply(Packet::SubAck(SubAck::new(sub.pkid, codes))).await?;
                 hub.wake(&session.module);
+                if session.takes_methods() {
+                    hub.methods_subscribed();
+                }
             }
             Packet::Unsubscribe(unsub) => {
                 for f in &unsub.topics {

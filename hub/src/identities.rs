@@ -1,6 +1,7 @@
 //! Module identities and their symmetric keys: read from a JSON file, with keys generated for
 //! modules that have none yet (the local run's modules, the deployment's modules).
 
+use crate::refusals::Reason;
 use anyhow::{Context, Result};
 use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
 use edge::sas::{SasError, SasToken};
@@ -31,6 +32,18 @@ pub(crate) enum AuthRefusal {
     /// The token does not parse, or is not this module's, current and signed with its key.
     #[error(transparent)]
     Token(#[from] SasError),
+}
+
+impl AuthRefusal {
+    /// The refusal's reason, the same for MQTT CONNECT and HTTPS method calls.
+    pub(crate) fn reason(&self) -> Reason {
+        match self {
+            AuthRefusal::UnknownModule(_) => Reason::UnknownModule,
+            AuthRefusal::Token(SasError::Expired(_)) => Reason::TokenExpired,
+            AuthRefusal::Token(SasError::BadSignature) => Reason::BadSignature,
+            AuthRefusal::Token(_) => Reason::BadToken,
+        }
+    }
 }
 
 pub(crate) fn new_key() -> String {
@@ -122,14 +135,14 @@ impl Identities {
         hosts: &[&str],
         device: &str,
         module: &str,
-    ) -> Result<(), AuthRefusal> {
+    ) -> Result<u64, AuthRefusal> {
         let keys = self
             .keys(module)
             .ok_or_else(|| AuthRefusal::UnknownModule(module.to_owned()))?;
         let token = SasToken::parse(token)?;
         let keys: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
         token.verify(hosts, device, Some(module), &keys, edge::sas::now_unix())?;
-        Ok(())
+        Ok(token.expiry)
     }
 
     /// Whether `client_id` is `{device}/{module}` for a module with an identity here.

@@ -8,28 +8,34 @@ use crate::metrics::{MethodDurationLabels, MethodLabels, MsTelemetry};
 use crate::refusals::{Protocol, Reason};
 use crate::state::Hub;
 use bytes::Bytes;
+use call::{invoke, validate};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
+use hyper::header::HeaderValue;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{HeaderMap, Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use percent_encoding::percent_decode_str;
-use rand::RngCore;
-use rumqttc::mqttbytes::QoS;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
 use serde_json::{json, Value};
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-const MAX_BODY: usize = 256 * 1024;
-const MAX_PAYLOAD: usize = 128 * 1024;
+/// A request body: edgeHub's HTTP limit; the payload inside is held to the method limit.
+const MAX_BODY: usize = edge::topic::MAX_MESSAGE_SIZE;
+
+mod call;
+pub(crate) use call::new_guid;
 
 /// Deadlines of the HTTPS side (the accept-to-authenticated deadline is the admission's).
 #[derive(Debug, Clone, Copy)]
@@ -61,12 +67,13 @@ pub(crate) async fn serve(
                 return;
             };
             let service = {
-                let (hub, ticket) = (hub.clone(), ticket.clone());
+                let hub = hub.clone();
+                let conn = Arc::new(Connection::new(peer, limits, ticket.clone()));
                 service_fn(move |req| {
-                    let (hub, ticket) = (hub.clone(), ticket.clone());
+                    let (hub, conn) = (hub.clone(), conn.clone());
                     async move {
-                        let mut response = handle(&hub, &ticket, peer, limits, req).await;
-                        if !ticket.is_established() {
+                        let mut response = handle(&hub, &conn, req).await;
+                        if !conn.ticket.is_established() {
                             // A stranger gets its answer and the connection closes.
                             response.headers_mut().insert(
                                 hyper::header::CONNECTION,
@@ -168,13 +175,12 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for FirstByte<S> {
     }
 }
 
+pub(super) const JSON: HeaderValue = HeaderValue::from_static("application/json; charset=utf-8");
+
 fn respond(status: StatusCode, body: Value) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
     *r.status_mut() = status;
-    r.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("application/json; charset=utf-8"),
-    );
+    r.headers_mut().insert(hyper::header::CONTENT_TYPE, JSON);
     r
 }
 
@@ -187,351 +193,300 @@ fn bad_request(text: impl Into<String>) -> Response<Full<Bytes>> {
     respond(StatusCode::BAD_REQUEST, Value::String(text.into()))
 }
 
-/// `(device, Some(module))` or `(device, None)` from the request path.
-fn target(path: &str) -> Option<(String, Option<String>)> {
-    let dec = |s: &str| {
+/// `(device, Some(module))` or `(device, None)` from the request path, borrowed unless escaped.
+fn target(path: &str) -> Option<(Cow<'_, str>, Option<Cow<'_, str>>)> {
+    fn dec(s: &str) -> Option<Cow<'_, str>> {
         percent_decode_str(s)
             .decode_utf8()
             .ok()
-            .map(|c| c.into_owned())
             .filter(|s| !s.is_empty())
+    }
+    let mut parts = path.trim_matches('/').split('/');
+    let (Some("twins"), Some(device)) = (parts.next(), parts.next()) else {
+        return None;
     };
-    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
-    match parts.as_slice() {
-        ["twins", d, "modules", m, "methods"] => Some((dec(d)?, Some(dec(m)?))),
-        ["twins", d, "methods"] => Some((dec(d)?, None)),
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some("modules"), Some(module), Some("methods"), None) => {
+            Some((dec(device)?, Some(dec(module)?)))
+        }
+        (Some("methods"), None, None, None) => Some((dec(device)?, None)),
         _ => None,
     }
 }
 
-struct Call {
-    name: String,
-    payload: Bytes,
-    response_timeout: Duration,
-    connect_timeout: Duration,
+/// Whether `pair` is `{a}/{b}`, without building it.
+fn is_pair(pair: &str, a: &str, b: &str) -> bool {
+    pair.len() == a.len() + 1 + b.len()
+        && pair.starts_with(a)
+        && pair.as_bytes()[a.len()] == b'/'
+        && pair.ends_with(b)
 }
 
-fn validate(body: &[u8]) -> Result<Call, String> {
-    let v: Value = serde_json::from_slice(body)
-        .map_err(|e| format!("The request body is not valid JSON: {e}"))?;
-    let name = v.get("methodName").and_then(Value::as_str).unwrap_or("");
-    if name.is_empty() {
-        return Err("methodName is required".into());
-    }
-    if name.chars().count() > 100 {
-        return Err("methodName cannot be longer than 100 characters".into());
-    }
-    let seconds = |key: &str, default: u64, lo: u64, hi: u64| -> Result<u64, String> {
-        match v.get(key) {
-            None | Some(Value::Null) => Ok(default),
-            Some(x) => match x.as_u64() {
-                Some(s) if (lo..=hi).contains(&s) => Ok(s),
-                _ => Err(format!("{key} must be an integer between {lo} and {hi}")),
-            },
+/// What one HTTPS connection keeps between its requests. A module's client sends every call on
+/// one kept-alive connection with the same token, usually to the same target, so the token is
+/// verified and the metric handles resolved once, not per call (hyper serves one request of a
+/// connection at a time: the locks are never contended).
+struct Connection {
+    peer: SocketAddr,
+    limits: HttpLimits,
+    ticket: Arc<Ticket>,
+    /// The last token that verified, for whom, and its expiry (unix seconds): the same token for
+    /// the same caller again before then needs no second verification, as edgeHub caches
+    /// credentials.
+    verified: Mutex<Option<Verified>>,
+    /// The metric handles of the last caller → target pair.
+    handles: Mutex<Option<Handles>>,
+}
+
+struct Verified {
+    token: String,
+    caller: String,
+    expiry: u64,
+}
+
+struct Handles {
+    caller: String,
+    target: String,
+    calls: Counter,
+    duration: Histogram,
+}
+
+impl Connection {
+    fn new(peer: SocketAddr, limits: HttpLimits, ticket: Arc<Ticket>) -> Self {
+        Self {
+            peer,
+            limits,
+            ticket,
+            verified: Mutex::new(None),
+            handles: Mutex::new(None),
         }
-    };
-    let response = seconds("responseTimeoutInSeconds", 30, 5, 300)?;
-    let connect = seconds("connectTimeoutInSeconds", 0, 0, 300)?;
-    let payload = match v.get("payload") {
-        None | Some(Value::Null) => Bytes::new(),
-        Some(p) => Bytes::from(p.to_string()),
-    };
-    if payload.len() > MAX_PAYLOAD {
-        return Err(format!(
-            "payload is {} bytes; the limit is {MAX_PAYLOAD}",
-            payload.len()
-        ));
     }
-    Ok(Call {
-        name: name.to_owned(),
-        payload,
-        response_timeout: Duration::from_secs(response),
-        connect_timeout: Duration::from_secs(connect),
-    })
+
+    fn refuse(&self, hub: &Hub, reason: Reason, caller: &str, detail: &dyn std::fmt::Display) {
+        hub.refusals
+            .refuse(Protocol::Https, reason, Some(self.peer), caller, detail);
+    }
 }
 
-pub(crate) fn new_guid() -> String {
-    let mut b = [0u8; 16];
-    rand::rng().fill_bytes(&mut b);
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
+/// The answer to a refused request (boxed: only refusals pay for it).
+type Refused = Box<Response<Full<Bytes>>>;
+
+/// The calling module as `x-ms-edge-moduleId` names it: `{device}/{module}`.
+struct Caller<'a> {
+    name: &'a str,
+    device: &'a str,
 }
 
 async fn handle(
     hub: &Arc<Hub>,
-    ticket: &Ticket,
-    peer: SocketAddr,
-    limits: HttpLimits,
+    conn: &Connection,
     req: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
-    let refuse = |reason: Reason, caller: &str, detail: &str| {
-        hub.refusals
-            .refuse(Protocol::Https, reason, Some(peer), caller, &detail)
-    };
-    if req.method() != Method::POST {
-        refuse(
-            Reason::MethodNotAllowed,
-            "",
-            &format!("{} is not served", req.method()),
-        );
+    let (parts, body) = req.into_parts();
+    if parts.method != Method::POST {
+        let detail = format_args!("{} is not served", parts.method);
+        conn.refuse(hub, Reason::MethodNotAllowed, "", &detail);
         return message(
             StatusCode::METHOD_NOT_ALLOWED,
             "only POST /twins/{deviceId}/modules/{moduleId}/methods is served here",
         );
     }
-    let Some((device, module)) = target(req.uri().path()) else {
-        refuse(Reason::NoSuchResource, "", "no such resource");
+    let Some((device, module)) = target(parts.uri.path()) else {
+        conn.refuse(hub, Reason::NoSuchResource, "", &"no such resource");
         return message(
             StatusCode::NOT_FOUND,
-            format!("no such resource: {}", req.uri().path()),
+            format!("no such resource: {}", parts.uri.path()),
         );
     };
-    // The caller: x-ms-edge-moduleId names it, the SAS token must prove it.
-    let caller = req
-        .headers()
-        .get("x-ms-edge-moduleid")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once('/'))
-        .map(|(d, m)| (d.to_owned(), m.to_owned()));
-    let Some((caller_device, caller_module)) =
-        caller.filter(|(d, m)| !d.is_empty() && !m.is_empty())
-    else {
-        refuse(
-            Reason::BadCallerHeader,
-            "",
-            "x-ms-edge-moduleId is missing or not {device}/{module}",
-        );
-        return message(
-            StatusCode::BAD_REQUEST,
-            "Invalid header value for x-ms-edge-moduleId",
-        );
+    let caller = match authenticate(hub, conn, &parts.headers) {
+        Ok(c) => c,
+        Err(refused) => return *refused,
     };
-    let caller_name = format!("{caller_device}/{caller_module}");
-    if caller_device != hub.settings.device_id {
-        refuse(
-            Reason::OtherDevice,
-            "",
-            "the caller names another device than this edge device",
-        );
-        return message(
-            StatusCode::UNAUTHORIZED,
-            "Only modules on the same device can invoke DirectMethods",
-        );
-    }
-    let auth = req
-        .headers()
-        .get(hyper::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let hosts = [
-        hub.settings.iothub_hostname.as_str(),
-        hub.settings.gateway_hostname.as_str(),
-    ];
-    let verified = (hub.identities).verify(auth, &hosts, &caller_device, &caller_module);
-    if let Err(why) = verified.map_err(|e| e.to_string()) {
-        let known = hub.identities.keys(&caller_module).is_some();
-        refuse(
-            Reason::Unauthorized,
-            if known { &caller_name } else { "" },
-            &why,
-        );
-        return message(
-            StatusCode::UNAUTHORIZED,
-            format!("Unable to authenticate {caller_device}/{caller_module}: {why}"),
-        );
-    }
-    if !ticket.establish() {
-        refuse(
-            Reason::ConnectionLimit,
-            &caller_name,
-            "every HTTPS connection place is taken (--max-https-connections)",
-        );
+    if !conn.ticket.establish() {
+        let detail = "every HTTPS connection place is taken (--max-https-connections)";
+        conn.refuse(hub, Reason::ConnectionLimit, caller.name, &detail);
         return message(
             StatusCode::SERVICE_UNAVAILABLE,
             "Too many connections to the hub; retry later",
         );
     }
-    let body = tokio::time::timeout(
-        limits.body_timeout,
-        Limited::new(req.into_body(), MAX_BODY).collect(),
-    )
-    .await;
-    let body = match body {
-        Ok(Ok(b)) => b.to_bytes(),
-        Ok(Err(_)) => {
-            refuse(
-                Reason::BodyTooLarge,
-                &caller_name,
-                &format!("request body larger than {MAX_BODY} bytes"),
-            );
-            return bad_request(format!("The request body is larger than {MAX_BODY} bytes"));
-        }
-        Err(_) => {
-            refuse(
-                Reason::BodyTimeout,
-                &caller_name,
-                &format!("request body not received within {:?}", limits.body_timeout),
-            );
-            return bad_request(format!(
-                "The request body was not received within {:?}",
-                limits.body_timeout
-            ));
-        }
+    let body = match read_body(hub, conn, &caller, body).await {
+        Ok(b) => b,
+        Err(refused) => return *refused,
     };
     let call = match validate(&body) {
         Ok(c) => c,
         Err(why) => {
-            refuse(Reason::BadRequest, &caller_name, &why);
+            conn.refuse(hub, Reason::BadRequest, caller.name, &why);
             return bad_request(why);
         }
     };
-    let target_name = match &module {
+    let target_name = || match &module {
         Some(m) => format!("{device}/{m}"),
-        None => device.clone(),
+        None => device.clone().into_owned(),
     };
-    // As edgeHub: the count names the calling module, the duration only its device.
-    let labels = MethodLabels {
-        from: caller_name.clone(),
-        to: target_name.clone(),
-        ms_telemetry: MsTelemetry,
-    };
-    hub.metrics.direct_methods.get_or_create(&labels).inc();
-    let duration_labels = MethodDurationLabels {
-        from: caller_device.clone(),
-        to: target_name.clone(),
-    };
+    let (calls, duration) = handles(hub, conn, &caller, &device, module.as_deref());
+    calls.inc();
     let started = Instant::now();
-    let response = invoke(hub, &device, module.as_deref(), &target_name, call).await;
+    let response = match module.as_deref() {
+        Some(m) if device == hub.settings.device_id => invoke(hub, m, &target_name, call).await,
+        _ => message(
+            StatusCode::NOT_FOUND,
+            format!("Client {} not found", target_name()),
+        ),
+    };
     if response.status() == StatusCode::NOT_FOUND {
-        refuse(
-            Reason::TargetNotFound,
-            &caller_name,
-            &format!("method target {target_name} is not connected or not subscribed to methods"),
+        let detail = format_args!(
+            "method target {} is not connected or not subscribed to methods",
+            target_name()
         );
+        conn.refuse(hub, Reason::TargetNotFound, caller.name, &detail);
     }
-    hub.metrics
-        .direct_method_duration
-        .get_or_create(&duration_labels)
-        .observe(started.elapsed().as_secs_f64());
+    duration.observe(started.elapsed().as_secs_f64());
     response
 }
 
-async fn invoke(
-    hub: &Arc<Hub>,
-    device: &str,
-    module: Option<&str>,
-    target_name: &str,
-    call: Call,
-) -> Response<Full<Bytes>> {
-    let not_found = || {
-        message(
-            StatusCode::NOT_FOUND,
-            format!("Client {target_name} not found"),
-        )
+/// The caller named by `x-ms-edge-moduleId`, on this device, proven by its SAS token (the
+/// verifier MQTT CONNECT uses, with the same refusal reasons); else the refusal's response.
+fn authenticate<'h>(
+    hub: &Hub,
+    conn: &Connection,
+    headers: &'h HeaderMap,
+) -> Result<Caller<'h>, Refused> {
+    let name = headers
+        .get("x-ms-edge-moduleid")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let Some((device, module)) = name
+        .split_once('/')
+        .filter(|(d, m)| !d.is_empty() && !m.is_empty())
+    else {
+        let detail = "x-ms-edge-moduleId is missing or not {device}/{module}";
+        conn.refuse(hub, Reason::BadCallerHeader, "", &detail);
+        return Err(Box::new(message(
+            StatusCode::BAD_REQUEST,
+            "Invalid header value for x-ms-edge-moduleId",
+        )));
     };
-    let (Some(module), true) = (module, device == hub.settings.device_id) else {
-        return not_found();
-    };
-    let Some(session) = subscribed_target(hub, module, call.connect_timeout).await else {
-        return not_found();
-    };
-    if let Some(delay) = hub.faults.delay(crate::faults::Path::Methods) {
-        tokio::time::sleep(delay).await;
+    if device != hub.settings.device_id {
+        let detail = "the caller names another device than this edge device";
+        conn.refuse(hub, Reason::OtherDevice, "", &detail);
+        return Err(Box::new(message(
+            StatusCode::UNAUTHORIZED,
+            "Only modules on the same device can invoke DirectMethods",
+        )));
     }
-    let rid = new_guid();
-    let answer = hub.expect_method_response(&rid, session.id);
-    // The call belongs to this connection: if it closes first, edgeHub answers 504 at once
-    // (`DeviceMessageHandler`), and no later connection's response is taken.
-    let closed = session.closed.notified();
-    tokio::pin!(closed);
-    closed.as_mut().enable();
-    // Fault injection: never forwarded, so the caller gets edgeHub's 504 after its timeout.
-    let forward = !hub.faults.drop(crate::faults::Path::Methods);
-    let qos = if session.methods.load(Ordering::SeqCst) > 1 {
-        QoS::AtLeastOnce
-    } else {
-        QoS::AtMostOnce
-    };
-    if forward
-        && session
-            .publish(
-                edge::topic::method_request(&call.name, &rid),
-                call.payload,
-                qos,
-            )
-            .await
-            .is_err()
-    {
-        hub.forget_method(&rid);
-        return not_found();
-    }
-    let answered = tokio::select! {
-        biased;
-        r = tokio::time::timeout(call.response_timeout, answer) => r.ok().and_then(Result::ok),
-        _ = &mut closed => None,
-        _ = std::future::ready(()), if session.is_closed.load(Ordering::SeqCst) => None,
-    };
-    match answered {
-        Some((status, payload)) => {
-            let payload = if payload.is_empty() {
-                Value::Null
-            } else {
-                // A module may answer with something that is not JSON; pass it on as a string.
-                serde_json::from_slice(&payload).unwrap_or_else(|_| {
-                    Value::String(String::from_utf8_lossy(&payload).into_owned())
-                })
-            };
-            respond(
-                StatusCode::OK,
-                json!({ "status": status, "payload": payload }),
-            )
+    let caller = Caller { name, device };
+    let token = headers
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let now = edge::sas::now_unix();
+    let mut verified = conn.verified.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(v) = verified.as_ref() {
+        if now < v.expiry && v.token == token && v.caller == name {
+            return Ok(caller);
         }
-        None => {
-            hub.forget_method(&rid);
-            message(
-                StatusCode::GATEWAY_TIMEOUT,
-                format!("Timed out waiting for device to respond to method request {rid}"),
-            )
+    }
+    let hosts = [
+        hub.settings.iothub_hostname.as_str(),
+        hub.settings.gateway_hostname.as_str(),
+    ];
+    match hub.identities.verify(token, &hosts, device, module) {
+        Ok(expiry) => {
+            *verified = Some(Verified {
+                token: token.to_owned(),
+                caller: name.to_owned(),
+                expiry,
+            });
+            Ok(caller)
+        }
+        Err(e) => {
+            *verified = None;
+            let known = hub.identities.keys(module).is_some();
+            conn.refuse(hub, e.reason(), if known { name } else { "" }, &e);
+            Err(Box::new(message(
+                StatusCode::UNAUTHORIZED,
+                format!("Unable to authenticate {name}: {e}"),
+            )))
         }
     }
 }
 
-/// The target's session once it is subscribed to methods, waiting up to `connect_timeout` for
-/// that. A call that had to wait is sent `--method-subscribe-delay` after the subscription
-/// (edgeHub: a fixed 3 s, `InvokeMethodHandler.cs`; the hub: none by default).
-async fn subscribed_target(
+/// The request body, within its size and time limits.
+async fn read_body(
     hub: &Hub,
-    module: &str,
-    connect_timeout: Duration,
-) -> Option<Arc<crate::state::Session>> {
-    let subscribed = || hub.session(module).filter(|s| s.takes_methods());
-    if let Some(s) = subscribed() {
-        return Some(s);
-    }
-    let deadline = Instant::now() + connect_timeout;
-    loop {
-        if subscribed().is_some() {
-            break;
+    conn: &Connection,
+    caller: &Caller<'_>,
+    body: Incoming,
+) -> Result<Bytes, Refused> {
+    let timeout = conn.limits.body_timeout;
+    match tokio::time::timeout(timeout, Limited::new(body, MAX_BODY).collect()).await {
+        Ok(Ok(b)) => Ok(b.to_bytes()),
+        Ok(Err(_)) => {
+            let detail = format_args!("request body larger than {MAX_BODY} bytes");
+            conn.refuse(hub, Reason::BodyTooLarge, caller.name, &detail);
+            Err(Box::new(bad_request(format!(
+                "The request body is larger than {MAX_BODY} bytes"
+            ))))
         }
-        if Instant::now() >= deadline {
-            return None;
+        Err(_) => {
+            let detail = format_args!("request body not received within {timeout:?}");
+            conn.refuse(hub, Reason::BodyTimeout, caller.name, &detail);
+            Err(Box::new(bad_request(format!(
+                "The request body was not received within {timeout:?}"
+            ))))
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let delay = hub.settings.method_subscribe_delay;
-    if !delay.is_zero() {
-        tokio::time::sleep(delay).await;
+}
+
+/// The count and duration handles of this caller → target pair: kept from the connection's
+/// previous call when it was the same pair, else resolved (and kept). As edgeHub: the count
+/// names the calling module, the duration only its device.
+fn handles(
+    hub: &Hub,
+    conn: &Connection,
+    caller: &Caller<'_>,
+    device: &str,
+    module: Option<&str>,
+) -> (Counter, Histogram) {
+    let mut kept = conn.handles.lock().unwrap_or_else(|e| e.into_inner());
+    let same = kept.as_ref().is_some_and(|h| {
+        h.caller == caller.name
+            && match module {
+                Some(m) => is_pair(&h.target, device, m),
+                None => h.target == device,
+            }
+    });
+    if !same {
+        let target = match module {
+            Some(m) => format!("{device}/{m}"),
+            None => device.to_owned(),
+        };
+        let calls = MethodLabels {
+            from: caller.name.to_owned(),
+            to: target.clone(),
+            ms_telemetry: MsTelemetry,
+        };
+        let duration = MethodDurationLabels {
+            from: caller.device.to_owned(),
+            to: target.clone(),
+        };
+        *kept = Some(Handles {
+            caller: caller.name.to_owned(),
+            calls: hub.metrics.direct_methods.get_or_create(&calls).clone(),
+            duration: hub
+                .metrics
+                .direct_method_duration
+                .get_or_create(&duration)
+                .clone(),
+            target,
+        });
     }
-    subscribed()
+    match kept.as_ref() {
+        Some(h) => (h.calls.clone(), h.duration.clone()),
+        None => (Counter::default(), Histogram::new(std::iter::empty())),
+    }
 }
 
 #[cfg(test)]
@@ -540,41 +495,21 @@ mod tests {
 
     #[test]
     fn parses_targets() {
+        let t = |p: &str| target(p).map(|(d, m)| (d.into_owned(), m.map(Cow::into_owned)));
         assert_eq!(
-            target("/twins/d/modules/m/methods"),
+            t("/twins/d/modules/m/methods"),
             Some(("d".into(), Some("m".into())))
         );
-        assert_eq!(target("/twins/d%2Dx/methods"), Some(("d-x".into(), None)));
-        assert_eq!(target("/twins//modules/m/methods"), None);
-        assert_eq!(target("/other"), None);
+        assert_eq!(t("/twins/d%2Dx/methods"), Some(("d-x".into(), None)));
+        assert_eq!(t("/twins//modules/m/methods"), None);
+        assert_eq!(t("/twins/d/modules/m/methods/x"), None);
+        assert_eq!(t("/other"), None);
     }
 
     #[test]
-    fn validates_like_edgehub() {
-        let ok = validate(br#"{"methodName":"m","payload":{"a":1}}"#).unwrap();
-        assert_eq!(ok.response_timeout, Duration::from_secs(30));
-        assert_eq!(&ok.payload[..], br#"{"a":1}"#);
-        assert!(validate(br#"{"methodName":"m","payload":null}"#)
-            .unwrap()
-            .payload
-            .is_empty());
-        for bad in [
-            &br#"{"payload":1}"#[..],
-            br#"not json"#,
-            br#"{"methodName":"m","responseTimeoutInSeconds":4}"#,
-            br#"{"methodName":"m","responseTimeoutInSeconds":301}"#,
-            br#"{"methodName":"m","connectTimeoutInSeconds":-1}"#,
-        ] {
-            assert!(validate(bad).is_err(), "{}", String::from_utf8_lossy(bad));
-        }
-        let long = format!(r#"{{"methodName":"{}"}}"#, "x".repeat(101));
-        assert!(validate(long.as_bytes()).is_err());
-    }
-
-    #[test]
-    fn guids_look_like_guids() {
-        let g = new_guid();
-        assert_eq!(g.len(), 36);
-        assert_eq!(g.matches('-').count(), 4);
+    fn pairs_compare_without_building_them() {
+        assert!(is_pair("dev/mod", "dev", "mod"));
+        assert!(!is_pair("dev/mod", "de", "v/mod"));
+        assert!(!is_pair("dev/mod", "dev", "mo"));
     }
 }

@@ -1,10 +1,8 @@
 //! MQTT CONNECT authentication as edgeHub does it: username and client id, this device, then
 //! the module's SAS token; each refusal with the CONNACK code edgeHub would send.
 
-use crate::identities::AuthRefusal;
 use crate::refusals::Reason;
 use crate::state::Hub;
-use edge::sas::SasError;
 use edge::topic;
 use rumqttc::mqttbytes::v4::{Connect, ConnectReturnCode};
 
@@ -69,14 +67,6 @@ pub(super) fn authenticate(hub: &Hub, connect: &Connect) -> Result<String, Refus
     ];
     (hub.identities)
         .verify(&login.password, &hosts, &id.device, &module)
-        .map_err(|e| {
-            let reason = match &e {
-                AuthRefusal::UnknownModule(_) => Reason::UnknownModule,
-                AuthRefusal::Token(SasError::Expired(_)) => Reason::TokenExpired,
-                AuthRefusal::Token(SasError::BadSignature) => Reason::BadSignature,
-                AuthRefusal::Token(_) => Reason::BadToken,
-            };
-            refuse(ConnectReturnCode::NotAuthorized, reason, e.to_string())
-        })?;
+        .map_err(|e| refuse(ConnectReturnCode::NotAuthorized, e.reason(), e.to_string()))?;
     Ok(module)
 }
