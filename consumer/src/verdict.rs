@@ -177,21 +177,31 @@ fn sorted(values: &[f64]) -> Vec<f64> {
 }
 
 fn median_of_sorted(v: &[f64]) -> f64 {
-    let n = v.len();
-    (v[(n - 1) / 2] + v[n / 2]) / 2.0
+    let (lo, hi) = median_ranks(v.len());
+    (v[lo] + v[hi]) / 2.0
 }
 
-/// The median of one bootstrap resample of `sorted`, without building the resample: draw n
-/// indices, count them, and walk the counts to the middle rank (the values are sorted, so the
-/// resample's order statistics are the counted indices' values). `counts` is scratch space.
-fn resampled_median(sorted: &[f64], rng: &mut SplitMix64, counts: &mut [u32]) -> f64 {
+/// The 0-based ranks the median averages in `n` sorted values: the two middle ones.
+pub fn median_ranks(n: usize) -> (usize, usize) {
+    ((n - 1) / 2, n / 2)
+}
+
+/// A statistic of one bootstrap resample of `sorted` — the mean of its values at `ranks` —
+/// without building the resample: draw n indices, count them, and walk the counts to the ranks
+/// (the values are sorted, so the resample's order statistics are the counted indices' values).
+/// `counts` is scratch space.
+fn resampled_at_ranks(
+    sorted: &[f64],
+    (rank_lo, rank_hi): (usize, usize),
+    rng: &mut SplitMix64,
+    counts: &mut [u32],
+) -> f64 {
     let n = sorted.len();
     let counts = &mut counts[..n];
     counts.fill(0);
     for _ in 0..n {
         counts[rng.below(n as u64) as usize] += 1;
     }
-    let (rank_lo, rank_hi) = ((n - 1) / 2, n / 2);
     let mut cumulative = 0usize;
     let mut lo = None;
     for (i, &c) in counts.iter().enumerate() {
@@ -204,6 +214,31 @@ fn resampled_median(sorted: &[f64], rng: &mut SplitMix64, counts: &mut [u32]) ->
         }
     }
     sorted[n - 1]
+}
+
+/// 95 % percentile-bootstrap interval of stat(`first`) − stat(`second`), both sorted and
+/// non-empty, where stat is the mean of the values at `ranks(n)`: [`RESAMPLES`] resamples of
+/// each from one [`SplitMix64`] seeded with `seed`, `first` drawn before `second`. The verdict's
+/// median and the compare command's p99 both use it.
+pub fn bootstrap_diff_ci95(
+    first: &[f64],
+    second: &[f64],
+    ranks: impl Fn(usize) -> (usize, usize),
+    seed: u64,
+) -> (f64, f64) {
+    let mut rng = SplitMix64::new(seed);
+    let mut counts = vec![0u32; first.len().max(second.len())];
+    let (r_first, r_second) = (ranks(first.len()), ranks(second.len()));
+    let mut diffs: Vec<f64> = (0..RESAMPLES)
+        .map(|_| {
+            resampled_at_ranks(first, r_first, &mut rng, &mut counts)
+                - resampled_at_ranks(second, r_second, &mut rng, &mut counts)
+        })
+        .collect();
+    diffs.sort_unstable_by(f64::total_cmp);
+    let lo = diffs[(RESAMPLES as f64 * 0.025).floor() as usize];
+    let hi = diffs[((RESAMPLES as f64 * 0.975).ceil() as usize - 1).min(RESAMPLES - 1)];
+    (lo, hi)
 }
 
 /// Compares two samples of total latency (ms). Percentile bootstrap: resample each kind with
@@ -231,17 +266,7 @@ pub fn compare(method: &[f64], message: &[f64], seed: u64) -> Verdict {
             n_message,
         };
     }
-    let mut rng = SplitMix64::new(seed);
-    let mut counts = vec![0u32; n_method.max(n_message)];
-    let mut diffs: Vec<f64> = (0..RESAMPLES)
-        .map(|_| {
-            resampled_median(&a, &mut rng, &mut counts)
-                - resampled_median(&b, &mut rng, &mut counts)
-        })
-        .collect();
-    diffs.sort_unstable_by(f64::total_cmp);
-    let lo = diffs[(RESAMPLES as f64 * 0.025).floor() as usize];
-    let hi = diffs[((RESAMPLES as f64 * 0.975).ceil() as usize - 1).min(RESAMPLES - 1)];
+    let (lo, hi) = bootstrap_diff_ci95(&a, &b, median_ranks, seed);
     let faster = if lo > 0.0 {
         Faster::Message
     } else if hi < 0.0 {
@@ -360,18 +385,26 @@ mod tests {
     }
 
     #[test]
-    fn the_resampled_median_walk_matches_a_plain_resample() {
-        let values: Vec<f64> = (0..101).map(|i| i as f64 * 0.5).collect();
-        for n in [1usize, 2, 5, 100, 101] {
+    fn the_resampled_walk_matches_a_plain_resample_for_the_median_and_a_p99() {
+        // The p99 as the compare command takes it: the nearest rank.
+        let p99_ranks = |n: usize| {
+            let r = ((0.99 * n as f64).ceil() as usize).clamp(1, n) - 1;
+            (r, r)
+        };
+        let values: Vec<f64> = (0..300).map(|i| i as f64 * 0.5).collect();
+        for n in [1usize, 2, 5, 99, 100, 101, 300] {
             let v = &values[..n];
             let mut counts = vec![0u32; n];
-            let (mut r1, mut r2) = (SplitMix64::new(9), SplitMix64::new(9));
-            for _ in 0..50 {
-                let walked = resampled_median(v, &mut r1, &mut counts);
-                let mut resample: Vec<f64> =
-                    (0..n).map(|_| v[r2.below(n as u64) as usize]).collect();
-                resample.sort_unstable_by(f64::total_cmp);
-                assert_eq!(walked, median_of_sorted(&resample), "n={n}");
+            for ranks in [median_ranks(n), p99_ranks(n)] {
+                let (mut r1, mut r2) = (SplitMix64::new(9), SplitMix64::new(9));
+                for _ in 0..50 {
+                    let walked = resampled_at_ranks(v, ranks, &mut r1, &mut counts);
+                    let mut resample: Vec<f64> =
+                        (0..n).map(|_| v[r2.below(n as u64) as usize]).collect();
+                    resample.sort_unstable_by(f64::total_cmp);
+                    let plain = (resample[ranks.0] + resample[ranks.1]) / 2.0;
+                    assert_eq!(walked, plain, "n={n} ranks={ranks:?}");
+                }
             }
         }
     }

@@ -5,7 +5,7 @@
 //! The median's interval is the verdict's own (`consumer::verdict::compare`, B against A); the
 //! p99's is the same bootstrap (same generator, seed and number of resamples) on the p99.
 
-use consumer::verdict::{self, Faster, SplitMix64};
+use consumer::verdict::{self, Faster};
 
 /// A change counts when its 95 % interval excludes 0 **and** it is at least this fraction of A's
 /// value: two runs of one build on a busy machine differ by a few per cent for reasons the
@@ -98,7 +98,7 @@ pub fn p99(a: &[f64], b: &[f64], threshold_percent: f64) -> Option<Change> {
     let (a_ms, b_ms) = (quantile(&a, Stat::P99)?, quantile(&b, Stat::P99)?);
     let diff_ms = b_ms - a_ms;
     let ci95_ms = (a.len() >= verdict::MIN_SAMPLES && b.len() >= verdict::MIN_SAMPLES)
-        .then(|| bootstrap_p99_diff(&a, &b));
+        .then(|| verdict::bootstrap_diff_ci95(&b, &a, |n| ranks(n, Stat::P99), verdict::SEED));
     let significant = ci95_ms.and_then(|(lo, hi)| {
         if lo > 0.0 {
             Some(Outcome::Slower)
@@ -153,7 +153,7 @@ fn sorted(values: &[f64]) -> Vec<f64> {
 /// (as the verdict), the p99's nearest rank (as the HDR histogram's percentiles).
 fn ranks(n: usize, stat: Stat) -> (usize, usize) {
     match stat {
-        Stat::Median => ((n - 1) / 2, n / 2),
+        Stat::Median => verdict::median_ranks(n),
         Stat::P99 => {
             let r = ((0.99 * n as f64).ceil() as usize).clamp(1, n) - 1;
             (r, r)
@@ -169,43 +169,10 @@ fn quantile(sorted: &[f64], stat: Stat) -> Option<f64> {
     Some((sorted[lo] + sorted[hi]) / 2.0)
 }
 
-/// The p99 of one resample with replacement of `sorted`, from the counts of drawn indices (as the
-/// verdict's resampled median: no resample is built or sorted).
-fn resampled_p99(sorted: &[f64], rng: &mut SplitMix64, counts: &mut [u32]) -> f64 {
-    let n = sorted.len();
-    let counts = &mut counts[..n];
-    counts.fill(0);
-    for _ in 0..n {
-        counts[rng.below(n as u64) as usize] += 1;
-    }
-    let (rank, _) = ranks(n, Stat::P99);
-    let mut cumulative = 0usize;
-    for (i, &c) in counts.iter().enumerate() {
-        cumulative += c as usize;
-        if cumulative > rank {
-            return sorted[i];
-        }
-    }
-    sorted[n - 1]
-}
-
-/// 95 % percentile-bootstrap interval of p99(b) − p99(a), both sorted and non-empty.
-fn bootstrap_p99_diff(a: &[f64], b: &[f64]) -> (f64, f64) {
-    let mut rng = SplitMix64::new(verdict::SEED);
-    let mut counts = vec![0u32; a.len().max(b.len())];
-    let mut diffs: Vec<f64> = (0..verdict::RESAMPLES)
-        .map(|_| resampled_p99(b, &mut rng, &mut counts) - resampled_p99(a, &mut rng, &mut counts))
-        .collect();
-    diffs.sort_unstable_by(f64::total_cmp);
-    let n = diffs.len();
-    let lo = diffs[(n as f64 * 0.025).floor() as usize];
-    let hi = diffs[((n as f64 * 0.975).ceil() as usize).clamp(1, n) - 1];
-    (lo, hi)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use consumer::verdict::SplitMix64;
 
     /// Latency-like values: a floor plus an exponential tail, from a seeded stream.
     fn latencies(seed: u64, n: usize, floor: f64, scale: f64) -> Vec<f64> {
@@ -282,22 +249,5 @@ mod tests {
         assert_eq!(quantile(&v, Stat::P99), Some(198.0));
         assert_eq!(quantile(&[7.0], Stat::P99), Some(7.0));
         assert_eq!(quantile(&[], Stat::Median), None);
-    }
-
-    #[test]
-    fn the_resampled_p99_walk_matches_a_plain_resample() {
-        let values: Vec<f64> = (0..300).map(|i| f64::from(i) * 0.5).collect();
-        for n in [1usize, 2, 99, 100, 101, 300] {
-            let v = &values[..n];
-            let mut counts = vec![0u32; n];
-            let (mut r1, mut r2) = (SplitMix64::new(9), SplitMix64::new(9));
-            for _ in 0..30 {
-                let walked = resampled_p99(v, &mut r1, &mut counts);
-                let mut resample: Vec<f64> =
-                    (0..n).map(|_| v[r2.below(n as u64) as usize]).collect();
-                resample.sort_unstable_by(f64::total_cmp);
-                assert_eq!(Some(walked), quantile(&resample, Stat::P99), "n={n}");
-            }
-        }
     }
 }
