@@ -9,7 +9,7 @@ use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
 use bytes::{Bytes, BytesMut};
 use common::{metric, Hub};
 use edge::session::Subscriptions;
-use edge::{Incoming, Message, MethodClient, ModuleClient, ModuleIdentity, PropertyBag};
+use edge::{Incoming, Message, MethodClient, ModuleClient, PropertyBag};
 use rumqttc::mqttbytes::v4::{Connect, ConnectReturnCode, Packet, PubAck, Publish, Subscribe};
 use rumqttc::mqttbytes::QoS;
 use std::path::Path;
@@ -48,20 +48,6 @@ fn start(name: &str, extra: &[&str]) -> Hub {
     Hub::start(name, Path::new(&manifest), 0, 0, &args)
 }
 
-fn identity(hub: &Hub, module: &str) -> Arc<ModuleIdentity> {
-    let mut id = ModuleIdentity::with_key(
-        &hub.iothub(),
-        "localhost",
-        &hub.device(),
-        module,
-        BASE64.decode(hub.key(module)).unwrap(),
-        hub.ca.clone(),
-    );
-    id.mqtt_port = hub.mqtt;
-    id.https_port = hub.https;
-    Arc::new(id)
-}
-
 /// sender → receiver by message and by direct method, with our real module client.
 struct HonestPair {
     sender: ModuleClient,
@@ -74,7 +60,7 @@ struct HonestPair {
 impl HonestPair {
     async fn connect(hub: &Hub) -> HonestPair {
         let (receiver, mut rx) =
-            ModuleClient::connect(identity(hub, "receiver"), Subscriptions::ALL)
+            ModuleClient::connect(hub.identity("receiver"), Subscriptions::ALL)
                 .await
                 .unwrap();
         let (tx, inputs) = mpsc::channel(1024);
@@ -91,10 +77,10 @@ impl HonestPair {
                 }
             }
         });
-        let (sender, _) = ModuleClient::connect(identity(hub, "sender"), Subscriptions::NONE)
+        let (sender, _) = ModuleClient::connect(hub.identity("sender"), Subscriptions::NONE)
             .await
             .unwrap();
-        let caller = MethodClient::new(identity(hub, "sender")).await.unwrap();
+        let caller = MethodClient::new(hub.identity("sender")).await.unwrap();
         let mut pair = HonestPair {
             sender,
             caller,
@@ -450,7 +436,7 @@ async fn floods_of_unauthenticated_connections_do_not_lock_modules_out() {
         let started = Instant::now();
         let (fresh, _rx) = tokio::time::timeout(
             Duration::from_secs(1),
-            ModuleClient::connect(identity(&hub, "attacker"), Subscriptions::NONE),
+            ModuleClient::connect(hub.identity("attacker"), Subscriptions::NONE),
         )
         .await
         .expect("a module could not connect within 1 s during the flood")
@@ -459,7 +445,7 @@ async fn floods_of_unauthenticated_connections_do_not_lock_modules_out() {
             .send_output("o", Message::new(Bytes::from_static(b"during the flood")))
             .await
             .unwrap();
-        let fresh_caller = MethodClient::new(identity(&hub, "sender")).await.unwrap();
+        let fresh_caller = MethodClient::new(hub.identity("sender")).await.unwrap();
         let answer = fresh_caller
             .invoke(
                 &hub.device(),

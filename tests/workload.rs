@@ -3,12 +3,10 @@
 //! start-up with the limit or an example named. Steps are short (2 s after a 1 s warm-up).
 
 mod common;
-use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
 use common::*;
 use edge::session::Subscriptions;
-use edge::{Incoming, Message, MethodClient, ModuleClient, ModuleIdentity};
+use edge::{Incoming, Message, MethodClient, ModuleClient};
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// The run's lines with `"scope": <scope>`.
@@ -171,20 +169,6 @@ fn a_payload_sweep_to_120_kib_runs_through_the_hub_with_both_kinds() {
     );
 }
 
-fn identity(hub: &Hub, module: &str) -> Arc<ModuleIdentity> {
-    let mut id = ModuleIdentity::with_key(
-        &hub.iothub(),
-        "localhost",
-        &hub.device(),
-        module,
-        BASE64.decode(hub.key(module)).unwrap(),
-        hub.ca.clone(),
-    );
-    id.mqtt_port = hub.mqtt;
-    id.https_port = hub.https;
-    Arc::new(id)
-}
-
 /// `UtcTime` as the seed writes it (round-trip format, 7 fractional digits, `Z`).
 fn check_seed_time(reply: &serde_json::Value) {
     let t = reply["UtcTime"]
@@ -206,7 +190,7 @@ fn the_producer_pads_both_replies_and_keeps_the_seed_fields() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let padding = "p".repeat(120 * 1024);
-        let caller = MethodClient::new(identity(&hub, "consumer")).await.unwrap();
+        let caller = MethodClient::new(hub.identity("consumer")).await.unwrap();
         let payload = serde_json::json!({ "padding": padding });
         let mut answer = None;
         for _ in 0..200 {
@@ -237,7 +221,7 @@ fn the_producer_pads_both_replies_and_keeps_the_seed_fields() {
         );
 
         let (client, mut deliveries) = ModuleClient::connect(
-            identity(&hub, "consumer"),
+            hub.identity("consumer"),
             Subscriptions {
                 inputs: true,
                 methods: false,

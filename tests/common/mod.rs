@@ -280,6 +280,25 @@ impl Hub {
             .clone()
     }
 
+    /// The identity `module` connects with to this hub (its key, the hub's CA and ports).
+    pub fn identity(&self, module: &str) -> Arc<edge::ModuleIdentity> {
+        use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
+        let key = BASE64
+            .decode(self.key(module))
+            .unwrap_or_else(|e| panic!("the key of {module} is not base64: {e}"));
+        let mut id = edge::ModuleIdentity::with_key(
+            &self.iothub(),
+            "localhost",
+            &self.device(),
+            module,
+            key,
+            self.ca.clone(),
+        );
+        id.mqtt_port = self.mqtt;
+        id.https_port = self.https;
+        Arc::new(id)
+    }
+
     pub fn device(&self) -> String {
         self.identities.device_id.clone()
     }
