@@ -226,12 +226,15 @@ fn refusals(hub: &Hub, protocol: &str, reason: &str) -> f64 {
     )
 }
 
-fn log_lines(hub: &Hub, reason: &str) -> usize {
+/// Log lines of refusals for `reason` over `protocol` ("mqtt" or "https"): the same reason can
+/// be refused over both (a bad signature on CONNECT and on a method call).
+fn log_lines(hub: &Hub, protocol: &str, reason: &str) -> usize {
     let needle = format!("reason=\"{reason}\"");
+    let prefix = format!("{} refused:", protocol.to_ascii_uppercase());
     hub.proc
         .output()
         .lines()
-        .filter(|l| l.contains(&needle))
+        .filter(|l| l.contains(&needle) && l.contains(&prefix))
         .count()
 }
 
@@ -303,14 +306,14 @@ async fn messages_that_cannot_be_delivered_are_refused_and_never_block_an_input(
         let expected = (i + 1) as f64;
         let deadline = Instant::now() + Duration::from_secs(5);
         while (refusals(&hub, "mqtt", "undeliverable") < expected
-            || log_lines(&hub, "undeliverable") < i + 1)
+            || log_lines(&hub, "mqtt", "undeliverable") < i + 1)
             && Instant::now() < deadline
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert_eq!(refusals(&hub, "mqtt", "undeliverable"), expected, "{name}");
         assert_eq!(
-            log_lines(&hub, "undeliverable"),
+            log_lines(&hub, "mqtt", "undeliverable"),
             i + 1,
             "{name}: one log line per refusal"
         );
@@ -527,9 +530,9 @@ async fn slow_https_clients_are_cut_off_at_their_deadline() {
         cut >= Duration::from_millis(1500) && cut < Duration::from_secs(4),
         "{cut:?}"
     );
-    wait_logged(&hub, "header_timeout").await;
+    wait_logged(&hub, "https", "header_timeout").await;
     assert_eq!(refusals(&hub, "https", "header_timeout"), 1.0);
-    assert_eq!(log_lines(&hub, "header_timeout"), 1);
+    assert_eq!(log_lines(&hub, "https", "header_timeout"), 1);
 
     // An authenticated caller whose body never arrives: cut at --http-body-timeout (2 s).
     let mut body_slow = tls(&hub, hub.https, &[b"http/1.1"]).await;
@@ -677,7 +680,7 @@ async fn every_refusal_is_logged_once_counted_once_and_never_leaks_a_secret() {
     let https_cases = vec![
         ("bad_caller_header", post(format!("authorization: {good}\r\n"), "{}"), "400"),
         ("other_device", post(format!("authorization: {good}\r\nx-ms-edge-moduleId: other/sender\r\n"), "{}"), "401"),
-        ("unauthorized", post(format!("authorization: {wrong_key}\r\nx-ms-edge-moduleId: {device}/sender\r\n"), "{}"), "401"),
+        ("bad_signature", post(format!("authorization: {wrong_key}\r\nx-ms-edge-moduleId: {device}/sender\r\n"), "{}"), "401"),
         ("bad_request", post(format!("authorization: {good}\r\nx-ms-edge-moduleId: {device}/sender\r\n"), "{\"payload\":1}"), "400"),
         ("body_too_large", post(format!("authorization: {good}\r\nx-ms-edge-moduleId: {device}/sender\r\n"), &"x".repeat(300 * 1024)), "400"),
         ("no_such_resource", "POST /elsewhere HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\ncontent-length: 0\r\n\r\n".to_owned(), "404"),
@@ -720,9 +723,9 @@ async fn every_refusal_is_logged_once_counted_once_and_never_leaks_a_secret() {
 }
 
 /// Waits (up to 5 s) until the hub's stderr shows a line for `reason`.
-async fn wait_logged(hub: &Hub, reason: &str) {
+async fn wait_logged(hub: &Hub, protocol: &str, reason: &str) {
     let deadline = Instant::now() + Duration::from_secs(5);
-    while log_lines(hub, reason) < 1 && Instant::now() < deadline {
+    while log_lines(hub, protocol, reason) < 1 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -731,7 +734,7 @@ async fn wait_logged(hub: &Hub, reason: &str) {
 async fn check_once(hub: &Hub, protocol: &str, reason: &str) {
     // The count and the log line travel separately (metrics endpoint, stderr): wait for both.
     let deadline = Instant::now() + Duration::from_secs(5);
-    while (refusals(hub, protocol, reason) < 1.0 || log_lines(hub, reason) < 1)
+    while (refusals(hub, protocol, reason) < 1.0 || log_lines(hub, protocol, reason) < 1)
         && Instant::now() < deadline
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -744,7 +747,7 @@ async fn check_once(hub: &Hub, protocol: &str, reason: &str) {
         hub.metrics_text()
     );
     assert_eq!(
-        log_lines(hub, reason),
+        log_lines(hub, protocol, reason),
         1,
         "{protocol} {reason}: logged once\n{}",
         hub.proc.output()
