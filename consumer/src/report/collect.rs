@@ -6,7 +6,6 @@ use super::{render, IntervalPoint, KindFigures, Report, Scope};
 use crate::recorder::Recorder;
 use crate::stats::{IntervalStats, Kind, Schedule};
 use chrono::Utc;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -122,15 +121,6 @@ pub fn pages(log: Arc<RunLog>, recorder: Recorder) -> telemetry::Pages {
     Arc::new(move |path: &str| (path == "/report").then(|| (log.live(&recorder), HTML)))
 }
 
-/// Writes the page whole or not at all: a temporary file beside `path`, then a rename.
-pub fn write(path: &Path, html: &str) -> std::io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".partial");
-    let tmp = std::path::PathBuf::from(tmp);
-    std::fs::write(&tmp, html)?;
-    std::fs::rename(&tmp, path)
-}
-
 /// Renders the whole run and writes it to `path` (off the async workers).
 pub async fn write_final(
     log: Arc<RunLog>,
@@ -139,10 +129,13 @@ pub async fn write_final(
 ) -> anyhow::Result<()> {
     use anyhow::Context as _;
     let shown = path.display().to_string();
-    tokio::task::spawn_blocking(move || write(&path, &log.finished(&run)))
-        .await
-        .context("rendering the report")?
-        .with_context(|| format!("writing the report to {shown} (REPORT_FILE)"))?;
+    // Whole or not at all: a browser reloading the page never sees half of it.
+    tokio::task::spawn_blocking(move || {
+        edge::files::write_atomic(&path, log.finished(&run).as_bytes(), 0o644)
+    })
+    .await
+    .context("rendering the report")?
+    .with_context(|| format!("writing the report to {shown} (REPORT_FILE)"))?;
     tracing::info!("report written to {shown}");
     Ok(())
 }
