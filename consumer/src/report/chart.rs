@@ -57,6 +57,54 @@ pub(super) struct Layer<'d, X: Ranged, Y: Ranged> {
     pub(super) draw: Box<DrawFn<'d, X, Y>>,
 }
 
+/// Each kind's p50 (thick line, dots) and p99 (thin line, triangles) as layers, from
+/// `series(kind, p99)`: the over-time and the sweep plots draw their latencies alike.
+pub(super) fn p50_p99_layers<'d, X, Y>(
+    kinds: &[Kind],
+    series: impl Fn(Kind, bool) -> Vec<(f64, f64)>,
+) -> Vec<Layer<'d, X, Y>>
+where
+    X: Ranged<ValueType = f64> + 'd,
+    Y: Ranged<ValueType = f64> + 'd,
+{
+    let mut layers = Vec::new();
+    for &kind in kinds {
+        for p99 in [false, true] {
+            let points = series(kind, p99);
+            let c = colour(kind);
+            layers.push(Layer {
+                kind: Some(kind),
+                series: if p99 { "p99" } else { "p50" },
+                points: points.len(),
+                draw: Box::new(move |chart: &mut Chart<'_, '_, X, Y>| {
+                    let width = if p99 { 1 } else { 2 };
+                    chart
+                        .draw_series(LineSeries::new(
+                            points.iter().copied(),
+                            c.stroke_width(width),
+                        ))
+                        .map_err(err)?;
+                    if p99 {
+                        chart
+                            .draw_series(
+                                points
+                                    .iter()
+                                    .map(|&p| TriangleMarker::new(p, 4, c.filled())),
+                            )
+                            .map_err(err)?;
+                    } else {
+                        chart
+                            .draw_series(points.iter().map(|&p| Circle::new(p, 3, c.filled())))
+                            .map_err(err)?;
+                    }
+                    Ok(())
+                }),
+            });
+        }
+    }
+    layers
+}
+
 /// The chart's frame: how its axes are built and labelled.
 pub(super) struct Frame<'f, XR: AsRangedCoord, YR: AsRangedCoord> {
     pub(super) size: (u32, u32),

@@ -1,8 +1,9 @@
 //! The page's plots: distribution, percentiles, legs, and latency and rate over time.
 
 use super::chart::{
-    colour, err, figure, layered_svg, log_span, ms_axis, no_data_notes, no_guides, plot_or_error,
-    trim, Chart, DrawResult, Frame, Layer, Ticked, FONT, GREY, LOG_FLOOR_MS, PLOT_SIZE,
+    colour, err, figure, layered_svg, log_span, ms_axis, no_data_notes, no_guides, p50_p99_layers,
+    plot_or_error, trim, Chart, DrawResult, Frame, Layer, Ticked, FONT, GREY, LOG_FLOOR_MS,
+    PLOT_SIZE,
 };
 use super::{
     histogram_edges_ms, IntervalKind, KindFigures, Report, HISTOGRAM_DECADES, OVERFLOW_DRAWN_TO_MS,
@@ -317,41 +318,7 @@ pub(super) fn latency_over_time_plot(r: &Report) -> String {
         y_fmt: &ms_axis,
         guides: &no_guides,
     };
-    let mut layers: Vec<Layer<'_, _, _>> = Vec::new();
-    for &kind in &kinds {
-        for p99 in [false, true] {
-            let points = series(kind, p99);
-            let c = colour(kind);
-            layers.push(Layer {
-                kind: Some(kind),
-                series: if p99 { "p99" } else { "p50" },
-                points: points.len(),
-                draw: Box::new(move |chart| {
-                    let width = if p99 { 1 } else { 2 };
-                    chart
-                        .draw_series(LineSeries::new(
-                            points.iter().copied(),
-                            c.stroke_width(width),
-                        ))
-                        .map_err(err)?;
-                    if p99 {
-                        chart
-                            .draw_series(
-                                points
-                                    .iter()
-                                    .map(|&p| TriangleMarker::new(p, 4, c.filled())),
-                            )
-                            .map_err(err)?;
-                    } else {
-                        chart
-                            .draw_series(points.iter().map(|&p| Circle::new(p, 3, c.filled())))
-                            .map_err(err)?;
-                    }
-                    Ok(())
-                }),
-            });
-        }
-    }
+    let layers = p50_p99_layers(&kinds, series);
     figure(
         "latency-over-time",
         caption,

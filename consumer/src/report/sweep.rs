@@ -4,8 +4,8 @@
 //! figures behind them in a table. Plain runs have no such section.
 
 use super::chart::{
-    colour, err, figure, layered_svg, log_span, ms_axis, no_guides, plot_or_error, Frame, Layer,
-    Ticked, FONT, GREY, PLOT_SIZE,
+    colour, err, figure, layered_svg, log_span, ms_axis, no_guides, p50_p99_layers, plot_or_error,
+    Frame, Layer, Ticked, FONT, GREY, PLOT_SIZE,
 };
 use super::tables::{esc, ms, Table};
 use crate::stats::Kind;
@@ -185,41 +185,7 @@ fn sweep_plot(s: &SweepFigures) -> Result<String, String> {
         y_fmt: &ms_axis,
         guides: &no_guides,
     };
-    let mut layers: Vec<Layer<'_, _, _>> = Vec::new();
-    for &kind in &kinds {
-        for p99 in [false, true] {
-            let points = s.series(kind, p99);
-            let c = colour(kind);
-            layers.push(Layer {
-                kind: Some(kind),
-                series: if p99 { "p99" } else { "p50" },
-                points: points.len(),
-                draw: Box::new(move |chart| {
-                    let width = if p99 { 1 } else { 2 };
-                    chart
-                        .draw_series(LineSeries::new(
-                            points.iter().copied(),
-                            c.stroke_width(width),
-                        ))
-                        .map_err(err)?;
-                    if p99 {
-                        chart
-                            .draw_series(
-                                points
-                                    .iter()
-                                    .map(|&p| TriangleMarker::new(p, 4, c.filled())),
-                            )
-                            .map_err(err)?;
-                    } else {
-                        chart
-                            .draw_series(points.iter().map(|&p| Circle::new(p, 3, c.filled())))
-                            .map_err(err)?;
-                    }
-                    Ok(())
-                }),
-            });
-        }
-    }
+    let mut layers = p50_p99_layers(&kinds, |kind, p99| s.series(kind, p99));
     layers.extend(mark_layers(s, lo, hi));
     layered_svg(&frame, &layers)
 }
