@@ -115,7 +115,7 @@ impl HonestPair {
             Duration::from_secs(5),
         );
         match tokio::time::timeout(within, method).await {
-            Ok(Ok(r)) if r.status == 200 && r.payload == payload => {}
+            Ok(Ok(r)) if r.status == 200 && r.json() == payload => {}
             other => return Err(format!("method leg: {other:?}")),
         }
         self.sender

@@ -214,9 +214,9 @@ fn the_producer_pads_both_replies_and_keeps_the_seed_fields() {
         }
         let answer = answer.expect("the producer answered the method");
         assert_eq!(answer.status, 200);
-        check_seed_time(&answer.payload);
+        check_seed_time(&answer.json());
         assert_eq!(
-            answer.payload["padding"].as_str().map(str::len),
+            answer.json()["padding"].as_str().map(str::len),
             Some(120 * 1024)
         );
 

@@ -83,14 +83,6 @@ pub(crate) fn parse_reply(body: &[u8]) -> Result<(DateTime<Utc>, TimeReply, usiz
     read_reply(serde_json::from_slice(body))
 }
 
-/// [`parse_reply`] of a method's payload, already parsed by the method client (moved, not
-/// written out and read again).
-pub(crate) fn parse_reply_value(
-    payload: serde_json::Value,
-) -> Result<(DateTime<Utc>, TimeReply, usize), String> {
-    read_reply(serde_json::from_value(payload))
-}
-
 fn read_reply(
     parsed: serde_json::Result<WireReply>,
 ) -> Result<(DateTime<Utc>, TimeReply, usize), String> {

@@ -100,7 +100,25 @@ impl InvokeError {
 #[derive(Debug, Clone, PartialEq)]
 pub struct MethodResult {
     pub status: i64,
-    pub payload: serde_json::Value,
+    /// The payload as the JSON text the gateway sent (`null` when it had none), a slice of the
+    /// response: the caller parses it into its own type, once.
+    pub payload: Bytes,
+}
+
+impl MethodResult {
+    /// The payload as a JSON value (`null` if it does not parse), for checks and logs.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.payload).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// The gateway's 200 answer, `{"status": …, "payload": …}`, each field kept as its JSON text.
+#[derive(serde::Deserialize)]
+struct Answer<'a> {
+    #[serde(borrow)]
+    status: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow)]
+    payload: Option<&'a serde_json::value::RawValue>,
 }
 
 /// The invocation request's body.
@@ -236,19 +254,20 @@ impl MethodClient {
         };
         match status {
             StatusCode::OK => {
-                let v: serde_json::Value =
+                let answer: Answer<'_> =
                     serde_json::from_slice(&bytes).map_err(|source| InvokeError::NotJson {
                         body: text(),
                         source,
                     })?;
-                let status = v
-                    .get("status")
-                    .and_then(|s| s.as_i64())
+                let status = answer
+                    .status
+                    .and_then(|s| serde_json::from_str::<i64>(s.get()).ok())
                     .ok_or_else(|| InvokeError::NoStatus { body: text() })?;
-                Ok(MethodResult {
-                    status,
-                    payload: v.get("payload").cloned().unwrap_or(serde_json::Value::Null),
-                })
+                let payload = match answer.payload {
+                    Some(raw) => bytes.slice_ref(raw.get().as_bytes()),
+                    None => Bytes::from_static(b"null"),
+                };
+                Ok(MethodResult { status, payload })
             }
             StatusCode::NOT_FOUND => Err(InvokeError::NotFound(text())),
             StatusCode::GATEWAY_TIMEOUT => Err(InvokeError::Timeout(text())),

@@ -380,7 +380,7 @@ async fn direct_methods_answer_like_edgehub() {
     }
     let answer = answer.expect("b never became reachable");
     assert_eq!(answer.status, 201);
-    assert_eq!(answer.payload, payload);
+    assert_eq!(answer.json(), payload);
 
     // Unknown target: 404 with edgeHub's body.
     match caller

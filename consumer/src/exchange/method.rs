@@ -2,7 +2,7 @@
 //! outlives the exchange timeout is left to finish in the background (so its connection is not
 //! torn down, and a late reply is counted once, never as a sample).
 
-use super::{parse_reply_value, reply_span, sample, Common};
+use super::{parse_reply, reply_span, sample, Common};
 use crate::recorder::{Failure, LateReply, Outcome};
 use crate::stats::Kind;
 use crate::workload::MethodPayload;
@@ -84,7 +84,7 @@ impl MethodExchange {
         let total = start.elapsed();
         let received = Utc::now();
         let (outcome, why) = match result {
-            Ok(r) if r.status == 200 => match parse_reply_value(r.payload) {
+            Ok(r) if r.status == 200 => match parse_reply(&r.payload) {
                 Ok((produced, reply, padding)) => {
                     self.common.workload.observe_reply(padding);
                     reply_span(Kind::Method, |k| reply.trace.get(k).cloned());
@@ -97,7 +97,11 @@ impl MethodExchange {
             },
             Ok(r) => (
                 Outcome::Failed(Failure::HubRefused),
-                format!("producer answered status {} with {}", r.status, r.payload),
+                format!(
+                    "producer answered status {} with {}",
+                    r.status,
+                    String::from_utf8_lossy(&r.payload)
+                ),
             ),
             Err(e) => (failure(&e), edge::error_chain(&e)),
         };
