@@ -274,9 +274,11 @@ impl ModuleClient {
             driver.run(eventloop).await;
             ended.ended();
         });
-        let events_prefix = format!(
-            "devices/{}/modules/{}/messages/events/",
-            identity.device_id, identity.module_id
+        // The output topic with an empty bag: each send appends its own.
+        let events_prefix = topic::output(
+            &identity.device_id,
+            &identity.module_id,
+            &PropertyBag::new(),
         );
         Ok((
             Self {
