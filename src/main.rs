@@ -250,7 +250,7 @@ async fn stop(proc: &mut Proc, grace: Duration) -> bool {
 
 async fn run(args: RunArgs) -> Result<()> {
     let _tracing = telemetry::init_tracing(&telemetry::TraceOptions::disabled("method-vs-message"));
-    // Flattened: the error's text already names its cause, which `{:#}` would print again.
+    // A file that is not there is most often a run outside the repository root: say so.
     let deployment = edge::Deployment::read(&args.deployment).map_err(|e| match e {
         edge::DeploymentError::Read { .. } => {
             anyhow::anyhow!("{e} (run from the repository root, or pass --deployment)")

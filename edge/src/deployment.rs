@@ -15,15 +15,17 @@ const EDGE_HUB: &str = "/modulesContent/$edgeHub/properties.desired";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeploymentError {
-    #[error("cannot read the deployment manifest {path}: {source}")]
+    // The cause is in the message and not chained (`error`, not `source`), so that a chained
+    // display (`{:#}`, `error_chain`) does not print it twice.
+    #[error("cannot read the deployment manifest {path}: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("the deployment manifest {path} is not valid JSON: {source}")]
+    #[error("the deployment manifest {path} is not valid JSON: {error}")]
     Json {
         path: PathBuf,
-        source: serde_json::Error,
+        error: serde_json::Error,
     },
     #[error("the deployment manifest {path} is not a JSON object with modulesContent (expected {{\"modulesContent\": {{\"$edgeAgent\": …, \"$edgeHub\": …}}}})")]
     Shape { path: PathBuf },
@@ -38,9 +40,9 @@ pub struct Deployment {
 impl Deployment {
     /// Reads and parses `path`.
     pub fn read(path: &Path) -> Result<Self, DeploymentError> {
-        let text = std::fs::read_to_string(path).map_err(|source| DeploymentError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| DeploymentError::Read {
             path: path.to_owned(),
-            source,
+            error,
         })?;
         Self::parse(&text, path)
     }
@@ -48,9 +50,9 @@ impl Deployment {
     /// Parses `text`; `path` only names the file in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Self, DeploymentError> {
         let manifest: Value =
-            serde_json::from_str(text).map_err(|source| DeploymentError::Json {
+            serde_json::from_str(text).map_err(|error| DeploymentError::Json {
                 path: path.to_owned(),
-                source,
+                error,
             })?;
         Self::from_json(manifest, path)
     }
