@@ -7,7 +7,7 @@
 
 use bytes::Bytes;
 use edge::session::Subscriptions;
-use edge::{Incoming, Message, ModuleClient};
+use edge::Incoming;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -15,7 +15,7 @@ use std::time::Duration;
 mod exposition;
 mod support;
 use exposition::{series, Series};
-use support::TestHub;
+use support::{send, TestHub};
 
 /// a → b (taken at once), a → c (c never connects: expires), a → d (d holds its first
 /// delivery past the ack timeout: sent again); a's output `nowhere` has no route.
@@ -95,22 +95,6 @@ const TABLE: &[(&str, &[&str])] = &[
 ];
 
 const A: &str = "local-edge-device/a";
-
-async fn client(
-    hub: &TestHub,
-    module: &str,
-    subs: Subscriptions,
-) -> (ModuleClient, tokio::sync::mpsc::Receiver<Incoming>) {
-    ModuleClient::connect(hub.identity(module), subs)
-        .await
-        .unwrap()
-}
-
-async fn send(a: &ModuleClient, output: &str, body: &str) {
-    a.send_output(output, Message::new(Bytes::from(body.to_owned())))
-        .await
-        .unwrap();
-}
 
 /// Scrapes until `ready` holds for the series; panics with the last scrape after 10 s.
 async fn scrape_until(hub: &TestHub, what: &str, ready: impl Fn(&[Series]) -> bool) -> Vec<Series> {
@@ -213,17 +197,17 @@ async fn refused_connect(hub: &TestHub) {
 
 /// Traffic of every kind; returns once every message has left the queues.
 async fn traffic(hub: &TestHub) {
-    let (a, _a_rx) = client(hub, "a", Subscriptions::NONE).await;
-    let (b, mut b_rx) = client(
-        hub,
-        "b",
-        Subscriptions {
-            inputs: true,
-            methods: true,
-        },
-    )
-    .await;
-    let (_d, mut d_rx) = client(hub, "d", Subscriptions::INPUTS).await;
+    let (a, _a_rx) = hub.client("a", Subscriptions::NONE).await;
+    let (b, mut b_rx) = hub
+        .client(
+            "b",
+            Subscriptions {
+                inputs: true,
+                methods: true,
+            },
+        )
+        .await;
+    let (_d, mut d_rx) = hub.client("d", Subscriptions::INPUTS).await;
     hub.wait_for_session("b", "subscribed", |s| s.takes_inputs() && s.takes_methods())
         .await;
     hub.wait_for_session("d", "subscribed", |s| s.takes_inputs())

@@ -5,7 +5,6 @@ use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
 use bytes::{Bytes, BytesMut};
 use edge::session::{Ack, Subscriptions};
 use edge::{Incoming, Message, MethodClient, ModuleClient};
-use http_body_util::{BodyExt, Full};
 use rand::RngCore;
 use rumqttc::mqttbytes::v4::{Connect, ConnectReturnCode, Packet, PubAck, Publish, Subscribe};
 use rumqttc::mqttbytes::QoS;
@@ -35,15 +34,6 @@ async fn start_hub(name: &str, manifest: &str) -> anyhow::Result<TestHub> {
 }
 
 impl TestHub {
-    async fn client(
-        &self,
-        module: &str,
-        subs: Subscriptions,
-    ) -> (ModuleClient, mpsc::Receiver<Incoming>) {
-        ModuleClient::connect(self.identity(module), subs)
-            .await
-            .unwrap()
-    }
     /// Waits until `module` has subscribed to direct methods (connect returns before SUBACK).
     async fn wait_for_methods_subscription(&self, module: &str) {
         self.wait_for_session(module, "subscribed to methods", |s| s.takes_methods())
@@ -308,39 +298,6 @@ async fn keep_alive_is_enforced_at_one_and_a_half_times() {
     hub.running.stop().await;
 }
 
-/// Raw HTTPS POST to the hub's method endpoint; returns (status, body).
-async fn post_method(
-    hub: &TestHub,
-    path: &str,
-    module_header: &str,
-    auth: &str,
-    body: &str,
-) -> (u16, String) {
-    let ca = std::fs::read_to_string(&hub.running.ca_path).unwrap();
-    let config = edge::tls::client_config(&ca, &[]).unwrap();
-    let tcp = TcpStream::connect(hub.running.https).await.unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect("localhost".try_into().unwrap(), tcp)
-        .await
-        .unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    let req = hyper::Request::post(path)
-        .header("host", "localhost")
-        .header("x-ms-edge-moduleId", module_header)
-        .header("authorization", auth)
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.to_owned())))
-        .unwrap();
-    let resp = sender.send_request(req).await.unwrap();
-    let status = resp.status().as_u16();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn direct_methods_answer_like_edgehub() {
     let hub = start_hub("methods", MANIFEST).await.unwrap();
@@ -422,17 +379,17 @@ async fn direct_methods_answer_like_edgehub() {
     let path = "/twins/local-edge-device/modules/b/methods?api-version=2019-10-01";
     let body = r#"{"methodName":"Echo","payload":{"x":1},"responseTimeoutInSeconds":5}"#;
     // The caller's own token and header: fine.
-    let (status, text) = post_method(&hub, path, "local-edge-device/a", &a_token, body).await;
+    let (status, text) = support::post_raw(&hub, path, "local-edge-device/a", &a_token, body).await;
     assert_eq!(status, 200, "{text}");
     assert_eq!(
         serde_json::from_str::<serde_json::Value>(&text).unwrap(),
         serde_json::json!({"status":201,"payload":{"x":1}})
     );
     // x-ms-edge-moduleId names another module than the token proves: 401.
-    let (status, text) = post_method(&hub, path, "local-edge-device/b", &a_token, body).await;
+    let (status, text) = support::post_raw(&hub, path, "local-edge-device/b", &a_token, body).await;
     assert_eq!(status, 401, "{text}");
     // Missing or malformed header: 400 with edgeHub's message.
-    let (status, text) = post_method(&hub, path, "nonsense", &a_token, body).await;
+    let (status, text) = support::post_raw(&hub, path, "nonsense", &a_token, body).await;
     assert_eq!(
         (status, text.as_str()),
         (
@@ -441,10 +398,10 @@ async fn direct_methods_answer_like_edgehub() {
         )
     );
     // Another device: 401.
-    let (status, _) = post_method(&hub, path, "other-device/a", &a_token, body).await;
+    let (status, _) = support::post_raw(&hub, path, "other-device/a", &a_token, body).await;
     assert_eq!(status, 401);
     // Wrong key: 401.
-    let (status, _) = post_method(
+    let (status, _) = support::post_raw(
         &hub,
         path,
         "local-edge-device/a",
@@ -459,7 +416,8 @@ async fn direct_methods_answer_like_edgehub() {
         r#"{"methodName":"Echo","responseTimeoutInSeconds":1}"#,
         "not json",
     ] {
-        let (status, text) = post_method(&hub, path, "local-edge-device/a", &a_token, bad).await;
+        let (status, text) =
+            support::post_raw(&hub, path, "local-edge-device/a", &a_token, bad).await;
         assert_eq!(status, 400, "{bad}: {text}");
         assert!(
             serde_json::from_str::<serde_json::Value>(&text)

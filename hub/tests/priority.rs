@@ -4,14 +4,13 @@
 //! messages are queued while the target is offline (or holds its Ack), and what arrives first
 //! is checked.
 
-use bytes::Bytes;
 use edge::session::Subscriptions;
-use edge::{Incoming, Message, ModuleClient};
+use edge::Incoming;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
 mod support;
-use support::TestHub;
+use support::{send, TestHub};
 
 /// `a` sends to `b` on four routes: `high` (priority 0), `nine` (priority 9, the lowest
 /// explicit one), `low` (a string route: the default priority) and `brief` (priority 9, a
@@ -25,22 +24,6 @@ const MANIFEST: &str = r#"{"modulesContent":{
      "brief":{"route":"FROM /messages/modules/a/outputs/brief INTO BrokeredEndpoint(\"/modules/b/inputs/brief\")","priority":9,"timeToLiveSecs":1}}}}}}"#;
 
 const BACKLOG: usize = 50;
-
-async fn client(
-    hub: &TestHub,
-    module: &str,
-    subs: Subscriptions,
-) -> (ModuleClient, mpsc::Receiver<Incoming>) {
-    ModuleClient::connect(hub.identity(module), subs)
-        .await
-        .unwrap()
-}
-
-async fn send(a: &ModuleClient, output: &str, body: &str) {
-    a.send_output(output, Message::new(Bytes::from(body.to_owned())))
-        .await
-        .unwrap();
-}
 
 /// The value of `edgehub_queue_length` for b's `input` lane.
 fn queued(text: &str, input: &str) -> Option<f64> {
@@ -84,7 +67,7 @@ async fn a_flood_of_low_priority_messages_cannot_delay_a_high_priority_one() {
     let hub = support::start("priority-flood", MANIFEST, &[])
         .await
         .unwrap();
-    let (a, _a_rx) = client(&hub, "a", Subscriptions::NONE).await;
+    let (a, _a_rx) = hub.client("a", Subscriptions::NONE).await;
     // b is offline: a backlog of low-priority messages, then one high-priority message.
     for i in 0..BACKLOG {
         send(&a, "low", &format!("low{i}")).await;
@@ -93,7 +76,7 @@ async fn a_flood_of_low_priority_messages_cannot_delay_a_high_priority_one() {
     wait_queued(&hub, "low", BACKLOG as f64).await;
     wait_queued(&hub, "high", 1.0).await;
 
-    let (_b, mut b_rx) = client(&hub, "b", Subscriptions::INPUTS).await;
+    let (_b, mut b_rx) = hub.client("b", Subscriptions::INPUTS).await;
     let (input, body, ack) = next(&mut b_rx).await;
     assert_eq!(
         (input.as_str(), body.as_str()),
@@ -135,14 +118,14 @@ async fn a_route_without_a_priority_has_the_lowest() {
     let hub = support::start("priority-default", MANIFEST, &[])
         .await
         .unwrap();
-    let (a, _a_rx) = client(&hub, "a", Subscriptions::NONE).await;
+    let (a, _a_rx) = hub.client("a", Subscriptions::NONE).await;
     // Queued first on the route without a priority, then on priority 9, the lowest one a
     // route can name: 9 still goes first.
     send(&a, "low", "default").await;
     send(&a, "nine", "nine").await;
     wait_queued(&hub, "low", 1.0).await;
     wait_queued(&hub, "nine", 1.0).await;
-    let (_b, mut b_rx) = client(&hub, "b", Subscriptions::INPUTS).await;
+    let (_b, mut b_rx) = hub.client("b", Subscriptions::INPUTS).await;
     let (input, body, ack) = next(&mut b_rx).await;
     assert_eq!((input.as_str(), body.as_str()), ("nine", "nine"));
     drop(ack);
@@ -164,7 +147,7 @@ async fn a_message_expires_behind_a_higher_priority_one_while_its_module_is_offl
     let hub = support::start("priority-expiry", MANIFEST, &[])
         .await
         .unwrap();
-    let (a, _a_rx) = client(&hub, "a", Subscriptions::NONE).await;
+    let (a, _a_rx) = hub.client("a", Subscriptions::NONE).await;
     send(&a, "high", "stays").await;
     send(&a, "brief", "expires").await;
     // b never connects: the brief message expires though the high lane's head does not.
@@ -184,7 +167,7 @@ async fn a_message_expires_behind_a_higher_priority_one_while_its_module_is_offl
     }
     assert_eq!(queued(&text, "brief"), Some(0.0), "{text}");
     assert_eq!(queued(&text, "high"), Some(1.0), "{text}");
-    let (_b, mut b_rx) = client(&hub, "b", Subscriptions::INPUTS).await;
+    let (_b, mut b_rx) = hub.client("b", Subscriptions::INPUTS).await;
     let (input, body, _ack) = next(&mut b_rx).await;
     assert_eq!((input.as_str(), body.as_str()), ("high", "stays"));
     hub.running.stop().await;

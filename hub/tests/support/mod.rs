@@ -4,7 +4,8 @@
 #![allow(dead_code)]
 
 use clap::Parser;
-use edge::ModuleIdentity;
+use edge::session::Subscriptions;
+use edge::{Incoming, Message, ModuleClient, ModuleIdentity};
 use hub::state::Session;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -163,6 +164,21 @@ pub async fn call_method_waiting(
 }
 
 async fn post_method(hub: &TestHub, caller: &str, target: &str, body: String) -> (u16, String) {
+    let auth = token(&hub.key(caller), caller, edge::sas::now_unix() + 3600);
+    let path = format!("/twins/local-edge-device/modules/{target}/methods?api-version=2018-06-30");
+    let module_header = format!("local-edge-device/{caller}");
+    post_raw(hub, &path, &module_header, &auth, &body).await
+}
+
+/// One HTTPS POST to the hub's method endpoint on a new connection, headers as given: the
+/// status and the body.
+pub async fn post_raw(
+    hub: &TestHub,
+    path: &str,
+    module_header: &str,
+    auth: &str,
+    body: &str,
+) -> (u16, String) {
     use http_body_util::{BodyExt, Full};
     let ca = std::fs::read_to_string(&hub.running.ca_path).unwrap();
     let config = edge::tls::client_config(&ca, &[]).unwrap();
@@ -176,18 +192,36 @@ async fn post_method(hub: &TestHub, caller: &str, target: &str, body: String) ->
             .await
             .unwrap();
     tokio::spawn(conn);
-    let auth = token(&hub.key(caller), caller, edge::sas::now_unix() + 3600);
-    let req = hyper::Request::post(format!(
-        "/twins/local-edge-device/modules/{target}/methods?api-version=2018-06-30"
-    ))
-    .header("host", "localhost")
-    .header("x-ms-edge-moduleId", format!("local-edge-device/{caller}"))
-    .header("authorization", auth)
-    .header("content-type", "application/json")
-    .body(Full::new(bytes::Bytes::from(body)))
-    .unwrap();
+    let req = hyper::Request::post(path)
+        .header("host", "localhost")
+        .header("x-ms-edge-moduleId", module_header)
+        .header("authorization", auth)
+        .header("content-type", "application/json")
+        .body(Full::new(bytes::Bytes::from(body.to_owned())))
+        .unwrap();
     let resp = sender.send_request(req).await.unwrap();
     let status = resp.status().as_u16();
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+impl TestHub {
+    /// Our module client for `module`, connected with `subs` (it returns before the SUBACK).
+    pub async fn client(
+        &self,
+        module: &str,
+        subs: Subscriptions,
+    ) -> (ModuleClient, tokio::sync::mpsc::Receiver<Incoming>) {
+        ModuleClient::connect(self.identity(module), subs)
+            .await
+            .unwrap()
+    }
+}
+
+/// Sends `body` on `output` of `client`.
+pub async fn send(client: &ModuleClient, output: &str, body: &str) {
+    client
+        .send_output(output, Message::new(bytes::Bytes::from(body.to_owned())))
+        .await
+        .unwrap();
 }
