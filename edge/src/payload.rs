@@ -80,25 +80,36 @@ pub fn format_size(bytes: usize) -> String {
 
 /// Refuses a padding of `size` bytes that a direct method cannot carry (`what` names the flag).
 pub fn check_method(what: &'static str, size: usize) -> Result<(), SizeError> {
-    if size > MAX_METHOD_PADDING {
-        return Err(SizeError::OverLimit {
-            what,
-            size,
-            max: MAX_METHOD_PADDING,
-            limit_name: "direct method's 128 KiB payload limit",
-        });
-    }
-    Ok(())
+    check(
+        what,
+        size,
+        MAX_METHOD_PADDING,
+        "direct method's 128 KiB payload limit",
+    )
 }
 
 /// Refuses a padding of `size` bytes that a message cannot carry.
 pub fn check_message(what: &'static str, size: usize) -> Result<(), SizeError> {
-    if size > MAX_MESSAGE_PADDING {
+    check(
+        what,
+        size,
+        MAX_MESSAGE_PADDING,
+        "message's 256 KiB limit (body and properties)",
+    )
+}
+
+fn check(
+    what: &'static str,
+    size: usize,
+    max: usize,
+    limit_name: &'static str,
+) -> Result<(), SizeError> {
+    if size > max {
         return Err(SizeError::OverLimit {
             what,
             size,
-            max: MAX_MESSAGE_PADDING,
-            limit_name: "message's 256 KiB limit (body and properties)",
+            max,
+            limit_name,
         });
     }
     Ok(())

@@ -458,34 +458,36 @@ fn handles(
                 None => h.target == device,
             }
     });
-    if !same {
-        let target = match module {
-            Some(m) => format!("{device}/{m}"),
-            None => device.to_owned(),
-        };
-        let calls = MethodLabels {
-            from: caller.name.to_owned(),
-            to: target.clone(),
-            ms_telemetry: MsTelemetry,
-        };
-        let duration = MethodDurationLabels {
-            from: caller.device.to_owned(),
-            to: target.clone(),
-        };
-        *kept = Some(Handles {
-            caller: caller.name.to_owned(),
-            calls: hub.metrics.direct_methods.get_or_create(&calls).clone(),
-            duration: hub
-                .metrics
-                .direct_method_duration
-                .get_or_create(&duration)
-                .clone(),
-            target,
-        });
-    }
-    match kept.as_ref() {
-        Some(h) => (h.calls.clone(), h.duration.clone()),
-        None => (Counter::default(), Histogram::new(std::iter::empty())),
+    let h = match kept.as_mut() {
+        Some(h) if same => h,
+        _ => kept.insert(resolve_handles(hub, caller, device, module)),
+    };
+    (h.calls.clone(), h.duration.clone())
+}
+
+fn resolve_handles(hub: &Hub, caller: &Caller<'_>, device: &str, module: Option<&str>) -> Handles {
+    let target = match module {
+        Some(m) => format!("{device}/{m}"),
+        None => device.to_owned(),
+    };
+    let calls = MethodLabels {
+        from: caller.name.to_owned(),
+        to: target.clone(),
+        ms_telemetry: MsTelemetry,
+    };
+    let duration = MethodDurationLabels {
+        from: caller.device.to_owned(),
+        to: target.clone(),
+    };
+    Handles {
+        caller: caller.name.to_owned(),
+        calls: hub.metrics.direct_methods.get_or_create(&calls).clone(),
+        duration: hub
+            .metrics
+            .direct_method_duration
+            .get_or_create(&duration)
+            .clone(),
+        target,
     }
 }
 

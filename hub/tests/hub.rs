@@ -8,7 +8,6 @@ use edge::{Incoming, Message, MethodClient, ModuleClient};
 use rand::RngCore;
 use rumqttc::mqttbytes::v4::{Connect, ConnectReturnCode, Packet, PubAck, Publish, Subscribe};
 use rumqttc::mqttbytes::QoS;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -70,14 +69,7 @@ trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
 async fn tls_stream(hub: &TestHub) -> Box<dyn Stream> {
-    let ca = std::fs::read_to_string(&hub.running.ca_path).unwrap();
-    let config = edge::tls::client_config(&ca, &[]).unwrap();
-    let tcp = TcpStream::connect(hub.running.mqtt).await.unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect("localhost".try_into().unwrap(), tcp)
-        .await
-        .unwrap();
-    Box::new(tls)
+    Box::new(support::tls_connect(hub, hub.running.mqtt).await)
 }
 
 async fn send(stream: &mut Box<dyn Stream>, p: Packet) {

@@ -170,6 +170,20 @@ async fn post_method(hub: &TestHub, caller: &str, target: &str, body: String) ->
     post_raw(hub, &path, &module_header, &auth, &body).await
 }
 
+/// A TLS connection to one of the hub's listeners, trusting its CA, for `localhost`.
+pub async fn tls_connect(
+    hub: &TestHub,
+    addr: std::net::SocketAddr,
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let ca = std::fs::read_to_string(&hub.running.ca_path).unwrap();
+    let config = edge::tls::client_config(&ca, &[]).unwrap();
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap()
+}
+
 /// One HTTPS POST to the hub's method endpoint on a new connection, headers as given: the
 /// status and the body.
 pub async fn post_raw(
@@ -180,13 +194,7 @@ pub async fn post_raw(
     body: &str,
 ) -> (u16, String) {
     use http_body_util::{BodyExt, Full};
-    let ca = std::fs::read_to_string(&hub.running.ca_path).unwrap();
-    let config = edge::tls::client_config(&ca, &[]).unwrap();
-    let tcp = TcpStream::connect(hub.running.https).await.unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect("localhost".try_into().unwrap(), tcp)
-        .await
-        .unwrap();
+    let tls = tls_connect(hub, hub.running.https).await;
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
             .await
