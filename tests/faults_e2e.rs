@@ -348,10 +348,14 @@ fn lost_acks_resends_duplicates_and_late_replies_add_up() {
     assert_eq!(acked + dropped, requests, "{text}");
     assert_eq!(handled, acked + lost, "{text}");
     assert_eq!(replies, handled, "{text}");
-    assert_eq!(
-        ok + after_timeout + duplicate + queued,
-        replies,
-        "{run}\n{text}"
+    // The consumer acknowledges a reply after taking it: one it took just before it exited can
+    // still be queued at the hub (its PUBACK never went out), and with one message in flight per
+    // module input there is at most one such reply.
+    let accounted = ok + after_timeout + duplicate + queued;
+    assert!(
+        accounted == replies || (accounted == replies + 1 && queued >= 1),
+        "ok {ok} + late {after_timeout} + duplicate {duplicate} + queued {queued} vs replies \
+         {replies}\n{run}\n{text}"
     );
     assert_eq!(unmatched, 0, "{run}");
     assert!(after_timeout <= timeouts, "{run}");
