@@ -393,7 +393,7 @@ async fn run(args: RunArgs) -> Result<()> {
     };
     let early_exit = tokio::select! {
         _ = until => None,
-        _ = edge::seed::shutdown_signal() => None,
+        _ = edge::signal::shutdown() => None,
         s = hub.child.wait() => Some(("hub", s)),
         s = producer.child.wait() => Some(("producer", s)),
         // A sweep's consumer exits 0 after its last step: the run is done.

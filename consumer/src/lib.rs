@@ -484,7 +484,7 @@ pub async fn run(args: Args) -> Result<()> {
         args.summary_interval,
     );
     let mut last = Instant::now();
-    let shutdown = edge::seed::shutdown_signal();
+    let shutdown = edge::signal::shutdown();
     tokio::pin!(shutdown);
     // A sweep's steps are its summaries; it ends after the last one.
     let steps = match &plan {

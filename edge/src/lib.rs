@@ -14,6 +14,7 @@ pub mod message;
 pub mod payload;
 pub mod sas;
 pub mod seed;
+pub mod signal;
 pub mod session;
 pub mod time;
 pub mod tls;

@@ -367,7 +367,7 @@ pub async fn run(args: Args) -> Result<()> {
         running.ca_path.display(),
         running.identities_path.display(),
     );
-    edge::seed::shutdown_signal().await;
+    edge::signal::shutdown().await;
     tracing::info!("hub stopping");
     running.stop().await;
     Ok(())

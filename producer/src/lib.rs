@@ -291,7 +291,7 @@ pub async fn run(args: Args) -> Result<()> {
         args.summary_interval,
     );
     let (mut methods, mut messages) = (0u64, 0u64);
-    let shutdown = edge::seed::shutdown_signal();
+    let shutdown = edge::signal::shutdown();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
