@@ -6,10 +6,9 @@
 //! compose mounts and the dashboard's alerts panel are checked by tests/stack.rs; the rules run
 //! on live data in tests/fleet.rs.
 
-mod common;
-use common::*;
 use std::collections::BTreeMap;
 use std::process::Command;
+use test_support::*;
 
 const RULES: &str = "prometheus-rules.yml";
 const RULES_TEST: &str = "prometheus-rules.test.yml";

@@ -2,10 +2,9 @@
 //! and the verdict in the JSON summaries, and coordinated omission — a producer paused for 2 s is
 //! felt by every exchange the open loop had scheduled meanwhile, by one in the closed loop.
 
-mod common;
-use common::*;
 use serde_json::Value;
 use std::time::{Duration, Instant};
+use test_support::*;
 
 const PERCENTILES: [&str; 5] = [
     "total_p50_ms",

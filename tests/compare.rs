@@ -7,12 +7,11 @@
 //! them), so that both see the same load: run-to-run noise, up to ~15 % between the medians on a
 //! busy 2-core machine, stays under the 25 % practical threshold (docs/compare.md#the-rule).
 
-mod common;
-use common::*;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+use test_support::*;
 
 /// The hub's fault for the slowed run: every routed message and every method request waits 2 ms
 /// more (a message round trip is routed twice), far above the practical threshold.

@@ -4,27 +4,25 @@
 //! and the checks (sizes, the seed's table, /metrics, HEALTHCHECK, non-root, the hub's volume, a
 //! killed hub). Needs root and what scripts/setup-test-env.sh installs; a missing piece fails.
 
-mod common;
-
 #[test]
 fn the_images_build_small_and_the_three_containers_measure_and_survive_a_hub_kill() {
-    common::require_program("podman");
-    common::require_program("strip");
+    test_support::require_program("podman");
+    test_support::require_program("strip");
     // The binaries next to the launcher: `cargo build --release --workspace` built all of them.
-    let binaries = std::path::Path::new(common::bin())
+    let binaries = test_support::bin()
         .parent()
-        .unwrap()
+        .expect("the launcher is in a directory")
         .to_path_buf();
-    let mut cmd = std::process::Command::new(common::python());
-    cmd.arg(common::repo().join("tests/python/container_stack.py"))
-        .arg(common::repo())
+    let mut cmd = std::process::Command::new(test_support::python());
+    cmd.arg(test_support::repo().join("tests/python/container_stack.py"))
+        .arg(test_support::repo())
         .arg(&binaries)
         // runc, netavark and no default ulimits (see the file), without touching /etc/containers.
         .env(
             "CONTAINERS_CONF",
-            common::repo().join("tests/containers/containers.conf"),
+            test_support::repo().join("tests/containers/containers.conf"),
         );
-    let (ok, output) = common::run_capture(&mut cmd);
+    let (ok, output) = test_support::run_capture(&mut cmd);
     println!("{output}");
     assert!(ok, "the container test failed:\n{output}");
 }

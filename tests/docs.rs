@@ -1,12 +1,11 @@
 //! Docs that cannot drift: every file, function, type or module path that `docs/architecture.md`
 //! names in backticks exists in the tree, and the README's hub example runs as written.
 
-mod common;
-use common::*;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
+use test_support::*;
 
 /// Files the hub and the local run create at run time (in the state directory), not in the tree.
 const RUNTIME_FILES: &[&str] = &[
@@ -230,7 +229,10 @@ fn readme_hub_blocks() -> Vec<String> {
 
 /// `cargo run --release --` as a user types it, replaced by the binary it would run.
 fn as_built(block: &str) -> String {
-    block.replace("cargo run --release --", &format!("exec '{}'", bin()))
+    block.replace(
+        "cargo run --release --",
+        &format!("exec '{}'", bin().display()),
+    )
 }
 
 #[test]
@@ -273,7 +275,7 @@ fn architecture_describes_every_test_file() {
         .map(|f| f.to_string_lossy().into_owned())
         .filter(|f| {
             let parts: Vec<&str> = f.split('/').collect();
-            // `tests/x.rs` and `<crate>/tests/x.rs`, not the helpers under `tests/common/`.
+            // `tests/x.rs` and `<crate>/tests/x.rs`, not the helpers under `tests/support/`.
             let in_tests = matches!(parts.as_slice(), ["tests", _] | [_, "tests", _]);
             in_tests && f.ends_with(".rs")
         })

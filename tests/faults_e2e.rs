@@ -2,11 +2,10 @@
 //! the real producer and consumer binaries. Every figure is checked against the hub's own count
 //! of what it injected (`edgehub_faults_injected_total{fault}`), and printed.
 
-mod common;
-use common::*;
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+use test_support::*;
 
 fn injected(hub: &Hub, fault: &str) -> u64 {
     metric(

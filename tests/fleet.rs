@@ -10,11 +10,10 @@
 //! 2.42 forwards them with `send_exemplars: true`), and the recording and alerting rules evaluate
 //! without error and stay silent on a healthy device.
 
-mod common;
-use common::*;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use test_support::*;
 
 /// The agent's IOTEDGE_DEVICEID: not the local run's own device id, so the label can only come
 /// from the agent's `external_labels`.

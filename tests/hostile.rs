@@ -3,11 +3,8 @@
 //! and every refusal logged once, counted once, and never with a secret. After each case an
 //! honest module pair — our own module client — still completes a message and a method exchange.
 
-mod common;
-
 use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
 use bytes::{Bytes, BytesMut};
-use common::{metric, Hub};
 use edge::session::Subscriptions;
 use edge::{Incoming, Message, MethodClient, ModuleClient, PropertyBag};
 use rumqttc::mqttbytes::v4::{Connect, ConnectReturnCode, Packet, PubAck, Publish, Subscribe};
@@ -15,6 +12,7 @@ use rumqttc::mqttbytes::QoS;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use test_support::{metric, Hub};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -27,7 +25,7 @@ const MANIFEST: &str = r#"{"modulesContent":{
      "toDeaf":"FROM /messages/modules/sender/outputs/deaf INTO BrokeredEndpoint(\"/modules/deaf/inputs/in\")"}}}}}"#;
 
 fn start(name: &str, extra: &[&str]) -> Hub {
-    let dir = common::tempdir(&format!("hostile-{name}-manifest"));
+    let dir = test_support::tempdir(&format!("hostile-{name}-manifest"));
     let manifest = dir.join("deployment.json");
     std::fs::write(&manifest, MANIFEST).unwrap();
     let mut args = vec![

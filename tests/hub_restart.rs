@@ -3,9 +3,8 @@
 //! restart, are in the hub's store and delivered by the new hub; both loops measure again within
 //! 10 s of the restart; the outage is counted by the consumer.
 
-mod common;
-use common::*;
 use std::time::{Duration, Instant};
+use test_support::*;
 
 /// Failures of `kind` the consumer counted as `transport` (no connection to the hub) in `s`.
 fn transport_failures(s: &serde_json::Value, kind: &str) -> u64 {

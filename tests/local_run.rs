@@ -1,10 +1,9 @@
 //! The main job: `cargo run --release -- --summary-interval 5s --duration 20s` prints both tables
 //! with non-zero counts and exits 0 (issue 3, "Done when" 1).
 
-mod common;
-use common::*;
 use std::process::Command;
 use std::time::Duration;
+use test_support::*;
 
 fn count_after(output: &str, title: &str) -> Vec<u64> {
     // The count sits on the P->C row: "   1234 |  P->C  | …" right after a "<title> … | Minimum" header.

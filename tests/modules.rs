@@ -1,14 +1,13 @@
 //! Our producer and consumer as processes against the hub: identity through the IoT Edge
 //! workload API, and timeouts that are counted while the loops go on (issue 3).
 
-mod common;
 use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
-use common::*;
 use edge::contract::vars;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixListener;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use test_support::*;
 
 /// A workload API (aziot-edged's sign and trust-bundle endpoints) on a unix socket, holding the
 /// module keys as the security daemon does. Records the request lines it served.

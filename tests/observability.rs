@@ -2,8 +2,6 @@
 //! Prometheus scrapes it with exemplar storage on, a real OTLP receiver (opentelemetry-proto's
 //! tonic server) gets the spans of both modules, the exposition passes the reference parsers.
 
-mod common;
-use common::*;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -14,6 +12,7 @@ use std::collections::HashMap;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use test_support::*;
 
 #[derive(Debug, Clone)]
 struct ReceivedSpan {

@@ -1,10 +1,8 @@
 //! An unreachable OTLP collector (issue 9): each module warns about it, naming the endpoint, at
 //! most once a minute; every failed export is counted; the exchanges go on undisturbed.
 
-mod common;
-
-use common::{http_get, local_run_command, tempdir, Proc};
 use std::time::Duration;
+use test_support::{http_get, local_run_command, metric_sum, tempdir, Proc};
 
 #[test]
 fn an_unreachable_collector_is_counted_and_named_and_never_stalls_an_exchange() {
@@ -41,10 +39,7 @@ fn an_unreachable_collector_is_counted_and_named_and_never_stalls_an_exchange() 
         .to_owned();
     std::thread::sleep(Duration::from_secs(6));
     let metrics = http_get(&consumer, "/metrics", "text/plain");
-    let failures: f64 = metrics
-        .lines()
-        .find(|l| l.starts_with("iotedge_otlp_export_failures_total"))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    let failures = metric_sum(&metrics, "iotedge_otlp_export_failures_total", &[])
         .unwrap_or_else(|| panic!("no export failure counter:\n{metrics}"));
     assert!(failures >= 1.0, "{metrics}");
     assert!(
@@ -64,7 +59,7 @@ fn an_unreachable_collector_is_counted_and_named_and_never_stalls_an_exchange() 
         assert_eq!(warnings, 1, "{module}:\n{out}");
     }
     // The exchanges never waited for the collector: every interval has thousands of them.
-    let summaries = common::summaries(&run);
+    let summaries = test_support::summaries(&run);
     let intervals: Vec<_> = summaries
         .iter()
         .filter(|s| s["scope"] == "interval")
@@ -72,8 +67,8 @@ fn an_unreachable_collector_is_counted_and_named_and_never_stalls_an_exchange() 
     assert!(intervals.len() >= 4, "{out}");
     for s in &intervals[..intervals.len() - 1] {
         for kind in ["method", "message"] {
-            assert!(common::count(s, kind, "count") > 100, "{kind}: {s}");
-            assert_eq!(common::count(s, kind, "timeouts"), 0, "{kind}: {s}");
+            assert!(test_support::count(s, kind, "count") > 100, "{kind}: {s}");
+            assert_eq!(test_support::count(s, kind, "timeouts"), 0, "{kind}: {s}");
         }
     }
 }

@@ -6,10 +6,9 @@
 //!
 //! `UPDATE_REPORT_PNG=1` also saves the final page's screenshot as docs/report.png (the README's).
 
-mod common;
-use common::*;
 use std::collections::BTreeSet;
 use std::time::Duration;
+use test_support::*;
 
 const WIDTH: u32 = 1400;
 const HEIGHT: u32 = 2400;

@@ -2,10 +2,8 @@
 //! reconnect with fresh tokens every ~20 s for the whole run, and no exchange is lost beyond the
 //! reconnect itself.
 
-mod common;
-
-use common::{local_run_command, summaries, tempdir, Proc};
 use std::time::Duration;
+use test_support::{local_run_command, summaries, tempdir, Proc};
 
 #[test]
 fn short_lived_tokens_are_renewed_again_and_again_without_losing_exchanges() {
@@ -52,10 +50,10 @@ fn short_lived_tokens_are_renewed_again_and_again_without_losing_exchanges() {
         .unwrap_or_else(|| panic!("no whole-run summary:\n{out}"));
     let mut lost = 0;
     for kind in ["method", "message"] {
-        let ok = common::count(run_summary, kind, "count");
+        let ok = test_support::count(run_summary, kind, "count");
         assert!(ok > 10_000, "{kind}: {run_summary}");
-        lost += common::count(run_summary, kind, "timeouts")
-            + common::count(run_summary, kind, "errors");
+        lost += test_support::count(run_summary, kind, "timeouts")
+            + test_support::count(run_summary, kind, "errors");
     }
     assert!(
         lost as usize <= producer + consumer,

@@ -2,10 +2,9 @@
 //! the SDK requires (so these tests take the fixed-ports lock). Issue 2 "Done when" 1 and issue 3
 //! "Done when" 2: Python ports of the seed's modules measure ours, and ours measure them.
 
-mod common;
-use common::*;
 use std::process::Command;
 use std::time::Duration;
+use test_support::*;
 
 fn sdk_manifest() -> std::path::PathBuf {
     repo().join("tests/python/deployment_sdk.json")

@@ -5,19 +5,17 @@
 //! "Done when" 1 and 3; issue 18). The dashboard's queries run against the real Prometheus in
 //! tests/observability.rs and tests/fleet.rs.
 
-mod common;
-
 #[test]
 fn compose_prometheus_dashboard_and_dockerfiles_validate() {
-    let venv_bin = common::repo().join(".venv/bin");
+    let venv_bin = test_support::repo().join(".venv/bin");
     let path = format!(
         "{}:{}",
         venv_bin.display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let out = std::process::Command::new(common::python())
+    let out = std::process::Command::new(test_support::python())
         .arg("tests/stack/check_static.py")
-        .current_dir(common::repo())
+        .current_dir(test_support::repo())
         .env("PATH", path)
         .output()
         .unwrap();

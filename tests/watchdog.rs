@@ -4,13 +4,12 @@
 //! for 30 s (stopped, or killed and started again) makes neither module exit, their `/healthz`
 //! stays 200, and both kinds resume. `<binary> healthcheck` answers as `/healthz` does.
 
-mod common;
-use common::*;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
+use test_support::*;
 
 /// The watchdog's exit status (telemetry::watchdog::EXIT_CODE).
 const WATCHDOG_EXIT: i32 = 3;

@@ -2,12 +2,11 @@
 //! reply read directly through the hub by both kinds, and the sizes and sweeps refused at
 //! start-up with the limit or an example named. Steps are short (2 s after a 1 s warm-up).
 
-mod common;
-use common::*;
 use edge::session::Subscriptions;
 use edge::{Incoming, Message, MethodClient, ModuleClient};
 use std::path::Path;
 use std::time::Duration;
+use test_support::*;
 
 /// The run's lines with `"scope": <scope>`.
 fn lines_of(out: &str, scope: &str) -> Vec<serde_json::Value> {

@@ -27,12 +27,7 @@ async fn start(name: &str, extra: &[&str]) -> TestHub {
 impl TestHub {
     /// The sum of every series of `name` whose labels contain `label`.
     async fn value(&self, name: &str, label: &str) -> u64 {
-        self.scrape()
-            .await
-            .lines()
-            .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(label))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>() as u64
+        test_support::metric(&self.scrape().await, name, &[label]) as u64
     }
 
     async fn injected(&self, fault: &str) -> u64 {

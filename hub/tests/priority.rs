@@ -28,9 +28,7 @@ const BACKLOG: usize = 50;
 /// The value of `edgehub_queue_length` for b's `input` lane.
 fn queued(text: &str, input: &str) -> Option<f64> {
     let endpoint = format!("endpoint=\"local-edge-device/b/{input}\"");
-    text.lines()
-        .filter(|l| l.starts_with("edgehub_queue_length{") && l.contains(&endpoint))
-        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+    test_support::metric_sum(text, "edgehub_queue_length", &[&endpoint])
 }
 
 /// Waits until the hub shows `n` messages waiting on b's `input` (they were routed).

@@ -66,19 +66,11 @@ async fn metrics(hub: &hub::RunningHub) -> String {
     out
 }
 
-/// The value of the first sample of `name` whose labels include every one of `labels`.
-fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")))
-        .find(|l| labels.iter().all(|lab| l.contains(lab)))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-}
-
 async fn wait_for_sample(hub: &hub::RunningHub, name: &str, labels: &[&str], value: f64) {
     let mut text = String::new();
     for _ in 0..200 {
         text = metrics(hub).await;
-        if sample(&text, name, labels) == Some(value) {
+        if test_support::metric_sum(&text, name, labels) == Some(value) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
@@ -183,7 +175,7 @@ async fn messages_that_expire_while_the_hub_is_stopped_are_dropped_as_ttl_expiry
     // Dropped as the store is loaded: counted under the sender's labels, never delivered.
     let text = metrics(&second).await;
     assert_eq!(
-        sample(
+        test_support::metric_sum(
             &text,
             "edgehub_messages_dropped_total",
             &[
@@ -226,7 +218,7 @@ async fn messages_expire_while_their_module_stays_offline() {
     let hub = hub::start(&args).await.unwrap();
     let text = metrics(&hub).await;
     assert_eq!(
-        sample(&text, "edgehub_messages_dropped_total", &dropped),
+        test_support::metric_sum(&text, "edgehub_messages_dropped_total", &dropped),
         None,
         "{text}"
     );

@@ -1,6 +1,5 @@
-//! Shared by the integration tests: real processes (the hub, the modules, Python SDK clients)
-//! on real sockets, stopped when the test ends.
-#![allow(dead_code)]
+//! What the integration tests share: real processes (the hub, the modules, Python SDK clients)
+//! on real sockets, stopped when the test ends; one Prometheus text reader; headless Chromium.
 
 use edge::contract::{vars, Endpoints, IdentitiesFile, ModuleEnv};
 use std::collections::BTreeMap;
@@ -11,16 +10,31 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod browser;
-// Each test binary compiles this module; only the page tests use the browser.
-#[allow(unused_imports)]
 pub use browser::{Browser, PageVisit};
 
-pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_method-vs-message")
+/// The launcher binary `method-vs-message`, built by cargo beside the running test binary
+/// (`target/<profile>/deps/<test>` → `target/<profile>/method-vs-message`).
+pub fn bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test binary lives in target/<profile>/deps");
+    let bin = profile_dir.join("method-vs-message");
+    assert!(
+        bin.is_file(),
+        "{} is missing: integration tests of the root package build it",
+        bin.display()
+    );
+    bin
 }
 
+/// The repository's root.
 pub fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("test-support lives in the repository")
+        .to_path_buf()
 }
 
 /// The virtualenv the test command creates; a missing one fails the test (never skips it).
@@ -38,8 +52,8 @@ pub fn tempdir(name: &str) -> PathBuf {
 }
 
 /// Serialises the tests that need fixed ports (8883/443, as the Python SDK requires, or the
-/// local run's defaults) across test binaries.
-pub struct FixedPorts(nix::fcntl::Flock<std::fs::File>);
+/// local run's defaults) across test binaries. The lock is held, never read, until the guard drops.
+pub struct FixedPorts(#[allow(dead_code)] nix::fcntl::Flock<std::fs::File>);
 
 impl FixedPorts {
     pub fn lock() -> Self {
