@@ -2,8 +2,9 @@
 //! /metrics scrape of the consumer's registry in both formats, and the verdict computed at each
 //! interval's end. `cargo bench -p consumer`.
 
+use consumer::kind::Kind;
 use consumer::recorder::{Outcome, Recorder};
-use consumer::stats::{Kind, Sample};
+use consumer::stats::Sample;
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 
 fn bench(c: &mut Criterion) {

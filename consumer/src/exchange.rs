@@ -5,8 +5,8 @@
 pub(crate) mod message;
 pub(crate) mod method;
 
+use crate::kind::Kind;
 use crate::recorder::{Outcome, Recorder};
-use crate::stats::Kind;
 use chrono::{DateTime, Utc};
 use edge::seed::TimeReply;
 use std::future::Future;

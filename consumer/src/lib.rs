@@ -12,8 +12,10 @@
 #![forbid(unsafe_code)]
 
 mod exchange;
+pub mod kind;
 mod output;
 pub mod recorder;
+pub mod render;
 mod replies;
 pub mod report;
 pub mod schedule;
@@ -32,11 +34,13 @@ use edge::{Incoming, MethodClient, ModuleClient, ModuleIdentity};
 use exchange::message::MessageExchange;
 use exchange::method::MethodExchange;
 use exchange::{Common, ErrorStreak, Exchange};
+use kind::Kind;
 use output::Output;
 use recorder::Recorder;
+use render::SummaryScope as Scope;
 use replies::{CidClock, Delivery, PendingReplies};
+use schedule::Schedule;
 use schedule::{Lane, OpenLoop};
-use stats::{Kind, Schedule, Scope};
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;

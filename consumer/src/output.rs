@@ -1,6 +1,9 @@
 //! The summaries printed every interval and at exit: the seed's table, the JSON line, or both.
 
-use crate::stats::{self, IntervalStats, Kind, Schedule, Scope};
+use crate::kind::Kind;
+use crate::render::{self, SummaryScope};
+use crate::schedule::Schedule;
+use crate::stats::IntervalStats;
 use crate::SummaryFormat;
 use chrono::Utc;
 use std::io::Write as _;
@@ -15,14 +18,14 @@ pub(crate) struct Output {
 }
 
 impl Output {
-    fn render(&self, scope: Scope, stats: &IntervalStats, covered: Duration) -> String {
+    fn render(&self, scope: SummaryScope, stats: &IntervalStats, covered: Duration) -> String {
         let stamp = edge::time::round_trip_offset(Utc::now());
         let verdict = stats.verdict(&self.kinds);
         let mut out = String::new();
         if matches!(self.format, SummaryFormat::Table | SummaryFormat::Both) {
             match scope {
-                Scope::Interval | Scope::Step => {
-                    out.push_str(&stats::render_table(
+                SummaryScope::Interval | SummaryScope::Step => {
+                    out.push_str(&render::render_table(
                         &stamp,
                         covered,
                         stats,
@@ -30,10 +33,10 @@ impl Output {
                         true,
                     ));
                     if let Some(v) = &verdict {
-                        out.push_str(&stats::render_verdict(v));
+                        out.push_str(&render::render_verdict(v));
                     }
                 }
-                Scope::Run => out.push_str(&stats::render_run_table(
+                SummaryScope::Run => out.push_str(&render::render_run_table(
                     &stamp,
                     covered,
                     stats,
@@ -44,7 +47,7 @@ impl Output {
             }
         }
         if matches!(self.format, SummaryFormat::Json | SummaryFormat::Both) {
-            out.push_str(&stats::render_summary_json(
+            out.push_str(&render::render_summary_json(
                 scope,
                 &stamp,
                 covered,
@@ -60,7 +63,7 @@ impl Output {
 
     /// Renders (the verdict's bootstrap takes milliseconds of CPU) and writes off the async
     /// workers, in one write so tables from concurrent output never interleave.
-    pub(crate) async fn print(&self, scope: Scope, stats: IntervalStats, covered: Duration) {
+    pub(crate) async fn print(&self, scope: SummaryScope, stats: IntervalStats, covered: Duration) {
         let this = self.clone();
         let _ = tokio::task::spawn_blocking(move || {
             let out = this.render(scope, &stats, covered);

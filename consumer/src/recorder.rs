@@ -2,7 +2,8 @@
 //! table and the Prometheus series together, so the two can never disagree. Each interval taken
 //! is also added to the whole run's figures, printed at exit.
 
-use crate::stats::{IntervalStats, Kind, Sample};
+use crate::kind::Kind;
+use crate::stats::{IntervalStats, Sample};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::exemplar::HistogramWithExemplars;

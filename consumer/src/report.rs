@@ -23,7 +23,8 @@ mod tables;
 mod tests;
 mod verdict_section;
 
-use crate::stats::{IntervalStats, Kind, KindStats, LegStats, BINS};
+use crate::kind::Kind;
+use crate::stats::{IntervalStats, KindStats, LegStats, BINS};
 use crate::verdict::Verdict;
 use chart::css_colour;
 use plots::{

@@ -11,7 +11,8 @@
 //! exchanges it stands for. Interval lines carry no sample (it would repeat ~30 KB a minute).
 //! Any change of these fields' meaning bumps [`VERSION`]; readers refuse other versions.
 
-use crate::stats::{KindStats, Scope};
+use crate::render::SummaryScope;
+use crate::stats::KindStats;
 use crate::verdict;
 use serde::{Deserialize, Serialize};
 
@@ -35,8 +36,8 @@ pub struct SampleSnapshot {
 
 impl SampleSnapshot {
     /// The snapshot of a kind's figures for a JSON line of `scope`: none on interval lines.
-    pub fn for_scope(scope: Scope, k: &KindStats) -> Option<Self> {
-        (!matches!(scope, Scope::Interval)).then(|| Self::of(k))
+    pub fn for_scope(scope: SummaryScope, k: &KindStats) -> Option<Self> {
+        (!matches!(scope, SummaryScope::Interval)).then(|| Self::of(k))
     }
 
     /// The kind's reservoir, rounded.
@@ -135,8 +136,8 @@ mod tests {
     #[test]
     fn run_lines_carry_the_rounded_reservoir_and_interval_lines_none() {
         let k = kind_with(&[0.123_456_78, 1.0, 2.5]);
-        assert_eq!(SampleSnapshot::for_scope(Scope::Interval, &k), None);
-        let s = SampleSnapshot::for_scope(Scope::Run, &k).expect("a run line has a sample");
+        assert_eq!(SampleSnapshot::for_scope(SummaryScope::Interval, &k), None);
+        let s = SampleSnapshot::for_scope(SummaryScope::Run, &k).expect("a run line has a sample");
         assert_eq!(s.version, VERSION);
         assert_eq!(s.seen, 3);
         assert_eq!(s.total_ms, vec![0.1235, 1.0, 2.5]);
@@ -149,7 +150,10 @@ mod tests {
 
     #[test]
     fn the_json_lines_carry_it_on_run_and_step_lines_only() {
-        use crate::stats::{render_summary_json, IntervalStats, Kind, Schedule};
+        use crate::kind::Kind;
+        use crate::render::render_summary_json;
+        use crate::schedule::Schedule;
+        use crate::stats::IntervalStats;
         let stats = IntervalStats {
             message: kind_with(&[0.5, 0.25]),
             ..IntervalStats::default()
@@ -166,16 +170,16 @@ mod tests {
             );
             serde_json::from_str::<serde_json::Value>(&text).expect("a JSON line")
         };
-        let run = line(Scope::Run);
+        let run = line(SummaryScope::Run);
         assert_eq!(
             run["kinds"]["message"]["sample"],
             json!({"version": 1, "seen": 2, "total_ms": [0.5, 0.25]})
         );
         assert_eq!(
-            line(Scope::Step)["kinds"]["message"]["sample"],
+            line(SummaryScope::Step)["kinds"]["message"]["sample"],
             run["kinds"]["message"]["sample"]
         );
-        let interval = line(Scope::Interval);
+        let interval = line(SummaryScope::Interval);
         assert!(
             interval["kinds"]["message"].get("sample").is_none(),
             "{interval}"

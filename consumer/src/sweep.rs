@@ -14,7 +14,8 @@ mod render;
 pub(crate) use drive::{print_final, Driver};
 pub use render::{render_sweep_json, render_sweep_table};
 
-use crate::stats::{IntervalStats, Kind};
+use crate::kind::Kind;
+use crate::stats::IntervalStats;
 use crate::verdict::{Faster, Verdict};
 use edge::payload::{format_size, parse_size};
 use std::time::Duration;

@@ -2,9 +2,9 @@
 //! that carries it back. Closed and open loop alike; replies are matched in [`PendingReplies`].
 
 use super::{parse_reply, reply_span, sample, Common};
+use crate::kind::Kind;
 use crate::recorder::{Failure, Outcome};
 use crate::replies::{CidClock, PendingReplies};
-use crate::stats::Kind;
 use edge::seed::MESSAGE_ENDPOINT;
 use edge::{Message, ModuleClient};
 use std::sync::Arc;

@@ -3,8 +3,8 @@
 //! torn down, and a late reply is counted once, never as a sample).
 
 use super::{parse_reply, reply_span, sample, Common};
+use crate::kind::Kind;
 use crate::recorder::{Failure, LateReply, Outcome};
-use crate::stats::Kind;
 use crate::workload::MethodPayload;
 use chrono::Utc;
 use edge::seed::METHOD_NAME;

@@ -2,7 +2,7 @@
 
 use super::tables::esc;
 use super::{round_sig, Report};
-use crate::stats::Kind;
+use crate::kind::Kind;
 use plotters::coord::ranged1d::{AsRangedCoord, DefaultFormatting, KeyPointHint, ValueFormatter};
 use plotters::coord::Shift;
 use plotters::prelude::*;

@@ -3,8 +3,10 @@
 //! the whole run (`--report FILE`, at exit).
 
 use super::{render, IntervalPoint, KindFigures, Report, Scope};
+use crate::kind::Kind;
 use crate::recorder::Recorder;
-use crate::stats::{IntervalStats, Kind, Schedule};
+use crate::schedule::Schedule;
+use crate::stats::IntervalStats;
 use chrono::Utc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -8,7 +8,8 @@ use super::chart::{
 use super::{
     histogram_edges_ms, IntervalKind, KindFigures, Report, HISTOGRAM_DECADES, OVERFLOW_DRAWN_TO_MS,
 };
-use crate::stats::{Kind, LegStats};
+use crate::kind::Kind;
+use crate::stats::LegStats;
 use plotters::prelude::*;
 
 pub(super) fn histogram_plot(r: &Report) -> String {

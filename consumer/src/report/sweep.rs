@@ -8,7 +8,7 @@ use super::chart::{
     Frame, Layer, Ticked, FONT, GREY, PLOT_SIZE,
 };
 use super::tables::{esc, ms, Table};
-use crate::stats::Kind;
+use crate::kind::Kind;
 use crate::sweep::{Capacity, Crossover, Plan, StepResult, Sweep};
 use edge::payload::format_size;
 use plotters::prelude::*;

@@ -3,7 +3,8 @@
 use super::chart::css_colour;
 use super::plots::{legs_of, percentile_label, LEGS};
 use super::{histogram_edges_ms, per_second, KindFigures, Report, CURVE_QUANTILES};
-use crate::stats::{Kind, LegStats, BINS};
+use crate::kind::Kind;
+use crate::stats::{LegStats, BINS};
 use std::fmt::Write as _;
 
 pub(super) fn esc(s: &str) -> String {

@@ -5,7 +5,7 @@ use super::chart::{
 };
 use super::tables::{esc, Table};
 use super::Report;
-use crate::stats::Kind;
+use crate::kind::Kind;
 use crate::verdict::{Faster, Verdict, MIN_SAMPLES};
 use plotters::prelude::*;
 use std::fmt::Write as _;

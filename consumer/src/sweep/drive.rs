@@ -4,9 +4,10 @@
 use super::{Plan, StepPlan, StepResult};
 use crate::output::Output;
 use crate::recorder::Recorder;
+use crate::render::{self, SummaryScope};
 use crate::report::collect::RunLog;
 use crate::schedule::OpenLoop;
-use crate::stats::{self, Scope};
+use crate::schedule::Schedule;
 use crate::workload::Workload;
 use crate::SummaryFormat;
 use chrono::Utc;
@@ -102,7 +103,7 @@ fn render_step(plan: &Plan, output: &Output, result: &StepResult) -> String {
             edge::payload::format_size(step.payload_bytes),
             edge::payload::format_size(result.reply_bytes),
         ));
-        out.push_str(&stats::render_table(
+        out.push_str(&render::render_table(
             &stamp,
             plan.step,
             &result.stats,
@@ -110,7 +111,7 @@ fn render_step(plan: &Plan, output: &Output, result: &StepResult) -> String {
             true,
         ));
         if let Some(v) = &result.verdict {
-            out.push_str(&stats::render_verdict(v));
+            out.push_str(&render::render_verdict(v));
         }
     }
     if matches!(output.format, SummaryFormat::Json | SummaryFormat::Both) {
@@ -134,8 +135,8 @@ pub(super) fn rate_words(rate: f64) -> String {
 fn step_json(stamp: &str, plan: &Plan, output: &Output, result: &StepResult) -> String {
     let step = &result.plan;
     let schedule = step_schedule(output.schedule, step);
-    let line = stats::render_summary_json(
-        Scope::Step,
+    let line = render::render_summary_json(
+        SummaryScope::Step,
         stamp,
         plan.step,
         &result.stats,
@@ -172,9 +173,9 @@ fn step_json(stamp: &str, plan: &Plan, output: &Output, result: &StepResult) -> 
 }
 
 /// The schedule a step ran on: the sweep's rate for rate steps.
-pub(super) fn step_schedule(run: stats::Schedule, step: &StepPlan) -> stats::Schedule {
+pub(super) fn step_schedule(run: Schedule, step: &StepPlan) -> Schedule {
     match run {
-        stats::Schedule::Open { max_in_flight, .. } => stats::Schedule::Open {
+        Schedule::Open { max_in_flight, .. } => Schedule::Open {
             rate: step.rate,
             max_in_flight,
         },

@@ -3,7 +3,7 @@
 
 use super::drive::rate_words;
 use super::{Capacity, Crossover, Plan, StepResult, Sweep};
-use crate::stats::Kind;
+use crate::kind::Kind;
 use crate::verdict::Faster;
 use edge::payload::format_size;
 

@@ -1,6 +1,9 @@
 //! The whole run's summary at exit: per kind one line of percentiles and counts, then the verdict.
 
-use super::{interval_words, ms, render_verdict, IntervalStats, Kind, Schedule};
+use super::{interval_words, ms, render_verdict};
+use crate::kind::Kind;
+use crate::schedule::Schedule;
+use crate::stats::IntervalStats;
 use crate::verdict::Verdict;
 use std::time::Duration;
 
