@@ -142,7 +142,7 @@ fn main() -> ExitCode {
                 ("hub", hub::run(*args).await)
             }
             Some(Cmd::Producer(args)) => ("producer", producer::run(args).await),
-            Some(Cmd::Consumer(args)) => ("consumer", consumer::run(args).await),
+            Some(Cmd::Consumer(args)) => ("consumer", consumer::cli::main(args).await),
             Some(Cmd::Run(args)) => ("run", run(args).await),
             // Reads one file and writes another: nothing else runs on this runtime meanwhile.
             Some(Cmd::Manifest(args)) => ("manifest", manifest::run(&args)),

@@ -2,8 +2,11 @@
 //! error streak's logging and how an outcome is concluded. The loops (closed and open) start
 //! exchanges through [`Exchange`] without knowing their kind.
 
+mod build;
 pub(crate) mod message;
 pub(crate) mod method;
+
+pub(crate) use build::{Exchanges, Shared};
 
 use crate::kind::Kind;
 use crate::recorder::{Outcome, Recorder};

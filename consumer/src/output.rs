@@ -1,10 +1,11 @@
 //! The summaries printed every interval and at exit: the seed's table, the JSON line, or both.
 
+use crate::cli::SummaryFormat;
+use crate::config::Config;
 use crate::kind::Kind;
 use crate::render::{self, SummaryScope};
 use crate::schedule::Schedule;
 use crate::stats::IntervalStats;
-use crate::SummaryFormat;
 use chrono::Utc;
 use std::io::Write as _;
 use std::time::Duration;
@@ -18,6 +19,15 @@ pub(crate) struct Output {
 }
 
 impl Output {
+    /// The run's format, kinds and schedule.
+    pub(crate) fn new(config: &Config) -> Self {
+        Self {
+            format: config.summary_format,
+            kinds: config.kinds.clone(),
+            schedule: config.schedule,
+        }
+    }
+
     fn render(&self, scope: SummaryScope, stats: &IntervalStats, covered: Duration) -> String {
         let stamp = edge::time::round_trip_offset(Utc::now());
         let verdict = stats.verdict(&self.kinds);

@@ -3,6 +3,7 @@
 //! the whole run (`--report FILE`, at exit).
 
 use super::{render, IntervalPoint, KindFigures, Report, Scope};
+use crate::config::Config;
 use crate::kind::Kind;
 use crate::recorder::Recorder;
 use crate::schedule::Schedule;
@@ -143,13 +144,10 @@ pub async fn write_final(
 }
 
 /// The settings the page lists.
-pub fn settings(
-    args: &crate::Args,
-    schedule: Schedule,
-    identity: &edge::ModuleIdentity,
-) -> Vec<(String, String)> {
+pub fn settings(config: &Config, identity: &edge::ModuleIdentity) -> Vec<(String, String)> {
+    let schedule = config.schedule;
     let duration = |d: Duration| humantime::format_duration(d).to_string();
-    let kinds: Vec<&str> = args.kinds().iter().map(|k| k.label()).collect();
+    let kinds: Vec<&str> = config.kinds.iter().map(|k| k.label()).collect();
     let gateway = if identity.uses_workload_api() {
         format!(
             "IoT Edge device: edgeHub at {} (identity from the workload API)",
@@ -179,8 +177,8 @@ pub fn settings(
         ),
         ("rate (EXCHANGE_RATE)".into(), schedule.rate().to_string()),
         ("kinds".into(), kinds.join(", ")),
-        ("summary interval".into(), duration(args.summary_interval)),
-        ("exchange timeout".into(), duration(args.exchange_timeout)),
+        ("summary interval".into(), duration(config.summary_interval)),
+        ("exchange timeout".into(), duration(config.exchange_timeout)),
         ("gateway".into(), gateway),
         (
             "gateway ports".into(),
@@ -193,7 +191,7 @@ pub fn settings(
             "device / modules".into(),
             format!(
                 "{}: {} calls {}",
-                identity.device_id, identity.module_id, args.producer
+                identity.device_id, identity.module_id, config.producer
             ),
         ),
         (

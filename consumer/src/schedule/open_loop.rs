@@ -8,6 +8,9 @@
 //! granularity and fired 1–2 ms late here (p50 1.5 ms at 50/s), which would be charged to every
 //! exchange of a sub-millisecond round trip; a thread sleeping to the instant wakes within ~0.1 ms
 //! and only hands each exchange to the runtime (no blocking inside async code).
+//!
+//! It stops with the run's cancellation token (a child of it: [`OpenLoop::stop`] and a drop stop
+//! it alone).
 
 use crate::kind::Kind;
 use crate::recorder::{Outcome, Recorder};
@@ -17,6 +20,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
 
 /// Starts one exchange planned for the given instant; the permit is released when it ends.
 pub type Starter = Box<dyn FnMut(Instant, OwnedSemaphorePermit) + Send>;
@@ -36,9 +40,9 @@ struct Running {
     start: Starter,
 }
 
-/// A running open-loop schedule; [`OpenLoop::stop`] ends it.
+/// A running open-loop schedule; cancelling its token, or [`OpenLoop::stop`], ends it.
 pub struct OpenLoop {
-    stop: Option<mpsc::Sender<()>>,
+    stop: CancellationToken,
     thread: Option<JoinHandle<()>>,
     permits: Vec<Arc<Semaphore>>,
     max_in_flight: usize,
@@ -54,12 +58,13 @@ fn period_nanos(rate: f64) -> u64 {
 }
 
 impl OpenLoop {
-    /// Starts `lanes` at `rate` exchanges per second each.
+    /// Starts `lanes` at `rate` exchanges per second each, until `stop` is cancelled.
     pub fn start(
         rate: f64,
         max_in_flight: usize,
         lanes: Vec<Lane>,
         recorder: Recorder,
+        stop: CancellationToken,
     ) -> std::io::Result<Self> {
         let period = Arc::new(AtomicU64::new(period_nanos(rate)));
         let t0 = Instant::now();
@@ -73,13 +78,20 @@ impl OpenLoop {
             })
             .collect();
         let permits = running.iter().map(|r| r.permits.clone()).collect();
-        let (stop, stopped) = mpsc::channel();
+        let (hang_up, stopped) = mpsc::channel::<()>();
         let shared = period.clone();
         let thread = std::thread::Builder::new()
             .name("open-loop".into())
             .spawn(move || run(&shared, running, &recorder, &stopped))?;
+        // The thread cannot await the token: this task turns its cancellation into the channel's
+        // hang-up, which wakes the thread at once.
+        let cancelled = stop.clone();
+        tokio::spawn(async move {
+            cancelled.cancelled().await;
+            drop(hang_up);
+        });
         Ok(Self {
-            stop: Some(stop),
+            stop,
             thread: Some(thread),
             permits,
             max_in_flight,
@@ -93,9 +105,10 @@ impl OpenLoop {
         self.period.store(period_nanos(rate), Ordering::Relaxed);
     }
 
-    /// Stops scheduling and waits up to `grace` for the exchanges in flight to end.
+    /// Stops scheduling (if the token has not already) and waits up to `grace` for the
+    /// exchanges in flight to end.
     pub async fn stop(mut self, grace: Duration) {
-        drop(self.stop.take()); // wakes the thread at once
+        self.stop.cancel();
         if let Some(thread) = self.thread.take() {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
@@ -115,8 +128,8 @@ impl OpenLoop {
 
 impl Drop for OpenLoop {
     fn drop(&mut self) {
-        // Without stop(): the sender's drop still ends the thread; it is not joined.
-        drop(self.stop.take());
+        // Without stop(): the thread still ends; it is not joined.
+        self.stop.cancel();
     }
 }
 
@@ -177,7 +190,8 @@ mod tests {
             }
         };
         let lanes = vec![lane(Kind::Message, 0, false), lane(Kind::Method, 5, true)];
-        let open = OpenLoop::start(100.0, 3, lanes, recorder.clone()).unwrap();
+        let open =
+            OpenLoop::start(100.0, 3, lanes, recorder.clone(), CancellationToken::new()).unwrap();
         tokio::time::sleep(Duration::from_millis(295)).await;
         open.stop(Duration::from_millis(10)).await;
         let planned = planned.lock().unwrap().clone();
@@ -225,7 +239,7 @@ mod tests {
                 }
             }),
         }];
-        let open = OpenLoop::start(100.0, 100, lanes, recorder).unwrap();
+        let open = OpenLoop::start(100.0, 100, lanes, recorder, CancellationToken::new()).unwrap();
         tokio::time::sleep(Duration::from_millis(150)).await;
         open.stop(Duration::from_millis(10)).await;
         let planned = planned.lock().unwrap().clone();

@@ -2,6 +2,7 @@
 //! warm-up, drops the warm-up's figures, holds the step, then takes and prints its figures.
 
 use super::{Plan, StepPlan, StepResult};
+use crate::cli::SummaryFormat;
 use crate::output::Output;
 use crate::recorder::Recorder;
 use crate::render::{self, SummaryScope};
@@ -9,11 +10,10 @@ use crate::report::collect::RunLog;
 use crate::schedule::OpenLoop;
 use crate::schedule::Schedule;
 use crate::workload::Workload;
-use crate::SummaryFormat;
 use chrono::Utc;
-use std::future::Future;
 use std::io::Write as _;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 /// What a sweep drives and where its steps go.
 pub(crate) struct Driver<'a> {
@@ -26,33 +26,30 @@ pub(crate) struct Driver<'a> {
     pub output: &'a Output,
 }
 
-/// Waits `d`; false if the shutdown came first.
-async fn hold(d: Duration, shutdown: &mut (impl Future<Output = ()> + Unpin)) -> bool {
+/// Waits `d`; false if the run was stopped first.
+async fn hold(d: Duration, stop: &CancellationToken) -> bool {
     tokio::select! {
         _ = tokio::time::sleep(d) => true,
-        _ = shutdown => false,
+        _ = stop.cancelled() => false,
     }
 }
 
 impl Driver<'_> {
-    /// Runs every step, or those before a shutdown (an interrupted step is not reported; its
-    /// figures still count in the run's).
-    pub(crate) async fn run(
-        &self,
-        shutdown: &mut (impl Future<Output = ()> + Unpin),
-    ) -> Vec<StepResult> {
+    /// Runs every step, or those before `stop` is cancelled (an interrupted step is not
+    /// reported; its figures still count in the run's).
+    pub(crate) async fn run(&self, stop: &CancellationToken) -> Vec<StepResult> {
         let mut results = Vec::new();
         for step in &self.plan.steps {
             self.workload.set_step(step.size_index, step.rate);
             if let Some(open) = self.open_loop {
                 open.set_rate(step.rate);
             }
-            if !hold(self.plan.warmup, shutdown).await {
+            if !hold(self.plan.warmup, stop).await {
                 break;
             }
             // Exchanges of the previous step still in flight ended in the warm-up: not this step's.
             self.recorder.discard_interval();
-            let held = hold(self.plan.step, shutdown).await;
+            let held = hold(self.plan.step, stop).await;
             let stats = self.recorder.take_interval();
             if !held {
                 break;

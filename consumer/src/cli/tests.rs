@@ -1,5 +1,6 @@
 //! The module's flags: schedules, the watchdog, sweeps and sizes.
 use super::*;
+use std::time::Instant;
 
 #[test]
 fn rate_zero_is_the_closed_loop_and_bad_values_are_refused() {
@@ -64,14 +65,16 @@ fn the_watchdog_must_outlast_an_exchange_and_healthcheck_needs_nothing_else() {
     assert_eq!(args(&["healthcheck"]).command, Some(Command::Healthcheck));
     assert_eq!(default.command, None);
     // The freeze switch is a test's: parsed, never shown.
-    let frozen = args(&["--test-freeze-after", "2s", "--test-freeze-kind", "method"]);
+    let frozen = args(&["--test-freeze-after", "2s", "--test-freeze-kind", "method"])
+        .config()
+        .unwrap();
     let t0 = Instant::now();
     assert_eq!(
         frozen.freeze_at(Kind::Method, t0),
         Some(t0 + Duration::from_secs(2))
     );
     assert_eq!(frozen.freeze_at(Kind::Message, t0), None);
-    assert_eq!(default.freeze_at(Kind::Method, t0), None);
+    assert_eq!(default.config().unwrap().freeze_at(Kind::Method, t0), None);
     let help = <Args as clap::CommandFactory>::command()
         .render_long_help()
         .to_string();

@@ -1,8 +1,8 @@
 //! Checks of the workload flags (`PAYLOAD_BYTES`, `SWEEP`, `STEP`, `WARMUP`, `CAPACITY_P99`)
 //! at start-up, each refusal saying what was wrong and how it is written right.
 
+use super::Args;
 use crate::sweep::{Plan, Sweep};
-use crate::Args;
 use anyhow::{bail, Result};
 use edge::payload::{self, format_size};
 
