@@ -20,6 +20,7 @@ pub mod config;
 mod exchange;
 pub mod kind;
 mod link;
+mod metrics;
 mod output;
 pub mod recorder;
 pub mod render;
@@ -41,16 +42,13 @@ use edge::ModuleIdentity;
 use exchange::{Exchanges, Shared};
 use kind::Kind;
 use link::Link;
-use output::Output;
-use recorder::Recorder;
-use report::collect::RunLog;
+use metrics::Metrics;
 use schedule::Loops;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use summaries::Summaries;
 use tokio_util::sync::CancellationToken;
-use workload::Workload;
 
 /// How long the exit waits for exchanges in flight, then again for replies still owed to
 /// timed-out ones (counted as late).
@@ -65,41 +63,18 @@ pub async fn run(
 ) -> Result<()> {
     tracing::info!(identity = ?identity, producer = %config.producer, method = config.measures(Kind::Method), message = config.measures(Kind::Message), schedule = ?config.schedule, watchdog = ?config.watchdog_timeout, "consumer starting");
     let watchdog = telemetry::Watchdog::new(config.watchdog_timeout);
-    let mut registry = telemetry::new_registry("consumer");
-    let recorder = Recorder::register(&mut registry);
-    let workload = Workload::register(
-        &mut registry,
-        &config.request_sizes(),
-        config.schedule.rate(),
-    );
-    let settings = report::collect::settings(&config, &identity);
-    let report_log = RunLog::new(config.kinds.clone(), settings);
-    let _server = telemetry::serve_module_metrics_watched(
-        config.metrics_addr,
-        registry,
-        config.metrics_addr_file.as_deref(),
-        Some(report::collect::pages(report_log.clone(), recorder.clone())),
-        Some(watchdog.clone()),
-    )
-    .await?;
-    let link = Link::connect(identity.clone(), &config, &recorder, &watchdog).await?;
+    let (metrics, _server) = Metrics::serve(&config, &identity, &watchdog).await?;
+    let link = Link::connect(identity.clone(), &config, &metrics.recorder, &watchdog).await?;
     let shared = Shared {
         config: &config,
-        recorder: &recorder,
-        workload: &workload,
+        metrics: &metrics,
         watchdog: &watchdog,
     };
     let Exchanges { kinds, owed } = Exchanges::build(&shared, &identity, &link).await?;
     let stop = CancellationToken::new();
-    let loops = Loops::start(config.schedule, kinds, &recorder, &stop)?;
+    let loops = Loops::start(config.schedule, kinds, &metrics.recorder, &stop)?;
     watchdog.start()?;
-    let summaries = Summaries {
-        config: &config,
-        recorder: &recorder,
-        workload: &workload,
-        report_log: &report_log,
-        output: Output::new(&config),
-    };
+    let summaries = Summaries::new(&config, &metrics);
     let measured = stop_on(
         shutdown,
         &stop,

@@ -2,6 +2,7 @@
 //! at exit the last (partial) interval, the whole run, the sweep's table and the HTML report.
 
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::output::Output;
 use crate::recorder::Recorder;
 use crate::render::SummaryScope;
@@ -16,11 +17,11 @@ use tokio_util::sync::CancellationToken;
 
 /// What the summaries read and where they go.
 pub(crate) struct Summaries<'a> {
-    pub config: &'a Config,
-    pub recorder: &'a Recorder,
-    pub workload: &'a Workload,
-    pub report_log: &'a Arc<RunLog>,
-    pub output: Output,
+    config: &'a Config,
+    recorder: &'a Recorder,
+    workload: &'a Workload,
+    report_log: &'a Arc<RunLog>,
+    output: Output,
 }
 
 /// How far the summaries got when the run stopped.
@@ -33,7 +34,17 @@ pub(crate) struct Measured {
     steps: Option<Vec<StepResult>>,
 }
 
-impl Summaries<'_> {
+impl<'a> Summaries<'a> {
+    pub(crate) fn new(config: &'a Config, metrics: &'a Metrics) -> Self {
+        Self {
+            config,
+            recorder: &metrics.recorder,
+            workload: &metrics.workload,
+            report_log: &metrics.report_log,
+            output: Output::new(config),
+        }
+    }
+
     /// Prints a summary every interval until `stop` is cancelled; a sweep's steps are its
     /// summaries instead, and it ends after the last one.
     pub(crate) async fn until_stopped(

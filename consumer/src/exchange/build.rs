@@ -8,10 +8,9 @@ use super::{Common, ErrorStreak, Exchange};
 use crate::config::Config;
 use crate::kind::Kind;
 use crate::link::Link;
-use crate::recorder::Recorder;
+use crate::metrics::Metrics;
 use crate::replies::{CidClock, PendingReplies};
 use crate::schedule::Schedule;
-use crate::workload::Workload;
 use anyhow::Result;
 use edge::{MethodClient, ModuleIdentity};
 use std::sync::atomic::AtomicUsize;
@@ -21,8 +20,7 @@ use std::time::{Duration, Instant};
 /// What the exchanges of every measured kind share.
 pub(crate) struct Shared<'a> {
     pub config: &'a Config,
-    pub recorder: &'a Recorder,
-    pub workload: &'a Arc<Workload>,
+    pub metrics: &'a Metrics,
     pub watchdog: &'a telemetry::Watchdog,
 }
 
@@ -95,14 +93,14 @@ fn common(shared: &Shared<'_>, kind: Kind) -> Common {
     Common {
         kind,
         timeout: shared.config.exchange_timeout,
-        recorder: shared.recorder.clone(),
+        recorder: shared.metrics.recorder.clone(),
         streak: ErrorStreak::default(),
         progress: shared.watchdog.pulse(
             format!("the {} loop", kind.label()),
             "last exchange finished",
             quiet(shared.config),
         ),
-        workload: shared.workload.clone(),
+        workload: shared.metrics.workload.clone(),
     }
 }
 
@@ -137,7 +135,7 @@ async fn method(
         overdue: overdue.clone(),
     });
     // The first call connects.
-    shared.recorder.reconnected(Kind::Method);
+    shared.metrics.recorder.reconnected(Kind::Method);
     let freeze = shared.config.freeze_at(Kind::Method, started);
     Ok(Arc::new(move |scheduled| {
         let method = method.clone();
