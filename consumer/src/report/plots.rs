@@ -21,8 +21,6 @@ pub(super) fn histogram_plot(r: &Report) -> String {
         return figure("total-histogram", caption, "", &notes);
     }
     let edges = histogram_edges_ms();
-    let upper = |i: usize| edges.get(i + 1).copied().unwrap_or(OVERFLOW_DRAWN_TO_MS);
-    let share = |f: &KindFigures, n: u64| 100.0 * n as f64 / f.count.max(1) as f64;
     let top = kinds
         .iter()
         .flat_map(|f| f.histogram.iter().map(|&n| share(f, n)))
@@ -30,15 +28,7 @@ pub(super) fn histogram_plot(r: &Report) -> String {
     let decades: Vec<f64> = (HISTOGRAM_DECADES.0..=HISTOGRAM_DECADES.1)
         .map(|d| 10f64.powi(d))
         .collect();
-    let guides = |chart: &mut Chart<'_, '_, _, _>| -> DrawResult {
-        chart
-            .draw_series((1..=10).map(|s| {
-                let x = f64::from(s) * 1000.0;
-                PathElement::new(vec![(x, 0.0), (x, top * 1.1)], GREY.mix(0.5))
-            }))
-            .map_err(err)?;
-        Ok(())
-    };
+    let guides = |chart: &mut Chart<'_, '_, _, _>| seed_bin_lines(chart, top);
     let frame = Frame {
         size: PLOT_SIZE,
         x: &|| {
@@ -53,41 +43,10 @@ pub(super) fn histogram_plot(r: &Report) -> String {
         y_fmt: &|v: &f64| format!("{v:.0}%"),
         guides: &guides,
     };
-    let n = kinds.len();
     let layers: Vec<Layer<'_, _, _>> = kinds
         .iter()
         .enumerate()
-        .map(|(slot, f)| {
-            let bars: Vec<(f64, f64, f64)> = f
-                .histogram
-                .iter()
-                .enumerate()
-                .filter(|(_, &c)| c > 0)
-                .map(|(i, &c)| {
-                    // Side by side within the bucket, in log space.
-                    let (a, b) = (edges[i], upper(i));
-                    let step = (b / a).powf(1.0 / n as f64);
-                    let from = a * step.powf(slot as f64);
-                    let to = from * step;
-                    (from * step.powf(0.06), to / step.powf(0.06), share(f, c))
-                })
-                .collect();
-            let style = colour(f.kind).filled();
-            Layer {
-                kind: Some(f.kind),
-                series: "total-histogram",
-                points: bars.len(),
-                draw: Box::new(move |chart| {
-                    chart
-                        .draw_series(
-                            bars.iter()
-                                .map(|&(x0, x1, y)| Rectangle::new([(x0, 0.0), (x1, y)], style)),
-                        )
-                        .map_err(err)?;
-                    Ok(())
-                }),
-            }
-        })
+        .map(|(slot, f)| histogram_layer(f, slot, kinds.len(), &edges))
         .collect();
     figure(
         "total-histogram",
@@ -95,6 +54,68 @@ pub(super) fn histogram_plot(r: &Report) -> String {
         &plot_or_error(layered_svg(&frame, &layers)),
         &notes,
     )
+}
+
+/// Percent of the kind's exchanges.
+fn share(f: &KindFigures, n: u64) -> f64 {
+    100.0 * n as f64 / f.count.max(1) as f64
+}
+
+/// The seed's 1-second bins, as grey lines up to `top` (%).
+fn seed_bin_lines<X, Y>(chart: &mut Chart<'_, '_, X, Y>, top: f64) -> DrawResult
+where
+    X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
+{
+    chart
+        .draw_series((1..=10).map(|s| {
+            let x = f64::from(s) * 1000.0;
+            PathElement::new(vec![(x, 0.0), (x, top * 1.1)], GREY.mix(0.5))
+        }))
+        .map_err(err)?;
+    Ok(())
+}
+
+/// One kind's bars, the `slot`th of `n` side by side within each bucket (in log space).
+fn histogram_layer<'d, X, Y>(
+    f: &KindFigures,
+    slot: usize,
+    n: usize,
+    edges: &[f64],
+) -> Layer<'d, X, Y>
+where
+    X: Ranged<ValueType = f64> + 'd,
+    Y: Ranged<ValueType = f64> + 'd,
+{
+    let upper = |i: usize| edges.get(i + 1).copied().unwrap_or(OVERFLOW_DRAWN_TO_MS);
+    let bars: Vec<(f64, f64, f64)> = f
+        .histogram
+        .iter()
+        .enumerate()
+        .filter(|(_, &c)| c > 0)
+        .map(|(i, &c)| {
+            let (a, b) = (edges[i], upper(i));
+            let step = (b / a).powf(1.0 / n as f64);
+            let from = a * step.powf(slot as f64);
+            let to = from * step;
+            (from * step.powf(0.06), to / step.powf(0.06), share(f, c))
+        })
+        .collect();
+    let style = colour(f.kind).filled();
+    Layer {
+        kind: Some(f.kind),
+        series: "total-histogram",
+        points: bars.len(),
+        draw: Box::new(move |chart| {
+            chart
+                .draw_series(
+                    bars.iter()
+                        .map(|&(x0, x1, y)| Rectangle::new([(x0, 0.0), (x1, y)], style)),
+                )
+                .map_err(err)?;
+            Ok(())
+        }),
+    }
 }
 
 /// Position of quantile `q` on the percentile axis: -log10(1 - q), so p90, p99 and p99.9 are
@@ -210,49 +231,7 @@ pub(super) fn legs_plot(r: &Report) -> String {
     let layers: Vec<Layer<'_, _, _>> = kinds
         .iter()
         .enumerate()
-        .map(|(slot, f)| {
-            let offset = (slot as f64 - (n - 1.0) / 2.0) * 0.22;
-            let whiskers: Vec<(f64, f64, f64, f64)> = legs_of(f)
-                .into_iter()
-                .enumerate()
-                .filter(|(_, l)| l.count > 0)
-                .map(|(i, l)| {
-                    (
-                        i as f64 + offset,
-                        l.min_ms.max(LOG_FLOOR_MS),
-                        l.avg_ms().unwrap_or(l.min_ms).max(LOG_FLOOR_MS),
-                        l.max_ms.max(LOG_FLOOR_MS),
-                    )
-                })
-                .collect();
-            let c = colour(f.kind);
-            Layer {
-                kind: Some(f.kind),
-                series: "legs",
-                points: whiskers.len(),
-                draw: Box::new(move |chart| {
-                    for &(x, min, avg, max) in &whiskers {
-                        chart
-                            .draw_series([
-                                PathElement::new(vec![(x, min), (x, max)], c.stroke_width(2)),
-                                PathElement::new(
-                                    vec![(x - 0.06, min), (x + 0.06, min)],
-                                    c.stroke_width(2),
-                                ),
-                                PathElement::new(
-                                    vec![(x - 0.06, max), (x + 0.06, max)],
-                                    c.stroke_width(2),
-                                ),
-                            ])
-                            .map_err(err)?;
-                        chart
-                            .draw_series([Circle::new((x, avg), 5, c.filled())])
-                            .map_err(err)?;
-                    }
-                    Ok(())
-                }),
-            }
-        })
+        .map(|(slot, f)| legs_layer(f, (slot as f64 - (n - 1.0) / 2.0) * 0.22))
         .collect();
     figure(
         "legs",
@@ -260,6 +239,62 @@ pub(super) fn legs_plot(r: &Report) -> String {
         &plot_or_error(layered_svg(&frame, &layers)),
         &notes,
     )
+}
+
+/// One kind's whiskers (min to max, the average a dot), `offset` beside each leg's tick.
+fn legs_layer<'d, X, Y>(f: &KindFigures, offset: f64) -> Layer<'d, X, Y>
+where
+    X: Ranged<ValueType = f64> + 'd,
+    Y: Ranged<ValueType = f64> + 'd,
+{
+    let whiskers: Vec<(f64, f64, f64, f64)> = legs_of(f)
+        .into_iter()
+        .enumerate()
+        .filter(|(_, l)| l.count > 0)
+        .map(|(i, l)| {
+            (
+                i as f64 + offset,
+                l.min_ms.max(LOG_FLOOR_MS),
+                l.avg_ms().unwrap_or(l.min_ms).max(LOG_FLOOR_MS),
+                l.max_ms.max(LOG_FLOOR_MS),
+            )
+        })
+        .collect();
+    let c = colour(f.kind);
+    Layer {
+        kind: Some(f.kind),
+        series: "legs",
+        points: whiskers.len(),
+        draw: Box::new(move |chart| {
+            for &whisker in &whiskers {
+                draw_whisker(chart, c, whisker)?;
+            }
+            Ok(())
+        }),
+    }
+}
+
+/// A vertical line from `min` to `max` at `x` with a cap at each end, and a dot at `avg`.
+fn draw_whisker<X, Y>(
+    chart: &mut Chart<'_, '_, X, Y>,
+    c: RGBColor,
+    (x, min, avg, max): (f64, f64, f64, f64),
+) -> DrawResult
+where
+    X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
+{
+    chart
+        .draw_series([
+            PathElement::new(vec![(x, min), (x, max)], c.stroke_width(2)),
+            PathElement::new(vec![(x - 0.06, min), (x + 0.06, min)], c.stroke_width(2)),
+            PathElement::new(vec![(x - 0.06, max), (x + 0.06, max)], c.stroke_width(2)),
+        ])
+        .map_err(err)?;
+    chart
+        .draw_series([Circle::new((x, avg), 5, c.filled())])
+        .map_err(err)?;
+    Ok(())
 }
 
 pub(super) fn no_intervals_note() -> Vec<String> {
@@ -338,22 +373,9 @@ pub(super) fn rate_over_time_plot(r: &Report) -> String {
         .into_iter()
         .filter(|k| r.kinds.contains(k))
         .collect();
-    let rates = |kind: Kind| -> Vec<(f64, f64)> {
-        r.intervals
-            .iter()
-            .filter_map(|p| p.kind(kind).map(|k| (p.end_s, p.rate(k))))
-            .collect()
-    };
-    let counts = |kind: Kind, what: fn(&IntervalKind) -> u64| -> Vec<(f64, u64)> {
-        r.intervals
-            .iter()
-            .filter_map(|p| p.kind(kind).map(|k| (p.end_s, what(k))))
-            .filter(|&(_, n)| n > 0)
-            .collect()
-    };
     let top = kinds
         .iter()
-        .flat_map(|&k| rates(k))
+        .flat_map(|&k| rates(r, k))
         .map(|(_, v)| v)
         .fold(0.0f64, f64::max);
     // The rates use the lower 80 %; the failure marks sit in the band above.
@@ -371,59 +393,112 @@ pub(super) fn rate_over_time_plot(r: &Report) -> String {
     };
     let mut layers: Vec<Layer<'_, _, _>> = Vec::new();
     for (slot, &kind) in kinds.iter().enumerate() {
-        let c = colour(kind);
-        let rate = rates(kind);
-        layers.push(Layer {
-            kind: Some(kind),
-            series: "rate",
-            points: rate.len(),
-            draw: Box::new(move |chart| {
-                chart
-                    .draw_series(LineSeries::new(rate.iter().copied(), c.stroke_width(2)))
-                    .map_err(err)?;
-                chart
-                    .draw_series(rate.iter().map(|&p| Circle::new(p, 3, c.filled())))
-                    .map_err(err)?;
-                Ok(())
-            }),
-        });
+        layers.push(rate_layer(kind, rates(r, kind)));
         // Each kind a little to its own side of the interval's end, so both stay visible.
         let dx = (slot as f64 - 0.5) * span * 0.012;
         for (series, row) in [("timeouts", 0.94), ("errors", 0.86)] {
-            let marks = counts(
-                kind,
-                if series == "timeouts" {
-                    |k: &IntervalKind| k.timeouts
-                } else {
-                    |k: &IntervalKind| k.errors
-                },
-            );
-            let label = (FONT, 12).into_font().color(&c);
-            layers.push(Layer {
-                kind: Some(kind),
-                series,
-                points: marks.len(),
-                draw: Box::new(move |chart| {
-                    let at = |x: f64| EmptyElement::at((x + dx, y_top * row));
-                    let count = |n: u64| Text::new(n.to_string(), (7, -6), label.clone());
-                    if series == "timeouts" {
-                        chart
-                            .draw_series(marks.iter().map(|&(x, n)| {
-                                at(x) + TriangleMarker::new((0, 0), 6, c.filled()) + count(n)
-                            }))
-                            .map_err(err)?;
-                    } else {
-                        chart
-                            .draw_series(marks.iter().map(|&(x, n)| {
-                                at(x) + Cross::new((0, 0), 5, c.stroke_width(3)) + count(n)
-                            }))
-                            .map_err(err)?;
-                    }
-                    Ok(())
-                }),
-            });
+            let marks = failures(r, kind, series);
+            layers.push(marks_layer(kind, series, marks, (dx, y_top * row)));
         }
     }
+    figure(
+        "rate-over-time",
+        caption,
+        &plot_or_error(layered_svg(&frame, &layers)),
+        &no_failures_note(r),
+    )
+}
+
+/// `kind`'s successful exchanges per second, at each interval's end.
+fn rates(r: &Report, kind: Kind) -> Vec<(f64, f64)> {
+    r.intervals
+        .iter()
+        .filter_map(|p| p.kind(kind).map(|k| (p.end_s, p.rate(k))))
+        .collect()
+}
+
+/// The intervals in which `kind` had `series` (timeouts or errors), with how many.
+fn failures(r: &Report, kind: Kind, series: &str) -> Vec<(f64, u64)> {
+    let count = |k: &IntervalKind| {
+        if series == "timeouts" {
+            k.timeouts
+        } else {
+            k.errors
+        }
+    };
+    r.intervals
+        .iter()
+        .filter_map(|p| p.kind(kind).map(|k| (p.end_s, count(k))))
+        .filter(|&(_, n)| n > 0)
+        .collect()
+}
+
+/// One kind's rate: a line with a dot per interval.
+fn rate_layer<'d, X, Y>(kind: Kind, rate: Vec<(f64, f64)>) -> Layer<'d, X, Y>
+where
+    X: Ranged<ValueType = f64> + 'd,
+    Y: Ranged<ValueType = f64> + 'd,
+{
+    let c = colour(kind);
+    Layer {
+        kind: Some(kind),
+        series: "rate",
+        points: rate.len(),
+        draw: Box::new(move |chart| {
+            chart
+                .draw_series(LineSeries::new(rate.iter().copied(), c.stroke_width(2)))
+                .map_err(err)?;
+            chart
+                .draw_series(rate.iter().map(|&p| Circle::new(p, 3, c.filled())))
+                .map_err(err)?;
+            Ok(())
+        }),
+    }
+}
+
+/// One kind's timeouts (▲) or errors (✕) with their count, at the intervals' ends shifted by
+/// `dx`, at height `y`.
+fn marks_layer<'d, X, Y>(
+    kind: Kind,
+    series: &'static str,
+    marks: Vec<(f64, u64)>,
+    (dx, y): (f64, f64),
+) -> Layer<'d, X, Y>
+where
+    X: Ranged<ValueType = f64> + 'd,
+    Y: Ranged<ValueType = f64> + 'd,
+{
+    let c = colour(kind);
+    let label = (FONT, 12).into_font().color(&c);
+    Layer {
+        kind: Some(kind),
+        series,
+        points: marks.len(),
+        draw: Box::new(move |chart| {
+            let at = |x: f64| EmptyElement::at((x + dx, y));
+            let count = |n: u64| Text::new(n.to_string(), (7, -6), label.clone());
+            if series == "timeouts" {
+                chart
+                    .draw_series(marks.iter().map(|&(x, n)| {
+                        at(x) + TriangleMarker::new((0, 0), 6, c.filled()) + count(n)
+                    }))
+                    .map_err(err)?;
+            } else {
+                chart
+                    .draw_series(
+                        marks.iter().map(|&(x, n)| {
+                            at(x) + Cross::new((0, 0), 5, c.stroke_width(3)) + count(n)
+                        }),
+                    )
+                    .map_err(err)?;
+            }
+            Ok(())
+        }),
+    }
+}
+
+/// Says so when no interval had a timeout or an error (the plot has no marks then).
+fn no_failures_note(r: &Report) -> Vec<String> {
     let failures: u64 = r
         .intervals
         .iter()
@@ -433,10 +508,5 @@ pub(super) fn rate_over_time_plot(r: &Report) -> String {
     if failures == 0 {
         notes.push("<p class=\"note\" data-note=\"no-failures\">No timeouts or errors in any interval.</p>\n".to_owned());
     }
-    figure(
-        "rate-over-time",
-        caption,
-        &plot_or_error(layered_svg(&frame, &layers)),
-        &notes,
-    )
+    notes
 }
