@@ -44,7 +44,9 @@ impl<'a> Summaries<'a> {
             output: Output::new(config),
         }
     }
+}
 
+impl Summaries<'_> {
     /// Prints a summary every interval until `stop` is cancelled; a sweep's steps are its
     /// summaries instead, and it ends after the last one.
     pub(crate) async fn until_stopped(
