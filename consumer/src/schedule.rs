@@ -1,6 +1,6 @@
 //! How exchanges are started, in one place: the seed's closed loop (the next exchange of a kind
 //! starts when the previous one ends — a benchmark) or, with `--rate`, the open loop
-//! (`open_loop`: exchanges start on a fixed schedule whatever the replies — a canary). [`Loops`]
+//! (`open_loop`: exchanges start on a fixed schedule whatever the replies — a canary). `Loops`
 //! starts either for every measured kind and, once the run's token is cancelled, joins them.
 
 mod open_loop;
