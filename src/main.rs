@@ -63,7 +63,7 @@ fn main() -> ExitCode {
                 let _t = telemetry::init_tracing(&telemetry::TraceOptions::disabled("hub"));
                 ("hub", hub::run(*args).await)
             }
-            Some(Cmd::Producer(args)) => ("producer", producer::run(args).await),
+            Some(Cmd::Producer(args)) => ("producer", producer::cli::main(args).await),
             Some(Cmd::Consumer(args)) => ("consumer", consumer::run(args).await),
             Some(Cmd::Run(args)) => ("run", run(args).await),
             // Reads one file and writes another: nothing else runs on this runtime meanwhile.
