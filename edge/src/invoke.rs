@@ -2,124 +2,41 @@
 //! token and `x-ms-edge-moduleId` (docs/protocol.md#invoking-a-direct-method-over-https), over
 //! one pooled, kept-alive connection (the seed's "Address already in use" came from a connection
 //! per call).
+//!
+//! A call builds as little as it can: the request URI once per target, the headers once per SAS
+//! token, and the body in one buffer sized from the previous one.
 
-use crate::identity::{IdentityError, ModuleIdentity};
+mod answer;
+mod error;
+
+pub use answer::MethodResult;
+pub use error::{InvokeError, InvokeFailure};
+
+use crate::identity::ModuleIdentity;
 use crate::tls;
+use answer::read_answer;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::{Request, StatusCode};
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Method, Request, StatusCode, Uri};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use percent_encoding::utf8_percent_encode;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 const USER_AGENT: &str = concat!("iotedge-method-vs-message/", env!("CARGO_PKG_VERSION"));
+const MODULE_ID: HeaderName = HeaderName::from_static("x-ms-edge-moduleid");
 
-#[derive(Debug, thiserror::Error)]
-pub enum InvokeError {
-    /// 404: the target is not connected or not subscribed to methods.
-    #[error("target not found: {0}")]
-    NotFound(String),
-    /// 504 from the hub, or no HTTP answer in time.
-    #[error("method timed out: {0}")]
-    Timeout(String),
-    #[error("hub refused the call with HTTP {status}: {body}")]
-    Refused { status: u16, body: String },
-    #[error("cannot reach the gateway")]
-    Transport(#[source] Box<dyn std::error::Error + Send + Sync>),
-    /// The TCP connection was made but its TLS handshake failed.
-    #[error("TLS handshake with the gateway failed")]
-    Handshake(#[source] hyper_util::client::legacy::Error),
-    #[error("cannot build the request")]
-    Request(#[source] hyper::http::Error),
-    #[error("the gateway's answer is not JSON: {body}")]
-    NotJson {
-        body: String,
-        #[source]
-        source: serde_json::Error,
-    },
-    #[error("the gateway's answer has no status: {body}")]
-    NoStatus { body: String },
-    #[error(transparent)]
-    Identity(#[from] IdentityError),
-    #[error("gateway CA: {0}")]
-    Tls(#[from] tls::TlsError),
-}
-
-/// What kind of failure an [`InvokeError`] is: a closed set, for counting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum InvokeFailure {
-    /// No answer in time (the hub's 504 or our own deadline).
-    Timeout,
-    /// The hub answered with an error status (404 target not found, 401, 429, 503, …).
-    Refused,
-    /// No TCP connection, or it broke (also: no SAS token from the workload API).
-    Transport,
-    /// The TLS handshake failed (or the gateway CA is unusable).
-    Tls,
-    /// HTTP 200 with a body that is not `{"status":…,"payload":…}`.
-    Malformed,
-}
-
-impl InvokeError {
-    pub fn is_timeout(&self) -> bool {
-        matches!(self, InvokeError::Timeout(_))
-    }
-
-    /// Which kind of failure this is.
-    pub fn failure(&self) -> InvokeFailure {
-        match self {
-            InvokeError::Timeout(_) => InvokeFailure::Timeout,
-            InvokeError::NotFound(_) | InvokeError::Refused { .. } => InvokeFailure::Refused,
-            InvokeError::Transport(_) | InvokeError::Identity(_) => InvokeFailure::Transport,
-            InvokeError::Handshake(_) | InvokeError::Tls(_) => InvokeFailure::Tls,
-            InvokeError::Request(_)
-            | InvokeError::NotJson { .. }
-            | InvokeError::NoStatus { .. } => InvokeFailure::Malformed,
-        }
-    }
-
-    /// Classifies the HTTP client's error: a connect error from the TLS stage (hyper-rustls
-    /// reports those as `io::Error`; the TCP stage's are hyper-util's own `ConnectError`) is a
-    /// handshake failure, anything else a transport one.
-    fn from_request(e: hyper_util::client::legacy::Error) -> Self {
-        let from_tls_stage = e.is_connect()
-            && std::error::Error::source(&e)
-                .is_some_and(|s| s.downcast_ref::<std::io::Error>().is_some());
-        if from_tls_stage {
-            InvokeError::Handshake(e)
-        } else {
-            InvokeError::Transport(Box::new(e))
-        }
-    }
-}
-
-/// The target module's answer: its status and JSON payload (HTTP itself was 200).
-#[derive(Debug, Clone, PartialEq)]
-pub struct MethodResult {
-    pub status: i64,
-    /// The payload as the JSON text the gateway sent (`null` when it had none), a slice of the
-    /// response: the caller parses it into its own type, once.
-    pub payload: Bytes,
-}
-
-impl MethodResult {
-    /// The payload as a JSON value (`null` if it does not parse), for checks and logs.
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.payload).unwrap_or(serde_json::Value::Null)
-    }
-}
-
-/// The gateway's 200 answer, `{"status": …, "payload": …}`, each field kept as its JSON text.
-#[derive(serde::Deserialize)]
-struct Answer<'a> {
-    #[serde(borrow)]
-    status: Option<&'a serde_json::value::RawValue>,
-    #[serde(borrow)]
-    payload: Option<&'a serde_json::value::RawValue>,
-}
+/// The most targets whose request URIs are kept (a module calls one or a few).
+const CACHED_TARGETS: usize = 16;
+/// The most a request body reserves up front: a large call must not make every later one
+/// reserve as much.
+const MAX_BODY_RESERVE: usize = 1 << 20;
+/// The first call's reservation, before any body has been measured.
+const FIRST_BODY_RESERVE: usize = 256;
 
 /// The invocation request's body.
 #[derive(serde::Serialize)]
@@ -131,15 +48,40 @@ struct InvokeBody<'a, P: ?Sized> {
     connect_timeout_in_seconds: u64,
 }
 
+/// A target's request URI, built on its first call.
+struct TargetUri {
+    device: String,
+    module: String,
+    uri: Uri,
+}
+
+/// The headers of every call while a SAS token is valid, built when it is fetched.
+struct SignedHeaders {
+    headers: HeaderMap,
+    /// The token's expiry, unix seconds.
+    expiry: u64,
+}
+
+/// A module's client for direct methods on other modules, through its gateway.
 pub struct MethodClient {
     http: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     identity: Arc<ModuleIdentity>,
     base: String,
     module_header: String,
-    token: Mutex<Option<(Arc<str>, u64)>>,
+    uris: Mutex<Vec<TargetUri>>,
+    signed: Mutex<Option<SignedHeaders>>,
+    /// The last request body's length: the next one's reservation (same-shaped calls fit exactly).
+    body_size: AtomicUsize,
+}
+
+/// `mutex`'s value; a panic while it was held left nothing half-written (each critical section
+/// only reads or replaces whole values).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl MethodClient {
+    /// A client for `identity`'s gateway, trusting its CA; connects on the first call.
     pub async fn new(identity: Arc<ModuleIdentity>) -> Result<Self, InvokeError> {
         let ca = identity.trust_bundle().await?;
         let config = tls::client_config(&ca, &[])?;
@@ -165,28 +107,10 @@ impl MethodClient {
             module_header: identity.name(),
             identity,
             base,
-            token: Mutex::new(None),
+            uris: Mutex::new(Vec::new()),
+            signed: Mutex::new(None),
+            body_size: AtomicUsize::new(FIRST_BODY_RESERVE),
         })
-    }
-
-    async fn token(&self) -> Result<Arc<str>, InvokeError> {
-        let now = crate::sas::now_unix();
-        if let Ok(cached) = self.token.lock() {
-            if let Some((token, expiry)) = cached.as_ref() {
-                if !self.identity.token_lifetime.due(*expiry, now) {
-                    return Ok(token.clone());
-                }
-            }
-        }
-        let (token, expiry) = self
-            .identity
-            .token(self.identity.token_lifetime.ttl)
-            .await?;
-        let token: Arc<str> = token.into();
-        if let Ok(mut cached) = self.token.lock() {
-            *cached = Some((token.clone(), expiry));
-        }
-        Ok(token)
     }
 
     /// Calls `method` on `device`/`module` with a JSON `payload` (any serializable value, so a
@@ -199,82 +123,154 @@ impl MethodClient {
         payload: &P,
         response_timeout: Duration,
     ) -> Result<MethodResult, InvokeError> {
-        let uri = format!(
+        let timeout_secs = response_timeout.as_secs().clamp(5, 300);
+        let body = self.body(&InvokeBody {
+            method_name: method,
+            payload,
+            response_timeout_in_seconds: timeout_secs,
+            connect_timeout_in_seconds: 0,
+        })?;
+        let mut request = Request::new(Full::new(body));
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = self.uri(device, module)?;
+        *request.headers_mut() = self.headers().await?;
+        // The hub answers 504 after the response timeout; allow it a little longer than that.
+        let deadline = Duration::from_secs(timeout_secs) + Duration::from_secs(5);
+        let (status, bytes) = tokio::time::timeout(deadline, self.exchange(request))
+            .await
+            .map_err(|_| {
+                InvokeError::Timeout(format!("no answer from the gateway within {deadline:?}"))
+            })??;
+        read_answer(status, &bytes)
+    }
+
+    /// The request body's JSON, in one buffer reserved for the size of the last one.
+    fn body<P: serde::Serialize + ?Sized>(
+        &self,
+        body: &InvokeBody<'_, P>,
+    ) -> Result<Bytes, InvokeError> {
+        let reserve = self.body_size.load(Ordering::Relaxed).min(MAX_BODY_RESERVE);
+        let mut buffer = Vec::with_capacity(reserve);
+        serde_json::to_writer(&mut buffer, body).map_err(|source| InvokeError::NotJson {
+            body: "(the payload to send)".to_owned(),
+            source,
+        })?;
+        self.body_size.store(buffer.len(), Ordering::Relaxed);
+        Ok(Bytes::from(buffer))
+    }
+
+    /// `…/twins/{device}/modules/{module}/methods?api-version=…`, built on a target's first call.
+    fn uri(&self, device: &str, module: &str) -> Result<Uri, InvokeError> {
+        let mut cached = lock(&self.uris);
+        if let Some(target) = cached
+            .iter()
+            .find(|t| t.device == device && t.module == module)
+        {
+            // Shares the first one's buffer: no allocation.
+            return Ok(target.uri.clone());
+        }
+        let uri = Uri::try_from(format!(
             "{}/twins/{}/modules/{}/methods?api-version={}",
             self.base,
             utf8_percent_encode(device, crate::bag::COMPONENT),
             utf8_percent_encode(module, crate::bag::COMPONENT),
             crate::topic::API_VERSION
-        );
-        let timeout_secs = response_timeout.as_secs().clamp(5, 300);
-        let body = serde_json::to_vec(&InvokeBody {
-            method_name: method,
-            payload,
-            response_timeout_in_seconds: timeout_secs,
-            connect_timeout_in_seconds: 0,
-        })
-        .map_err(|source| InvokeError::NotJson {
-            body: "(the payload to send)".to_owned(),
-            source,
-        })?;
-        let request = Request::post(uri)
-            .header("authorization", &*self.token().await?)
-            .header("x-ms-edge-moduleid", &self.module_header)
-            .header("content-type", "application/json")
-            .header("user-agent", USER_AGENT)
-            .body(Full::new(Bytes::from(body)))
-            .map_err(InvokeError::Request)?;
-        // The hub answers 504 after the response timeout; allow it a little longer than that.
-        let deadline = Duration::from_secs(timeout_secs) + Duration::from_secs(5);
-        let exchange = async {
-            let response = self
-                .http
-                .request(request)
-                .await
-                .map_err(InvokeError::from_request)?;
-            let status = response.status();
-            let bytes = response
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| InvokeError::Transport(Box::new(e)))?
-                .to_bytes();
-            Ok::<_, InvokeError>((status, bytes))
-        };
-        let (status, bytes) = tokio::time::timeout(deadline, exchange)
-            .await
-            .map_err(|_| {
-                InvokeError::Timeout(format!("no answer from the gateway within {deadline:?}"))
-            })??;
-        let text = || {
-            String::from_utf8_lossy(&bytes)
-                .chars()
-                .take(500)
-                .collect::<String>()
-        };
-        match status {
-            StatusCode::OK => {
-                let answer: Answer<'_> =
-                    serde_json::from_slice(&bytes).map_err(|source| InvokeError::NotJson {
-                        body: text(),
-                        source,
-                    })?;
-                let status = answer
-                    .status
-                    .and_then(|s| serde_json::from_str::<i64>(s.get()).ok())
-                    .ok_or_else(|| InvokeError::NoStatus { body: text() })?;
-                let payload = match answer.payload {
-                    Some(raw) => bytes.slice_ref(raw.get().as_bytes()),
-                    None => Bytes::from_static(b"null"),
-                };
-                Ok(MethodResult { status, payload })
-            }
-            StatusCode::NOT_FOUND => Err(InvokeError::NotFound(text())),
-            StatusCode::GATEWAY_TIMEOUT => Err(InvokeError::Timeout(text())),
-            s => Err(InvokeError::Refused {
-                status: s.as_u16(),
-                body: text(),
-            }),
+        ))
+        .map_err(|e| InvokeError::Request(e.into()))?;
+        if cached.len() < CACHED_TARGETS {
+            cached.push(TargetUri {
+                device: device.to_owned(),
+                module: module.to_owned(),
+                uri: uri.clone(),
+            });
         }
+        Ok(uri)
+    }
+
+    /// The call's headers; a new set with a fresh SAS token when the last one is due for renewal.
+    async fn headers(&self) -> Result<HeaderMap, InvokeError> {
+        let now = crate::sas::now_unix();
+        if let Some(signed) = lock(&self.signed).as_ref() {
+            if !self.identity.token_lifetime.due(signed.expiry, now) {
+                return Ok(signed.headers.clone());
+            }
+        }
+        let (token, expiry) = self
+            .identity
+            .token(self.identity.token_lifetime.ttl)
+            .await?;
+        let headers = signed_headers(&self.module_header, token)?;
+        *lock(&self.signed) = Some(SignedHeaders {
+            headers: headers.clone(),
+            expiry,
+        });
+        Ok(headers)
+    }
+
+    /// Sends `request` on the pooled connection; the answer's status and whole body.
+    async fn exchange(
+        &self,
+        request: Request<Full<Bytes>>,
+    ) -> Result<(StatusCode, Bytes), InvokeError> {
+        let response = self
+            .http
+            .request(request)
+            .await
+            .map_err(InvokeError::from_request)?;
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| InvokeError::Transport(Box::new(e)))?
+            .to_bytes();
+        Ok((status, bytes))
+    }
+}
+
+/// Every call's headers with `token` as its authorization, from module `module_id`.
+fn signed_headers(module_id: &str, token: String) -> Result<HeaderMap, InvokeError> {
+    let invalid = |e: header::InvalidHeaderValue| InvokeError::Request(e.into());
+    let mut authorization = HeaderValue::try_from(token).map_err(invalid)?;
+    // Kept out of debug output (and out of HPACK tables, were this HTTP/2).
+    authorization.set_sensitive(true);
+    let mut headers = HeaderMap::with_capacity(4);
+    headers.insert(header::AUTHORIZATION, authorization);
+    headers.insert(
+        MODULE_ID,
+        HeaderValue::from_str(module_id).map_err(invalid)?,
+    );
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
+    Ok(headers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_are_the_four_a_call_sends_and_the_token_is_sensitive() {
+        let headers = signed_headers("dev/consumer", "SharedAccessSignature sr=x".into()).unwrap();
+        let names: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+        assert_eq!(
+            names,
+            [
+                "authorization",
+                "x-ms-edge-moduleid",
+                "content-type",
+                "user-agent"
+            ]
+        );
+        let token = &headers[header::AUTHORIZATION];
+        assert!(token.is_sensitive());
+        assert_eq!(format!("{token:?}"), "Sensitive");
+        assert_eq!(headers[MODULE_ID], "dev/consumer");
+        // A token that is no header value is refused, as the request it would have made.
+        let e = signed_headers("dev/consumer", "bad\ntoken".into()).unwrap_err();
+        assert_eq!(e.failure(), InvokeFailure::Malformed, "{e}");
     }
 }
