@@ -167,7 +167,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         e = ticket.expelled() => return expelled(&hub, Protocol::Mqtt, peer, e),
     };
     let refuse = |reason, detail: &dyn std::fmt::Display| {
-        hub.refusals
+        hub.refusals()
             .refuse(Protocol::Mqtt, reason, Some(peer), "", detail)
     };
     let connect = match first {
@@ -195,7 +195,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
                 reason: Reason::ConnectionLimit,
                 detail: format!(
                     "{} connections are established already (--max-connections)",
-                    hub.settings.max_connections
+                    hub.settings().max_connections
                 ),
             })
         }
@@ -205,9 +205,9 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         Err(r) => {
             // Only a known identity names the series, so strangers cannot grow the metric.
             let known = hub
-                .identities
-                .is_client_id(&hub.settings.device_id, &connect.client_id);
-            hub.refusals.refuse(
+                .identities()
+                .is_client_id(&hub.settings().device_id, &connect.client_id);
+            hub.refusals().refuse(
                 Protocol::Mqtt,
                 r.reason,
                 Some(peer),
@@ -230,7 +230,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     let (tx, rx) = mpsc::channel(1024);
     let (failed_tx, mut writer_failed) = oneshot::channel();
     let writer_task = hub.spawn(writer(wr, rx, failed_tx));
-    let name: Arc<str> = format!("{}/{module}", hub.settings.device_id).into();
+    let name: Arc<str> = format!("{}/{module}", hub.settings().device_id).into();
     let session = Arc::new(Session::new(
         hub.next_session_id(),
         module,
@@ -248,14 +248,14 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         return;
     }
     hub.attach(session.clone());
-    hub.metrics
+    hub.metrics()
         .connect_success
         .get_or_create(&IdLabels { id: name.clone() })
         .inc();
     let keep_alive = Duration::from_secs(connect.keep_alive as u64).min(MAX_KEEP_ALIVE);
     tracing::info!(client = %name, %peer, keep_alive = ?keep_alive, "client connected");
 
-    let max_packet = hub.settings.max_message_size + PACKET_SLACK;
+    let max_packet = hub.settings().max_message_size + PACKET_SLACK;
     let result = session_loop(
         &hub,
         &session,
@@ -269,7 +269,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     match result {
         Ok(()) | Err(ConnError::Eof) => tracing::info!(client = %name, "client disconnected"),
         Err(ConnError::Refused(reason, detail)) => {
-            hub.refusals.refuse(
+            hub.refusals().refuse(
                 Protocol::Mqtt,
                 reason,
                 Some(peer),
@@ -281,7 +281,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     }
     session.close();
     hub.detach(&session);
-    hub.metrics
+    hub.metrics()
         .disconnects
         .get_or_create(&IdLabels { id: name.clone() })
         .inc();
@@ -309,7 +309,7 @@ async fn session_loop<R: AsyncRead + Unpin>(
     };
     let violation = |detail: String| ConnError::Refused(Reason::ProtocolViolation, detail);
     // Fault injection: close this module's connection this long after it connected.
-    let disconnect = hub.faults.disconnect_every(&session.module);
+    let disconnect = hub.faults().disconnect_every(&session.module);
     let disconnect_at = tokio::time::Instant::now() + disconnect.unwrap_or(Duration::MAX / 4);
     loop {
         let packet = tokio::select! {
@@ -320,7 +320,7 @@ async fn session_loop<R: AsyncRead + Unpin>(
             _ = session.closed.notified() => return Err(ConnError::Replaced),
             e = &mut *writer_failed => return Err(e.unwrap_or(ConnError::Eof)),
             _ = tokio::time::sleep_until(disconnect_at), if disconnect.is_some() => {
-                hub.faults.disconnected(&session.module);
+                hub.faults().disconnected(&session.module);
                 return Err(ConnError::Fault(format!("disconnect:{} injected after {:?}", session.module, disconnect.unwrap_or_default())));
             }
         };
@@ -333,13 +333,13 @@ async fn session_loop<R: AsyncRead + Unpin>(
                         "QoS 2 is not supported by IoT Hub/edgeHub".into(),
                     ));
                 }
-                if publish.payload.len() > hub.settings.max_message_size {
+                if publish.payload.len() > hub.settings().max_message_size {
                     return Err(ConnError::Refused(
                         Reason::MessageTooLarge,
                         format!(
                             "message of {} bytes exceeds the {} byte limit",
                             publish.payload.len(),
-                            hub.settings.max_message_size
+                            hub.settings().max_message_size
                         ),
                     ));
                 }
@@ -356,7 +356,7 @@ async fn session_loop<R: AsyncRead + Unpin>(
             }
             Packet::PubAck(ack) => {
                 // A lost PUBACK (fault injection) leaves the delivery to time out and resend.
-                if !(session.awaits(ack.pkid) && hub.faults.lose_ack(&session.module)) {
+                if !(session.awaits(ack.pkid) && hub.faults().lose_ack(&session.module)) {
                     session.acknowledged(ack.pkid);
                 }
             }
@@ -400,11 +400,8 @@ async fn session_loop<R: AsyncRead + Unpin>(
 /// filters: any `devices/{..}/modules/{..}/#` means the module's own inputs.
 fn record_subscription(session: &Session, filter: &str, granted: Option<QoS>) {
     match topic::classify_subscription(filter) {
-        Subscription::Methods => {
-            let v = granted.map(|q| q as u8 + 1).unwrap_or(0);
-            session.methods.store(v, Ordering::SeqCst);
-        }
-        Subscription::ModuleMessages => session.inputs.store(granted.is_some(), Ordering::SeqCst),
+        Subscription::Methods => session.set_methods_qos(granted),
+        Subscription::ModuleMessages => session.set_takes_inputs(granted.is_some()),
         // Twin responses go to whoever asks; there are no desired-property patches or C2D here.
         Subscription::TwinResponses | Subscription::DesiredPropertyUpdates | Subscription::C2D => {}
         Subscription::Unknown => {
@@ -428,7 +425,7 @@ async fn handle_publish(
             module,
             bag,
         } => {
-            if device != hub.settings.device_id || module != Some(session.module.as_str()) {
+            if device != hub.settings().device_id || module != Some(session.module.as_str()) {
                 return Err(ConnError::Refused(
                     Reason::ForeignTopic,
                     format!(
@@ -528,13 +525,13 @@ fn packet_kind(p: &Packet) -> &'static str {
 /// (`source="edge_hub"`, as edgeHub's `DeviceMessageHandler`).
 fn count_twin_get(hub: &Hub, session: &Session, started: Instant) {
     let id = session.name.clone();
-    (hub.metrics.gettwin_duration)
+    (hub.metrics().gettwin_duration)
         .get_or_create(&GetTwinDurationLabels {
             source: EdgeHubSide,
             id: id.clone(),
         })
         .observe(started.elapsed().as_secs_f64());
-    (hub.metrics.gettwin)
+    (hub.metrics().gettwin)
         .get_or_create(&GetTwinLabels {
             source: EdgeHubSide,
             id,
@@ -547,13 +544,13 @@ fn count_twin_get(hub: &Hub, session: &Session, started: Instant) {
 /// patch the hub answered itself (`target="edge_hub"`).
 fn count_reported_update(hub: &Hub, session: &Session, started: Instant) {
     let id = session.name.clone();
-    (hub.metrics.reported_properties_duration)
+    (hub.metrics().reported_properties_duration)
         .get_or_create(&ReportedDurationLabels {
             target: EdgeHubSide,
             id: id.clone(),
         })
         .observe(started.elapsed().as_secs_f64());
-    (hub.metrics.reported_properties)
+    (hub.metrics().reported_properties)
         .get_or_create(&ReportedLabels {
             target: EdgeHubSide,
             id,
@@ -569,7 +566,7 @@ fn count_connect_failed(hub: &Hub, reason: Reason, known_id: Option<&str>) {
     if !reason.is_authentication() {
         return;
     }
-    (hub.metrics.connect_failed)
+    (hub.metrics().connect_failed)
         .get_or_create(&ConnectFailedLabels {
             id: known_id.unwrap_or("unknown").into(),
             reason: NotAuthenticated,

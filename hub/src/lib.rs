@@ -363,7 +363,7 @@ pub async fn run(args: Args) -> Result<()> {
         running.https,
         running.metrics,
         args.device_id,
-        running.hub.routes.routes().len(),
+        running.hub.routes().routes().len(),
         running.ca_path.display(),
         running.identities_path.display(),
     );

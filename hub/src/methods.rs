@@ -58,7 +58,7 @@ pub(crate) async fn serve(
         let tls = tls.clone();
         async move {
             let refuse = |reason, detail: &dyn std::fmt::Display| {
-                hub.refusals
+                hub.refusals()
                     .refuse(Protocol::Https, reason, Some(peer), "", detail)
             };
             let ticket = Arc::new(ticket);
@@ -134,7 +134,7 @@ pub(crate) async fn serve(
 
 /// A connection that completed TLS and never sent a byte of a request is closed quietly.
 fn idle(hub: &Hub, peer: SocketAddr) {
-    hub.refusals.count(Protocol::Https, Reason::Idle);
+    hub.refusals().count(Protocol::Https, Reason::Idle);
     tracing::debug!(%peer, "closed an HTTPS connection that never sent a request");
 }
 
@@ -263,7 +263,7 @@ impl Connection {
     }
 
     fn refuse(&self, hub: &Hub, reason: Reason, caller: &str, detail: &dyn std::fmt::Display) {
-        hub.refusals
+        hub.refusals()
             .refuse(Protocol::Https, reason, Some(self.peer), caller, detail);
     }
 }
@@ -329,7 +329,7 @@ async fn handle(
     calls.inc();
     let started = Instant::now();
     let response = match module.as_deref() {
-        Some(m) if device == hub.settings.device_id => invoke(hub, m, &target_name, call).await,
+        Some(m) if device == hub.settings().device_id => invoke(hub, m, &target_name, call).await,
         _ => message(
             StatusCode::NOT_FOUND,
             format!("Client {} not found", target_name()),
@@ -368,7 +368,7 @@ fn authenticate<'h>(
             "Invalid header value for x-ms-edge-moduleId",
         )));
     };
-    if device != hub.settings.device_id {
+    if device != hub.settings().device_id {
         let detail = "the caller names another device than this edge device";
         conn.refuse(hub, Reason::OtherDevice, "", &detail);
         return Err(Box::new(message(
@@ -389,10 +389,10 @@ fn authenticate<'h>(
         }
     }
     let hosts = [
-        hub.settings.iothub_hostname.as_str(),
-        hub.settings.gateway_hostname.as_str(),
+        hub.settings().iothub_hostname.as_str(),
+        hub.settings().gateway_hostname.as_str(),
     ];
-    match hub.identities.verify(token, &hosts, device, module) {
+    match hub.identities().verify(token, &hosts, device, module) {
         Ok(expiry) => {
             *verified = Some(Verified {
                 token: token.to_owned(),
@@ -403,7 +403,7 @@ fn authenticate<'h>(
         }
         Err(e) => {
             *verified = None;
-            let known = hub.identities.keys(module).is_some();
+            let known = hub.identities().keys(module).is_some();
             conn.refuse(hub, e.reason(), if known { name } else { "" }, &e);
             Err(Box::new(message(
                 StatusCode::UNAUTHORIZED,
@@ -481,9 +481,9 @@ fn resolve_handles(hub: &Hub, caller: &Caller<'_>, device: &str, module: Option<
     };
     Handles {
         caller: caller.name.to_owned(),
-        calls: hub.metrics.direct_methods.get_or_create(&calls).clone(),
+        calls: hub.metrics().direct_methods.get_or_create(&calls).clone(),
         duration: hub
-            .metrics
+            .metrics()
             .direct_method_duration
             .get_or_create(&duration)
             .clone(),

@@ -79,13 +79,15 @@ pub enum RouteError {
     },
 }
 
+/// The running hub's shared state: what every listener, connection and delivery task holds
+/// (`Arc<Hub>`). Its parts are reached through methods, so what it keeps can change behind them.
 pub struct Hub {
-    pub settings: Settings,
-    pub identities: Identities,
-    pub routes: RouteTable,
-    pub metrics: HubMetrics,
-    pub refusals: Refusals,
-    pub faults: Faults,
+    settings: Settings,
+    identities: Identities,
+    routes: RouteTable,
+    metrics: HubMetrics,
+    refusals: Refusals,
+    faults: Faults,
     /// Where queued messages are kept across restarts; `None`: in memory only.
     store: Option<Arc<Store>>,
     /// A failed store write is logged once until one succeeds again.
@@ -216,6 +218,36 @@ impl Hub {
             hub.restore(&store);
         }
         hub
+    }
+
+    /// The limits and names the hub runs with.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The module identities that may connect and call methods.
+    pub fn identities(&self) -> &Identities {
+        &self.identities
+    }
+
+    /// The routes from the deployment manifest.
+    pub fn routes(&self) -> &RouteTable {
+        &self.routes
+    }
+
+    /// The hub's metric families (edgeHub's names).
+    pub(crate) fn metrics(&self) -> &HubMetrics {
+        &self.metrics
+    }
+
+    /// Where refused connections and requests are logged and counted.
+    pub(crate) fn refusals(&self) -> &Refusals {
+        &self.refusals
+    }
+
+    /// The faults injected on purpose (none by default).
+    pub(crate) fn faults(&self) -> &Faults {
+        &self.faults
     }
 
     /// Spawns a task the hub owns: it ends when the hub stops, and `stop` waits for it.

@@ -46,7 +46,7 @@ async fn twenty_starts_and_stops_leave_nothing_behind() {
         ];
         // Live work at the moment of stopping: an authenticated module, a silent connection on
         // every port, and a delivery waiting for its subscriber.
-        let key = running.hub.identities.keys("a").unwrap()[0].clone();
+        let key = running.hub.identities().keys("a").unwrap()[0].clone();
         let mut module = TcpStream::connect(running.plain_mqtt.unwrap())
             .await
             .unwrap();

@@ -48,7 +48,7 @@ async fn client(
         "localhost",
         "local-edge-device",
         module,
-        hub.hub.identities.keys(module).unwrap()[0].clone(),
+        hub.hub.identities().keys(module).unwrap()[0].clone(),
         hub.ca_path.clone(),
     );
     id.mqtt_port = hub.mqtt.port();

@@ -54,7 +54,7 @@ pub(super) fn authenticate(hub: &Hub, connect: &Connect) -> Result<String, Refus
             ),
         ));
     }
-    if id.device != hub.settings.device_id {
+    if id.device != hub.settings().device_id {
         return Err(refuse(
             ConnectReturnCode::NotAuthorized,
             Reason::UnknownDevice,
@@ -62,10 +62,10 @@ pub(super) fn authenticate(hub: &Hub, connect: &Connect) -> Result<String, Refus
         ));
     }
     let hosts = [
-        hub.settings.iothub_hostname.as_str(),
-        hub.settings.gateway_hostname.as_str(),
+        hub.settings().iothub_hostname.as_str(),
+        hub.settings().gateway_hostname.as_str(),
     ];
-    (hub.identities)
+    (hub.identities())
         .verify(&login.password, &hosts, &id.device, &module)
         .map_err(|e| refuse(ConnectReturnCode::NotAuthorized, e.reason(), e.to_string()))?;
     Ok(module)

@@ -59,7 +59,7 @@ pub async fn start(name: &str, manifest: &str, extra: &[&str]) -> anyhow::Result
 
 impl TestHub {
     pub fn key(&self, module: &str) -> Vec<u8> {
-        self.running.hub.identities.keys(module).unwrap()[0].clone()
+        self.running.hub.identities().keys(module).unwrap()[0].clone()
     }
 
     pub fn identity(&self, module: &str) -> Arc<ModuleIdentity> {
