@@ -174,7 +174,8 @@ pub(super) async fn invoke(
 /// parse tree); a payload that is not JSON is passed on as a JSON string, an empty one as null.
 fn method_result(status: u16, payload: &[u8]) -> Response<Full<Bytes>> {
     let mut out = Vec::with_capacity(payload.len() + 32);
-    let _ = write!(out, "{{\"status\":{status},\"payload\":");
+    out.push(b'{');
+    let _ = write!(out, "\"status\":{status},\"payload\":");
     if payload.is_empty() {
         out.extend_from_slice(b"null");
     } else if serde_json::from_slice::<&RawValue>(payload).is_ok() {
