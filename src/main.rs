@@ -59,10 +59,7 @@ fn main() -> ExitCode {
     };
     let (name, result) = runtime.block_on(async {
         match cli.command {
-            Some(Cmd::Hub(args)) => {
-                let _t = telemetry::init_tracing(&telemetry::TraceOptions::disabled("hub"));
-                ("hub", hub::run(*args).await)
-            }
+            Some(Cmd::Hub(args)) => ("hub", hub::cli::main(*args).await),
             Some(Cmd::Producer(args)) => ("producer", producer::cli::main(args).await),
             Some(Cmd::Consumer(args)) => ("consumer", consumer::cli::main(args).await),
             Some(Cmd::Run(args)) => ("run", run(args).await),

@@ -143,7 +143,7 @@ pub async fn run(dir: &Path, seconds: f64) -> Result<Vec<AllocRow>> {
     std::fs::create_dir_all(&state)?;
     let manifest = state.join("deployment.json");
     std::fs::write(&manifest, brokers::MANIFEST)?;
-    let args = hub::Args::parse_from([
+    let config = hub::Args::parse_from([
         "hub".as_ref(),
         "--bind".as_ref(),
         "127.0.0.1".as_ref(),
@@ -161,9 +161,10 @@ pub async fn run(dir: &Path, seconds: f64) -> Result<Vec<AllocRow>> {
         manifest.as_os_str(),
         "--state-dir".as_ref(),
         state.as_os_str(),
-    ]);
+    ])
+    .config();
     let running = hub_handle
-        .spawn(async move { hub::start(&args).await })
+        .spawn(async move { hub::start(&config).await })
         .await
         .context("hub task")??;
     let result = measure(&state, seconds).await;

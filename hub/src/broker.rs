@@ -7,19 +7,20 @@ mod connect;
 use crate::admission::{Admission, Ticket};
 use crate::listener::{accept_loop, expelled, handshake};
 use crate::metrics::{
-    ConnectFailedLabels, EdgeHubSide, GetTwinDurationLabels, GetTwinLabels, IdLabels, MsTelemetry,
-    NotAuthenticated, ReportedDurationLabels, ReportedLabels,
+    EdgeHubSide, GetTwinDurationLabels, GetTwinLabels, IdLabels, MsTelemetry,
+    ReportedDurationLabels, ReportedLabels,
 };
 use crate::refusals::{Protocol, Reason};
 use crate::state::{Hub, PublishError, RouteError, Session};
 use bytes::{Bytes, BytesMut};
-use connect::{authenticate, Refusal};
 use edge::topic::{self, Subscription, Topic};
 use rumqttc::mqttbytes::v4::{
-    ConnAck, ConnectReturnCode, Packet, PubAck, SubAck, SubscribeReasonCode, UnsubAck,
+    ConnAck, ConnectReturnCode, Packet, PubAck, Publish, SubAck, Subscribe, SubscribeReasonCode,
+    UnsubAck,
 };
 use rumqttc::mqttbytes::{Error as CodecError, QoS};
 use std::net::SocketAddr;
+use std::ops::ControlFlow;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -154,237 +155,191 @@ async fn writer<W: AsyncWrite + Unpin>(
     let _ = wr.shutdown().await;
 }
 
+/// One MQTT connection from its first packet to its end: the CONNECT checked and answered,
+/// the session registered, its packets handled, and everything it held released.
 async fn connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     hub: Arc<Hub>,
     stream: S,
     peer: SocketAddr,
     ticket: Ticket,
 ) {
-    let (mut rd, mut wr) = tokio::io::split(stream);
+    let (mut rd, wr) = tokio::io::split(stream);
     let mut buf = BytesMut::with_capacity(4096);
     let first = tokio::select! {
         r = read_packet(&mut rd, &mut buf, MAX_CONNECT_PACKET) => r,
         e = ticket.expelled() => return expelled(&hub, Protocol::Mqtt, peer, e),
     };
-    let refuse = |reason, detail: &dyn std::fmt::Display| {
-        hub.refusals
-            .refuse(Protocol::Mqtt, reason, Some(peer), "", detail)
+    let Some(connect) = connect::first_connect(&hub, peer, first) else {
+        return;
     };
-    let connect = match first {
-        Ok(Packet::Connect(c)) => c,
-        Ok(other) => {
-            return refuse(
-                Reason::NotConnect,
-                &format_args!("first packet is {}, not CONNECT", packet_kind(&other)),
-            )
-        }
-        Err(ConnError::Eof) => return, // a port probe or a client that changed its mind
-        Err(e) => {
-            return refuse(
-                Reason::NotConnect,
-                &format_args!("closed before CONNECT: {e}"),
-            )
-        }
-    };
-    let authenticated = authenticate(&hub, &connect).and_then(|module| {
-        if ticket.establish() {
-            Ok(module)
-        } else {
-            Err(Refusal {
-                code: ConnectReturnCode::ServiceUnavailable,
-                reason: Reason::ConnectionLimit,
-                detail: format!(
-                    "{} connections are established already (--max-connections)",
-                    hub.settings.max_connections
-                ),
-            })
-        }
-    });
-    let module = match authenticated {
+    let module = match connect::admit(&hub, &connect, &ticket) {
         Ok(m) => m,
-        Err(r) => {
-            // Only a known identity names the series, so strangers cannot grow the metric.
-            let known = hub
-                .identities
-                .is_client_id(&hub.settings.device_id, &connect.client_id);
-            hub.refusals.refuse(
-                Protocol::Mqtt,
-                r.reason,
-                Some(peer),
-                if known { &connect.client_id } else { "" },
-                &format_args!("CONNECT refused with {:?}: {}", r.code, r.detail),
-            );
-            count_connect_failed(&hub, r.reason, known.then_some(connect.client_id.as_str()));
-            let mut out = BytesMut::new();
-            if ConnAck::new(r.code, false).write(&mut out).is_ok() {
-                let _ = tokio::time::timeout(Duration::from_secs(1), async {
-                    wr.write_all(&out).await?;
-                    wr.flush().await?;
-                    wr.shutdown().await
-                })
-                .await;
-            }
-            return;
-        }
+        Err(refusal) => return connect::refuse(&hub, peer, &connect, refusal, wr).await,
     };
     let (tx, rx) = mpsc::channel(1024);
-    let (failed_tx, mut writer_failed) = oneshot::channel();
+    let (failed_tx, writer_failed) = oneshot::channel();
     let writer_task = hub.spawn(writer(wr, rx, failed_tx));
-    let name: Arc<str> = format!("{}/{module}", hub.settings.device_id).into();
+    let Some(session) = open_session(&hub, module, tx).await else {
+        return;
+    };
+    let keep_alive = Duration::from_secs(connect.keep_alive as u64).min(MAX_KEEP_ALIVE);
+    tracing::info!(client = %session.name, %peer, keep_alive = ?keep_alive, "client connected");
+    let mut handler = Handler::new(hub.clone(), session, rd, buf, keep_alive, writer_failed);
+    let result = handler.run().await;
+    log_end(&hub, peer, &handler.session.name, result);
+    close_session(&hub, handler.session);
+    // Let queued packets (e.g. a last PUBACK) go out, but not forever; the writer ends once
+    // every sender of its channel (the session's) is gone.
+    let _ = tokio::time::timeout(Duration::from_secs(1), writer_task).await;
+    drop(ticket);
+}
+
+/// Registers the authenticated client's session (closing an older one of the same module) and
+/// confirms it with CONNACK 0; `None` if the connection is gone already.
+async fn open_session(
+    hub: &Hub,
+    module: String,
+    outbound: mpsc::Sender<Packet>,
+) -> Option<Arc<Session>> {
+    let name: Arc<str> = format!("{}/{module}", hub.settings().device_id).into();
     let session = Arc::new(Session::new(
         hub.next_session_id(),
         module,
         name.clone(),
-        tx.clone(),
+        outbound,
     ));
-    if tx
-        .send(Packet::ConnAck(ConnAck::new(
-            ConnectReturnCode::Success,
-            false,
-        )))
-        .await
-        .is_err()
-    {
-        return;
-    }
+    let connack = ConnAck::new(ConnectReturnCode::Success, false);
+    session.outbound.send(Packet::ConnAck(connack)).await.ok()?;
     hub.attach(session.clone());
-    hub.metrics
-        .connect_success
-        .get_or_create(&IdLabels { id: name.clone() })
+    (hub.metrics().connect_success)
+        .get_or_create(&IdLabels { id: name })
         .inc();
-    let keep_alive = Duration::from_secs(connect.keep_alive as u64).min(MAX_KEEP_ALIVE);
-    tracing::info!(client = %name, %peer, keep_alive = ?keep_alive, "client connected");
+    Some(session)
+}
 
-    let max_packet = hub.settings.max_message_size + PACKET_SLACK;
-    let result = session_loop(
-        &hub,
-        &session,
-        &mut rd,
-        &mut buf,
-        max_packet,
-        keep_alive,
-        &mut writer_failed,
-    )
-    .await;
+/// Logs how a connection ended; a rule the client broke is a refusal.
+fn log_end(hub: &Hub, peer: SocketAddr, name: &str, result: Result<(), ConnError>) {
     match result {
         Ok(()) | Err(ConnError::Eof) => tracing::info!(client = %name, "client disconnected"),
         Err(ConnError::Refused(reason, detail)) => {
-            hub.refusals.refuse(
+            hub.refusals().refuse(
                 Protocol::Mqtt,
                 reason,
                 Some(peer),
-                &name,
+                name,
                 &format_args!("closing the connection: {detail}"),
             );
         }
         Err(e) => tracing::info!(client = %name, "client connection ended: {e}"),
     }
-    session.close();
-    hub.detach(&session);
-    hub.metrics
-        .disconnects
-        .get_or_create(&IdLabels { id: name.clone() })
-        .inc();
-    drop(tx);
-    drop(session);
-    // Let queued packets (e.g. a last PUBACK) go out, but not forever.
-    let _ = tokio::time::timeout(Duration::from_secs(1), writer_task).await;
-    drop(ticket);
 }
 
-async fn session_loop<R: AsyncRead + Unpin>(
-    hub: &Arc<Hub>,
-    session: &Arc<Session>,
-    rd: &mut R,
-    buf: &mut BytesMut,
+/// Unregisters an ended connection's session, so no delivery or method call waits for it, and
+/// drops the connection's hold on it.
+fn close_session(hub: &Hub, session: Arc<Session>) {
+    session.close();
+    hub.detach(&session);
+    (hub.metrics().disconnects)
+        .get_or_create(&IdLabels {
+            id: session.name.clone(),
+        })
+        .inc();
+}
+
+/// A rule broken by the client: the connection is closed and the refusal counted.
+fn violation(detail: String) -> ConnError {
+    ConnError::Refused(Reason::ProtocolViolation, detail)
+}
+
+/// An authenticated connection's read side (as mini-redis's `Handler`): reads the client's
+/// packets and answers each, until the client leaves or breaks a rule, stays silent past its
+/// keep-alive, stops reading, or the hub closes the connection.
+struct Handler<R> {
+    hub: Arc<Hub>,
+    session: Arc<Session>,
+    rd: R,
+    buf: BytesMut,
     max_packet: usize,
-    keep_alive: Duration,
-    writer_failed: &mut oneshot::Receiver<ConnError>,
-) -> Result<(), ConnError> {
-    // MQTT-3.1.2-24: no packet within 1.5 × keep-alive means the client is gone.
-    let idle_limit = if keep_alive.is_zero() {
-        Duration::from_secs(u32::MAX as u64)
-    } else {
-        keep_alive * 3 / 2
-    };
-    let violation = |detail: String| ConnError::Refused(Reason::ProtocolViolation, detail);
-    // Fault injection: close this module's connection this long after it connected.
-    let disconnect = hub.faults.disconnect_every(&session.module);
-    let disconnect_at = tokio::time::Instant::now() + disconnect.unwrap_or(Duration::MAX / 4);
-    loop {
-        let packet = tokio::select! {
-            r = tokio::time::timeout(idle_limit, read_packet(rd, buf, max_packet)) => match r {
-                Ok(p) => p?,
-                Err(_) => return Err(ConnError::Refused(Reason::KeepAliveExpired, format!("keep-alive expired: nothing received for {idle_limit:?}"))),
-            },
-            _ = session.closed.notified() => return Err(ConnError::Replaced),
-            e = &mut *writer_failed => return Err(e.unwrap_or(ConnError::Eof)),
-            _ = tokio::time::sleep_until(disconnect_at), if disconnect.is_some() => {
-                hub.faults.disconnected(&session.module);
-                return Err(ConnError::Fault(format!("disconnect:{} injected after {:?}", session.module, disconnect.unwrap_or_default())));
-            }
+    /// No packet for this long means the client is gone.
+    idle_limit: Duration,
+    /// Why the writer task stopped (the client does not read, or a packet cannot be encoded).
+    writer_failed: oneshot::Receiver<ConnError>,
+}
+
+impl<R: AsyncRead + Unpin> Handler<R> {
+    fn new(
+        hub: Arc<Hub>,
+        session: Arc<Session>,
+        rd: R,
+        buf: BytesMut,
+        keep_alive: Duration,
+        writer_failed: oneshot::Receiver<ConnError>,
+    ) -> Self {
+        // MQTT-3.1.2-24: no packet within 1.5 × keep-alive means the client is gone.
+        let idle_limit = if keep_alive.is_zero() {
+            Duration::from_secs(u32::MAX as u64)
+        } else {
+            keep_alive * 3 / 2
         };
-        let reply =
-            |p: Packet| async { session.outbound.send(p).await.map_err(|_| ConnError::Eof) };
-        match packet {
-            Packet::Publish(publish) => {
-                if publish.qos == QoS::ExactlyOnce {
-                    return Err(violation(
-                        "QoS 2 is not supported by IoT Hub/edgeHub".into(),
-                    ));
+        let max_packet = hub.settings().max_message_size + PACKET_SLACK;
+        Self {
+            hub,
+            session,
+            rd,
+            buf,
+            max_packet,
+            idle_limit,
+            writer_failed,
+        }
+    }
+
+    /// Handles packets until the connection ends; `Ok` when the client sent DISCONNECT.
+    async fn run(&mut self) -> Result<(), ConnError> {
+        // Fault injection: close this module's connection this long after it connected.
+        let disconnect = self.hub.faults().disconnect_every(&self.session.module);
+        let disconnect_at = tokio::time::Instant::now() + disconnect.unwrap_or(Duration::MAX / 4);
+        let idle_limit = self.idle_limit;
+        loop {
+            let read = read_packet(&mut self.rd, &mut self.buf, self.max_packet);
+            let packet = tokio::select! {
+                r = tokio::time::timeout(idle_limit, read) => match r {
+                    Ok(p) => p?,
+                    Err(_) => return Err(ConnError::Refused(Reason::KeepAliveExpired, format!("keep-alive expired: nothing received for {idle_limit:?}"))),
+                },
+                _ = self.session.closed.notified() => return Err(ConnError::Replaced),
+                e = &mut self.writer_failed => return Err(e.unwrap_or(ConnError::Eof)),
+                _ = tokio::time::sleep_until(disconnect_at), if disconnect.is_some() => {
+                    self.hub.faults().disconnected(&self.session.module);
+                    return Err(ConnError::Fault(format!("disconnect:{} injected after {:?}", self.session.module, disconnect.unwrap_or_default())));
                 }
-                if publish.payload.len() > hub.settings.max_message_size {
-                    return Err(ConnError::Refused(
-                        Reason::MessageTooLarge,
-                        format!(
-                            "message of {} bytes exceeds the {} byte limit",
-                            publish.payload.len(),
-                            hub.settings.max_message_size
-                        ),
-                    ));
-                }
-                let handed_over =
-                    handle_publish(hub, session, &publish.topic, publish.payload).await?;
-                if publish.qos == QoS::AtLeastOnce {
-                    if handed_over {
-                        // The delivery (or the method's HTTP answer) is on the exchange's critical
-                        // path and this PUBACK is not: let the task that sends it write first.
-                        tokio::task::yield_now().await;
-                    }
-                    reply(Packet::PubAck(PubAck::new(publish.pkid))).await?;
-                }
+            };
+            if self.handle(packet).await?.is_break() {
+                return Ok(());
             }
+        }
+    }
+
+    /// Answers one packet; `Break` after the client's DISCONNECT.
+    async fn handle(&self, packet: Packet) -> Result<ControlFlow<()>, ConnError> {
+        match packet {
+            Packet::Publish(publish) => self.publish(publish).await?,
             Packet::PubAck(ack) => {
                 // A lost PUBACK (fault injection) leaves the delivery to time out and resend.
-                if !(session.awaits(ack.pkid) && hub.faults.lose_ack(&session.module)) {
+                let session = &self.session;
+                if !(session.awaits(ack.pkid) && self.hub.faults().lose_ack(&session.module)) {
                     session.acknowledged(ack.pkid);
                 }
             }
-            Packet::Subscribe(sub) => {
-                let mut codes = Vec::with_capacity(sub.filters.len());
-                for f in &sub.filters {
-                    let granted = if f.qos == QoS::AtMostOnce {
-                        QoS::AtMostOnce
-                    } else {
-                        QoS::AtLeastOnce
-                    };
-                    codes.push(SubscribeReasonCode::Success(granted));
-                    record_subscription(session, &f.path, Some(granted));
-                }
-                reply(Packet::SubAck(SubAck::new(sub.pkid, codes))).await?;
-                hub.wake(&session.module);
-                if session.takes_methods() {
-                    hub.methods_subscribed();
-                }
-            }
+            Packet::Subscribe(sub) => self.subscribe(sub).await?,
             Packet::Unsubscribe(unsub) => {
                 for f in &unsub.topics {
-                    record_subscription(session, f, None);
+                    record_subscription(&self.session, f, None);
                 }
-                reply(Packet::UnsubAck(UnsubAck::new(unsub.pkid))).await?;
+                self.reply(Packet::UnsubAck(UnsubAck::new(unsub.pkid)))
+                    .await?;
             }
-            Packet::PingReq => reply(Packet::PingResp).await?,
-            Packet::Disconnect => return Ok(()),
+            Packet::PingReq => self.reply(Packet::PingResp).await?,
+            Packet::Disconnect => return Ok(ControlFlow::Break(())),
             Packet::Connect(_) => return Err(violation("second CONNECT on one connection".into())),
             other => {
                 return Err(violation(format!(
@@ -393,6 +348,64 @@ async fn session_loop<R: AsyncRead + Unpin>(
                 )))
             }
         }
+        Ok(ControlFlow::Continue(()))
+    }
+
+    /// A PUBLISH within the limits is handled, then acknowledged if QoS 1.
+    async fn publish(&self, publish: Publish) -> Result<(), ConnError> {
+        let max = self.hub.settings().max_message_size;
+        if publish.qos == QoS::ExactlyOnce {
+            return Err(violation(
+                "QoS 2 is not supported by IoT Hub/edgeHub".into(),
+            ));
+        }
+        if publish.payload.len() > max {
+            return Err(ConnError::Refused(
+                Reason::MessageTooLarge,
+                format!(
+                    "message of {} bytes exceeds the {max} byte limit",
+                    publish.payload.len(),
+                ),
+            ));
+        }
+        let handed_over =
+            handle_publish(&self.hub, &self.session, &publish.topic, publish.payload).await?;
+        if publish.qos == QoS::AtLeastOnce {
+            if handed_over {
+                // The delivery (or the method's HTTP answer) is on the exchange's critical
+                // path and this PUBACK is not: let the task that sends it write first.
+                tokio::task::yield_now().await;
+            }
+            self.reply(Packet::PubAck(PubAck::new(publish.pkid)))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Grants every filter (QoS 0 as asked, else 1), then wakes what waits for this module's
+    /// subscriptions: its deliveries, and method calls waiting for their target.
+    async fn subscribe(&self, sub: Subscribe) -> Result<(), ConnError> {
+        let mut codes = Vec::with_capacity(sub.filters.len());
+        for f in &sub.filters {
+            let granted = if f.qos == QoS::AtMostOnce {
+                QoS::AtMostOnce
+            } else {
+                QoS::AtLeastOnce
+            };
+            codes.push(SubscribeReasonCode::Success(granted));
+            record_subscription(&self.session, &f.path, Some(granted));
+        }
+        self.reply(Packet::SubAck(SubAck::new(sub.pkid, codes)))
+            .await?;
+        self.hub.wake(&self.session.module);
+        if self.session.takes_methods() {
+            self.hub.methods_subscribed();
+        }
+        Ok(())
+    }
+
+    async fn reply(&self, packet: Packet) -> Result<(), ConnError> {
+        (self.session.outbound.send(packet).await).map_err(|_| ConnError::Eof)
     }
 }
 
@@ -400,11 +413,8 @@ async fn session_loop<R: AsyncRead + Unpin>(
 /// filters: any `devices/{..}/modules/{..}/#` means the module's own inputs.
 fn record_subscription(session: &Session, filter: &str, granted: Option<QoS>) {
     match topic::classify_subscription(filter) {
-        Subscription::Methods => {
-            let v = granted.map(|q| q as u8 + 1).unwrap_or(0);
-            session.methods.store(v, Ordering::SeqCst);
-        }
-        Subscription::ModuleMessages => session.inputs.store(granted.is_some(), Ordering::SeqCst),
+        Subscription::Methods => session.set_methods_qos(granted),
+        Subscription::ModuleMessages => session.set_takes_inputs(granted.is_some()),
         // Twin responses go to whoever asks; there are no desired-property patches or C2D here.
         Subscription::TwinResponses | Subscription::DesiredPropertyUpdates | Subscription::C2D => {}
         Subscription::Unknown => {
@@ -428,7 +438,7 @@ async fn handle_publish(
             module,
             bag,
         } => {
-            if device != hub.settings.device_id || module != Some(session.module.as_str()) {
+            if device != hub.settings().device_id || module != Some(session.module.as_str()) {
                 return Err(ConnError::Refused(
                     Reason::ForeignTopic,
                     format!(
@@ -528,13 +538,13 @@ fn packet_kind(p: &Packet) -> &'static str {
 /// (`source="edge_hub"`, as edgeHub's `DeviceMessageHandler`).
 fn count_twin_get(hub: &Hub, session: &Session, started: Instant) {
     let id = session.name.clone();
-    (hub.metrics.gettwin_duration)
+    (hub.metrics().gettwin_duration)
         .get_or_create(&GetTwinDurationLabels {
             source: EdgeHubSide,
             id: id.clone(),
         })
         .observe(started.elapsed().as_secs_f64());
-    (hub.metrics.gettwin)
+    (hub.metrics().gettwin)
         .get_or_create(&GetTwinLabels {
             source: EdgeHubSide,
             id,
@@ -547,32 +557,16 @@ fn count_twin_get(hub: &Hub, session: &Session, started: Instant) {
 /// patch the hub answered itself (`target="edge_hub"`).
 fn count_reported_update(hub: &Hub, session: &Session, started: Instant) {
     let id = session.name.clone();
-    (hub.metrics.reported_properties_duration)
+    (hub.metrics().reported_properties_duration)
         .get_or_create(&ReportedDurationLabels {
             target: EdgeHubSide,
             id: id.clone(),
         })
         .observe(started.elapsed().as_secs_f64());
-    (hub.metrics.reported_properties)
+    (hub.metrics().reported_properties)
         .get_or_create(&ReportedLabels {
             target: EdgeHubSide,
             id,
-            ms_telemetry: MsTelemetry,
-        })
-        .inc();
-}
-
-/// `edgehub_client_connect_failed_total`: edgeHub counts failed authentications only, all as
-/// `not_authenticated` (the finer reason is in `edgehub_refusals_total`); `id` is `unknown`
-/// for a client id that names no identity here, so strangers cannot create series.
-fn count_connect_failed(hub: &Hub, reason: Reason, known_id: Option<&str>) {
-    if !reason.is_authentication() {
-        return;
-    }
-    (hub.metrics.connect_failed)
-        .get_or_create(&ConnectFailedLabels {
-            id: known_id.unwrap_or("unknown").into(),
-            reason: NotAuthenticated,
             ms_telemetry: MsTelemetry,
         })
         .inc();

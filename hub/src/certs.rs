@@ -22,6 +22,7 @@ pub struct ServerTls {
 }
 
 /// Certificate files given on the command line.
+#[derive(Debug, Clone)]
 pub struct CertFiles {
     pub cert: PathBuf,
     pub key: PathBuf,

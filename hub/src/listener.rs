@@ -33,7 +33,7 @@ pub(crate) async fn accept_loop<F, Fut>(
                 continue;
             }
         };
-        if protocol == Protocol::Https && hub.faults.tls_fail() {
+        if protocol == Protocol::Https && hub.faults().tls_fail() {
             // Fault injection: the handshake dies as it starts, as the seed saw on real devices.
             drop(stream);
             continue;
@@ -70,7 +70,7 @@ pub(crate) async fn handshake(
     match handshake {
         Ok(stream) => Some(stream),
         Err(e) => {
-            hub.refusals.refuse(
+            hub.refusals().refuse(
                 protocol,
                 Reason::TlsHandshake,
                 Some(peer),
@@ -98,6 +98,6 @@ pub(crate) fn expelled(hub: &Hub, protocol: Protocol, peer: SocketAddr, e: Expel
             "no authenticated request within --auth-timeout",
         ),
     };
-    hub.refusals
+    hub.refusals()
         .refuse(protocol, reason, Some(peer), "", &detail);
 }

@@ -4,8 +4,7 @@ use clap::Parser;
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> std::process::ExitCode {
     let args = hub::Args::parse();
-    let _tracing = telemetry::init_tracing(&telemetry::TraceOptions::disabled("hub"));
-    match hub::run(args).await {
+    match hub::cli::main(args).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("hub: error: {e:#}");

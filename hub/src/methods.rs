@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
 /// A request body: edgeHub's HTTP limit; the payload inside is held to the method limit.
@@ -47,6 +47,7 @@ pub(crate) struct HttpLimits {
     pub body_timeout: Duration,
 }
 
+/// Serves direct-method calls over HTTPS on `listener`.
 pub(crate) async fn serve(
     hub: Arc<Hub>,
     listener: TcpListener,
@@ -54,87 +55,100 @@ pub(crate) async fn serve(
     admission: Arc<Admission>,
     limits: HttpLimits,
 ) {
-    let https = move |hub: Arc<Hub>, stream, peer, ticket| {
-        let tls = tls.clone();
-        async move {
-            let refuse = |reason, detail: &dyn std::fmt::Display| {
-                hub.refusals
-                    .refuse(Protocol::Https, reason, Some(peer), "", detail)
-            };
-            let ticket = Arc::new(ticket);
-            let Some(stream) = handshake(&hub, Protocol::Https, &tls, stream, peer, &ticket).await
-            else {
-                return;
-            };
-            let service = {
-                let hub = hub.clone();
-                let conn = Arc::new(Connection::new(peer, limits, ticket.clone()));
-                service_fn(move |req| {
-                    let (hub, conn) = (hub.clone(), conn.clone());
-                    async move {
-                        let mut response = handle(&hub, &conn, req).await;
-                        if !conn.ticket.is_established() {
-                            // A stranger gets its answer and the connection closes.
-                            response.headers_mut().insert(
-                                hyper::header::CONNECTION,
-                                hyper::header::HeaderValue::from_static("close"),
-                            );
-                        }
-                        Ok::<_, std::convert::Infallible>(response)
-                    }
-                })
-            };
-            // A client's pool may open a spare connection it never uses: closing that is an idle
-            // close (counted as `idle`, logged at debug), not a refusal worth a warning.
-            let spoke = Arc::new(AtomicBool::new(false));
-            let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_timeout)
-                .keep_alive(true)
-                .serve_connection(
-                    TokioIo::new(FirstByte {
-                        inner: stream,
-                        seen: spoke.clone(),
-                    }),
-                    service,
-                );
-            let result = tokio::select! {
-                r = conn => r,
-                e = ticket.expelled() => {
-                    if spoke.load(Ordering::Relaxed) {
-                        return expelled(&hub, Protocol::Https, peer, e);
-                    }
-                    return idle(&hub, peer);
+    let https =
+        move |hub, stream, peer, ticket| connection(hub, tls.clone(), stream, peer, ticket, limits);
+    accept_loop(hub, listener, Protocol::Https, admission, https).await;
+}
+
+/// One HTTPS connection: the TLS handshake, then HTTP/1.1 requests answered by `handle` until
+/// the client closes it, a deadline passes or the admission expels it.
+async fn connection(
+    hub: Arc<Hub>,
+    tls: TlsAcceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+    ticket: Ticket,
+    limits: HttpLimits,
+) {
+    let ticket = Arc::new(ticket);
+    let Some(stream) = handshake(&hub, Protocol::Https, &tls, stream, peer, &ticket).await else {
+        return;
+    };
+    let conn = Arc::new(Connection::new(peer, limits, ticket.clone()));
+    let service = {
+        let (hub, conn) = (hub.clone(), conn.clone());
+        service_fn(move |req| {
+            let (hub, conn) = (hub.clone(), conn.clone());
+            async move {
+                let mut response = handle(&hub, &conn, req).await;
+                if !conn.ticket.is_established() {
+                    // A stranger gets its answer and the connection closes.
+                    response.headers_mut().insert(
+                        hyper::header::CONNECTION,
+                        hyper::header::HeaderValue::from_static("close"),
+                    );
                 }
-            };
-            match result {
-                Ok(()) => {}
-                Err(e) if e.is_timeout() && !spoke.load(Ordering::Relaxed) => idle(&hub, peer),
-                Err(e) if e.is_timeout() && !ticket.is_established() => refuse(
-                    Reason::HeaderTimeout,
-                    &format_args!(
-                        "request headers not received within {:?}",
-                        limits.header_timeout
-                    ),
-                ),
-                Err(e) if e.is_timeout() => {
-                    tracing::debug!(%peer, "idle HTTPS connection closed after {:?}", limits.header_timeout)
-                }
-                Err(e) if e.is_parse() || e.is_parse_too_large() => {
-                    refuse(Reason::BadRequest, &format_args!("malformed HTTP: {e}"))
-                }
-                Err(e) => {
-                    tracing::debug!(%peer, error = %e, "HTTPS connection ended with an error")
-                }
+                Ok::<_, std::convert::Infallible>(response)
             }
+        })
+    };
+    // A client's pool may open a spare connection it never uses: closing that is an idle
+    // close (counted as `idle`, logged at debug), not a refusal worth a warning.
+    let spoke = Arc::new(AtomicBool::new(false));
+    let io = TokioIo::new(FirstByte {
+        inner: stream,
+        seen: spoke.clone(),
+    });
+    let served = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .keep_alive(true)
+        .serve_connection(io, service);
+    let result = tokio::select! {
+        r = served => r,
+        e = ticket.expelled() => {
+            if spoke.load(Ordering::Relaxed) {
+                return expelled(&hub, Protocol::Https, peer, e);
+            }
+            return idle(&hub, peer);
         }
     };
-    accept_loop(hub, listener, Protocol::Https, admission, https).await;
+    ended(&hub, &conn, spoke.load(Ordering::Relaxed), result);
+}
+
+/// Logs (and for a stranger, refuses) how a served connection ended: a timeout before any
+/// request is an idle close, before authentication a refusal, after it a kept-alive connection
+/// nobody used again.
+fn ended(hub: &Hub, conn: &Connection, spoke: bool, result: Result<(), hyper::Error>) {
+    let peer = conn.peer;
+    let header_timeout = conn.limits.header_timeout;
+    match result {
+        Ok(()) => {}
+        Err(e) if e.is_timeout() && !spoke => idle(hub, peer),
+        Err(e) if e.is_timeout() && !conn.ticket.is_established() => conn.refuse(
+            hub,
+            Reason::HeaderTimeout,
+            "",
+            &format_args!("request headers not received within {header_timeout:?}"),
+        ),
+        Err(e) if e.is_timeout() => {
+            tracing::debug!(%peer, "idle HTTPS connection closed after {header_timeout:?}")
+        }
+        Err(e) if e.is_parse() || e.is_parse_too_large() => conn.refuse(
+            hub,
+            Reason::BadRequest,
+            "",
+            &format_args!("malformed HTTP: {e}"),
+        ),
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "HTTPS connection ended with an error")
+        }
+    }
 }
 
 /// A connection that completed TLS and never sent a byte of a request is closed quietly.
 fn idle(hub: &Hub, peer: SocketAddr) {
-    hub.refusals.count(Protocol::Https, Reason::Idle);
+    hub.refusals().count(Protocol::Https, Reason::Idle);
     tracing::debug!(%peer, "closed an HTTPS connection that never sent a request");
 }
 
@@ -263,7 +277,7 @@ impl Connection {
     }
 
     fn refuse(&self, hub: &Hub, reason: Reason, caller: &str, detail: &dyn std::fmt::Display) {
-        hub.refusals
+        hub.refusals()
             .refuse(Protocol::Https, reason, Some(self.peer), caller, detail);
     }
 }
@@ -329,7 +343,7 @@ async fn handle(
     calls.inc();
     let started = Instant::now();
     let response = match module.as_deref() {
-        Some(m) if device == hub.settings.device_id => invoke(hub, m, &target_name, call).await,
+        Some(m) if device == hub.settings().device_id => invoke(hub, m, &target_name, call).await,
         _ => message(
             StatusCode::NOT_FOUND,
             format!("Client {} not found", target_name()),
@@ -368,7 +382,7 @@ fn authenticate<'h>(
             "Invalid header value for x-ms-edge-moduleId",
         )));
     };
-    if device != hub.settings.device_id {
+    if device != hub.settings().device_id {
         let detail = "the caller names another device than this edge device";
         conn.refuse(hub, Reason::OtherDevice, "", &detail);
         return Err(Box::new(message(
@@ -389,10 +403,10 @@ fn authenticate<'h>(
         }
     }
     let hosts = [
-        hub.settings.iothub_hostname.as_str(),
-        hub.settings.gateway_hostname.as_str(),
+        hub.settings().iothub_hostname.as_str(),
+        hub.settings().gateway_hostname.as_str(),
     ];
-    match hub.identities.verify(token, &hosts, device, module) {
+    match hub.identities().verify(token, &hosts, device, module) {
         Ok(expiry) => {
             *verified = Some(Verified {
                 token: token.to_owned(),
@@ -403,7 +417,7 @@ fn authenticate<'h>(
         }
         Err(e) => {
             *verified = None;
-            let known = hub.identities.keys(module).is_some();
+            let known = hub.identities().keys(module).is_some();
             conn.refuse(hub, e.reason(), if known { name } else { "" }, &e);
             Err(Box::new(message(
                 StatusCode::UNAUTHORIZED,
@@ -481,9 +495,9 @@ fn resolve_handles(hub: &Hub, caller: &Caller<'_>, device: &str, module: Option<
     };
     Handles {
         caller: caller.name.to_owned(),
-        calls: hub.metrics.direct_methods.get_or_create(&calls).clone(),
+        calls: hub.metrics().direct_methods.get_or_create(&calls).clone(),
         duration: hub
-            .metrics
+            .metrics()
             .direct_method_duration
             .get_or_create(&duration)
             .clone(),

@@ -24,7 +24,7 @@ use crate::metrics::{
     DropReason, DroppedLabels, HubMetrics, IdLabels, MsTelemetry, ReceivedLabels, SharedLabel,
 };
 use crate::refusals::Refusals;
-use crate::routes::{RouteTable, Sink};
+use crate::routes::{Route, RouteTable, Sink};
 use crate::store::Store;
 use bytes::Bytes;
 use delivery::{deliver, Delivery, DeliveryQueue, Routed, Via};
@@ -79,13 +79,15 @@ pub enum RouteError {
     },
 }
 
+/// The running hub's shared state: what every listener, connection and delivery task holds
+/// (`Arc<Hub>`). Its parts are reached through methods, so what it keeps can change behind them.
 pub struct Hub {
-    pub settings: Settings,
-    pub identities: Identities,
-    pub routes: RouteTable,
-    pub metrics: HubMetrics,
-    pub refusals: Refusals,
-    pub faults: Faults,
+    settings: Settings,
+    identities: Identities,
+    routes: RouteTable,
+    metrics: HubMetrics,
+    refusals: Refusals,
+    faults: Faults,
     /// Where queued messages are kept across restarts; `None`: in memory only.
     store: Option<Arc<Store>>,
     /// A failed store write is logged once until one succeeds again.
@@ -218,6 +220,36 @@ impl Hub {
         hub
     }
 
+    /// The limits and names the hub runs with.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The module identities that may connect and call methods.
+    pub fn identities(&self) -> &Identities {
+        &self.identities
+    }
+
+    /// The routes from the deployment manifest.
+    pub fn routes(&self) -> &RouteTable {
+        &self.routes
+    }
+
+    /// The hub's metric families (edgeHub's names).
+    pub(crate) fn metrics(&self) -> &HubMetrics {
+        &self.metrics
+    }
+
+    /// Where refused connections and requests are logged and counted.
+    pub(crate) fn refusals(&self) -> &Refusals {
+        &self.refusals
+    }
+
+    /// The faults injected on purpose (none by default).
+    pub(crate) fn faults(&self) -> &Faults {
+        &self.faults
+    }
+
     /// Spawns a task the hub owns: it ends when the hub stops, and `stop` waits for it.
     pub(crate) fn spawn<F>(&self, task: F) -> tokio::task::JoinHandle<()>
     where
@@ -334,51 +366,89 @@ impl Hub {
         bag_encoded: &str,
         body: Bytes,
     ) -> Result<usize, RouteError> {
+        routing.bag.decode(bag_encoded)?;
+        let out = self.resolved_output(sender, routing);
+        out.received.inc();
+        (self.message_size(sender, &mut routing.message_size)).observe(body.len() as f64);
+        if !self.match_routes(sender, &out, routing) {
+            self.dropped(DropReason::NoRoute, &out);
+            tracing::debug!(from = %sender.name, source = %out.source, "no route matches; message dropped");
+            return Ok(0);
+        }
+        self.encode_delivered_bag(sender, routing);
+        let upstream = self.build_deliveries(&out, routing, &body)?;
+        for _ in 0..upstream {
+            self.dropped(DropReason::Upstream, &out);
+        }
+        let pending = &mut routing.pending;
+        pending.retain(|_| {
+            let drop = self.faults.drop(Path::Messages);
+            if drop {
+                self.dropped(DropReason::Fault, &out);
+            }
+            !drop
+        });
+        if let Some(store) = &self.store {
+            if !self.persist(store, pending) {
+                self.unacknowledged(&out, pending.len());
+            }
+        }
+        Ok(self.enqueue(&out, pending))
+    }
+
+    /// What messages on the output the decoded bag names (`$.on`) need: kept by the connection,
+    /// or resolved now (and kept, for up to `CACHED_OUTPUTS` outputs).
+    fn resolved_output(
+        self: &Arc<Self>,
+        sender: &Session,
+        routing: &mut SenderRouting,
+    ) -> Arc<OutputRoutes> {
         let SenderRouting {
             bag,
-            encoded,
-            matched,
-            pending,
-            message_size,
             outputs,
             without_output,
+            ..
         } = routing;
-        bag.decode(bag_encoded)?;
-        let device = self.settings.device_id.as_str();
-        let module = sender.module.as_str();
-        let output = bag.get(OUTPUT_NAME);
-        let out = match output {
-            None => without_output
+        let Some(output) = bag.get(OUTPUT_NAME) else {
+            return without_output
                 .get_or_insert_with(|| Arc::new(self.output_routes(sender, None)))
-                .clone(),
-            Some(o) => match outputs.get(o) {
-                Some(out) => out.clone(),
-                None => {
-                    let out = Arc::new(self.output_routes(sender, Some(o)));
-                    if outputs.len() < CACHED_OUTPUTS {
-                        outputs.insert(o.into(), out.clone());
-                    }
-                    out
-                }
-            },
+                .clone();
         };
-        out.received.inc();
-        message_size
-            .get_or_insert_with(|| {
-                self.metrics
-                    .message_size
-                    .get_or_create(&IdLabels {
-                        id: sender.name.clone(),
-                    })
-                    .clone()
-            })
-            .observe(body.len() as f64);
+        if let Some(out) = outputs.get(output) {
+            return out.clone();
+        }
+        let out = Arc::new(self.output_routes(sender, Some(output)));
+        if outputs.len() < CACHED_OUTPUTS {
+            outputs.insert(output.into(), out.clone());
+        }
+        out
+    }
+
+    /// `edgehub_message_size_bytes` of this connection, resolved at its first message.
+    fn message_size<'r>(&self, sender: &Session, kept: &'r mut Option<Histogram>) -> &'r Histogram {
+        kept.get_or_insert_with(|| {
+            let labels = IdLabels {
+                id: sender.name.clone(),
+            };
+            self.metrics.message_size.get_or_create(&labels).clone()
+        })
+    }
+
+    /// Keeps in `routing.matched` the routes of `out` whose WHERE the decoded message meets;
+    /// whether there is any.
+    fn match_routes(
+        &self,
+        sender: &Session,
+        out: &OutputRoutes,
+        routing: &mut SenderRouting,
+    ) -> bool {
+        let SenderRouting { bag, matched, .. } = routing;
         // `$.on` is still in the bag here; WHERE sees it only as `outputName`, never as an
         // application property (`$.` names are system properties).
         let view = crate::routes::RoutingView {
-            device,
-            module,
-            output,
+            device: &self.settings.device_id,
+            module: &sender.module,
+            output: bag.get(OUTPUT_NAME),
             bag,
         };
         let routes = self.routes.routes();
@@ -388,39 +458,52 @@ impl Hub {
                 .filter(|(_, u)| routes[u.route].matches(&out.source, &view))
                 .map(|(i, _)| i),
         );
-        if matched.is_empty() {
-            self.dropped(DropReason::NoRoute, &out);
-            tracing::debug!(from = %sender.name, source = %out.source, "no route matches; message dropped");
-            return Ok(0);
-        }
+        !matched.is_empty()
+    }
+
+    /// The bag as delivered, encoded once for every target: without `$.on`, with the sender's
+    /// `$.cdid` and `$.cmid`.
+    fn encode_delivered_bag(&self, sender: &Session, routing: &mut SenderRouting) {
+        let SenderRouting { bag, encoded, .. } = routing;
         bag.remove(OUTPUT_NAME);
-        bag.insert(CONNECTION_DEVICE_ID, device);
-        bag.insert(CONNECTION_MODULE_ID, module);
+        bag.insert(CONNECTION_DEVICE_ID, &self.settings.device_id);
+        bag.insert(CONNECTION_MODULE_ID, &sender.module);
         encoded.clear();
         bag.encode_into(encoded);
+    }
+
+    /// The message's delivery to each matched route's module input, built and checked into
+    /// `routing.pending` (the first that cannot be delivered refuses the message); returns how
+    /// many matched routes send to `$upstream` instead.
+    fn build_deliveries(
+        &self,
+        out: &OutputRoutes,
+        routing: &mut SenderRouting,
+        body: &Bytes,
+    ) -> Result<usize, RouteError> {
+        let SenderRouting {
+            encoded,
+            matched,
+            pending,
+            ..
+        } = routing;
+        let routes = self.routes.routes();
         let mut shared_bag: Option<Arc<str>> = None;
         let now = Instant::now();
         let mut upstream = 0;
         for &i in matched.iter() {
             let use_ = &out.routes[i];
+            let route = &routes[use_.route];
             let Some((queue, via)) = &use_.target else {
                 upstream += 1;
                 if !self.upstream_logged.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(route = %routes[use_.route].name, "route sends to $upstream; there is no IoT Hub behind the local hub, so such messages are counted in edgehub_messages_dropped_total{{reason=\"upstream\"}} and dropped (logged once)");
+                    tracing::warn!(route = %route.name, "route sends to $upstream; there is no IoT Hub behind the local hub, so such messages are counted in edgehub_messages_dropped_total{{reason=\"upstream\"}} and dropped (logged once)");
                 }
                 continue;
             };
             let topic = via.topic(encoded);
-            check_deliverable(&topic, body.len()).map_err(|error| {
-                let Sink::Module { input, .. } = &routes[use_.route].sink else {
-                    unreachable!("a route with a delivery sends to a module")
-                };
-                RouteError::Undeliverable {
-                    target: queue.module.clone(),
-                    input: input.clone(),
-                    error,
-                }
-            })?;
+            check_deliverable(&topic, body.len())
+                .map_err(|error| undeliverable(route, queue, error))?;
             let routed = Routed {
                 topic: Some(topic),
                 bag: shared_bag
@@ -434,31 +517,26 @@ impl Hub {
             };
             pending.push((queue.clone(), routed));
         }
-        for _ in 0..upstream {
-            self.dropped(DropReason::Upstream, &out);
-        }
-        pending.retain(|_| {
-            let drop = self.faults.drop(Path::Messages);
-            if drop {
-                self.dropped(DropReason::Fault, &out);
-            }
-            !drop
-        });
-        if let Some(store) = &self.store {
-            if !self.persist(store, pending) {
-                self.unacknowledged(&out, pending.len());
-            }
-        }
+        Ok(upstream)
+    }
+
+    /// Queues each delivery; one whose queue is full is dropped and counted. Returns how many
+    /// were queued.
+    fn enqueue(
+        &self,
+        out: &OutputRoutes,
+        pending: &mut Vec<(Arc<DeliveryQueue>, Routed)>,
+    ) -> usize {
         let mut taken = 0;
         for (queue, routed) in pending.drain(..) {
             if queue.push(routed, self.settings.queue_size) {
                 taken += 1;
             } else {
                 tracing::warn!(target_module = %queue.module, capacity = self.settings.queue_size, "delivery queue full; message dropped (edgehub_messages_dropped_total{{reason=\"queue_overflow\"}})");
-                self.dropped(DropReason::QueueOverflow, &out);
+                self.dropped(DropReason::QueueOverflow, out);
             }
         }
-        Ok(taken)
+        taken
     }
 
     /// Resolves what messages from `sender` on `output` need: their source, their labels and
@@ -580,6 +658,18 @@ impl Hub {
             Some((_, tx)) => tx.send((status, payload)).is_ok(),
             None => false,
         }
+    }
+}
+
+/// Why a route's module input cannot take a message (its topic or size).
+fn undeliverable(route: &Route, queue: &DeliveryQueue, error: DeliveryError) -> RouteError {
+    let Sink::Module { input, .. } = &route.sink else {
+        unreachable!("a route with a delivery sends to a module")
+    };
+    RouteError::Undeliverable {
+        target: queue.module.clone(),
+        input: input.clone(),
+        error,
     }
 }
 

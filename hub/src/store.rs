@@ -343,88 +343,127 @@ impl Drop for Store {
 /// flush or the close ends the wait), commits it as one transaction, and syncs the file once
 /// commits have waited [`SYNC_INTERVAL`], on a flush, and at the end.
 fn writer(db: Database, file: std::fs::File, changes: &Changes, path: &Path) {
-    // Since when a commit has not been synced.
-    let mut unsynced: Option<Instant> = None;
-    let mut failed_logged = false;
-    let sync = |unsynced: &mut Option<Instant>| {
-        if unsynced.take().is_some() {
-            if let Err(e) = file.sync_data() {
-                tracing::error!(store = %path.display(), error = %e, "hub store: sync to disk failed");
-            }
-        }
+    let mut writer = Writer {
+        db,
+        file,
+        changes,
+        path,
+        unsynced: None,
+        failed_logged: false,
     };
     let mut batch = Vec::new();
     loop {
+        let pending = writer.wait_for_a_change();
+        let mut pending = writer.gather(pending);
+        std::mem::swap(&mut batch, &mut pending.ops);
+        let closed = pending.closed;
+        drop(pending);
+        writer.write(net_changes(&mut batch), closed);
+        if closed {
+            return;
+        }
+    }
+}
+
+/// What the writer thread works with.
+struct Writer<'a> {
+    db: Database,
+    /// A second handle of the database's file, to sync it.
+    file: std::fs::File,
+    changes: &'a Changes,
+    path: &'a Path,
+    /// Since when a commit has not been synced.
+    unsynced: Option<Instant>,
+    /// A failed commit is logged once until one succeeds again.
+    failed_logged: bool,
+}
+
+impl<'a> Writer<'a> {
+    /// Idle: waits for a first change (or the close), syncing what waits for it when its time
+    /// comes.
+    fn wait_for_a_change(&mut self) -> MutexGuard<'a, Pending> {
+        let changes = self.changes;
         let mut pending = changes.lock();
-        // Idle: wait for a first change (and sync what waits for it when its time comes).
         while pending.ops.is_empty() && !pending.closed {
             pending.idle = true;
-            match unsynced {
-                Some(since) => {
-                    let left = (since + SYNC_INTERVAL).saturating_duration_since(Instant::now());
-                    let (guard, waited) = changes
-                        .wake
-                        .wait_timeout(pending, left)
-                        .unwrap_or_else(|e| e.into_inner());
-                    pending = guard;
-                    if waited.timed_out() && pending.ops.is_empty() {
-                        drop(pending);
-                        sync(&mut unsynced);
-                        pending = changes.lock();
-                    }
-                }
-                None => {
-                    pending = changes
-                        .wake
-                        .wait(pending)
-                        .unwrap_or_else(|e| e.into_inner())
-                }
+            let Some(since) = self.unsynced else {
+                pending = changes
+                    .wake
+                    .wait(pending)
+                    .unwrap_or_else(|e| e.into_inner());
+                continue;
+            };
+            let left = (since + SYNC_INTERVAL).saturating_duration_since(Instant::now());
+            let (guard, waited) = (changes.wake)
+                .wait_timeout(pending, left)
+                .unwrap_or_else(|e| e.into_inner());
+            pending = guard;
+            if waited.timed_out() && pending.ops.is_empty() {
+                drop(pending);
+                self.sync();
+                pending = changes.lock();
             }
         }
         pending.idle = false;
-        // Gathering: changes append without waking this thread; only a flush or the close do.
+        pending
+    }
+
+    /// Gathering: changes append without waking this thread for [`COMMIT_DELAY`]; only a flush
+    /// or the close end the wait early.
+    fn gather(&self, mut pending: MutexGuard<'a, Pending>) -> MutexGuard<'a, Pending> {
         let until = Instant::now() + COMMIT_DELAY;
         while !pending.closed && !pending.ops.iter().any(|op| matches!(op, Op::Flush(_))) {
             let left = until.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
             }
-            pending = changes
-                .wake
+            pending = (self.changes.wake)
                 .wait_timeout(pending, left)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
-        std::mem::swap(&mut batch, &mut pending.ops);
-        let closed = pending.closed;
-        drop(pending);
+        pending
+    }
+
+    /// Commits a batch, syncs when a flush, the close or the interval asks for it, and answers
+    /// the flushes.
+    fn write(&mut self, batch: NetChanges, closed: bool) {
         let NetChanges {
             puts,
             removes,
             flushes,
-        } = net_changes(&mut batch);
+        } = batch;
         if !puts.is_empty() || !removes.is_empty() {
-            match commit(&db, &puts, &removes) {
-                Ok(()) => failed_logged = false,
-                Err(e) if !failed_logged => {
-                    failed_logged = true;
-                    tracing::error!(store = %path.display(), error = %e, "hub store: commit failed; the messages stay queued in memory only (logged once until a commit succeeds)");
-                }
-                Err(_) => {}
-            }
-            unsynced.get_or_insert_with(Instant::now);
+            self.try_commit(&puts, &removes);
         }
-        if !flushes.is_empty()
-            || closed
-            || unsynced.is_some_and(|since| since.elapsed() >= SYNC_INTERVAL)
-        {
-            sync(&mut unsynced);
+        let due = (self.unsynced).is_some_and(|since| since.elapsed() >= SYNC_INTERVAL);
+        if !flushes.is_empty() || closed || due {
+            self.sync();
         }
         for reply in flushes {
             let _ = reply.send(());
         }
-        if closed {
-            return;
+    }
+
+    /// Commits one batch; a failure is logged (once until a commit succeeds), the messages stay
+    /// queued in memory.
+    fn try_commit(&mut self, puts: &[(u64, Record)], removes: &[u64]) {
+        match commit(&self.db, puts, removes) {
+            Ok(()) => self.failed_logged = false,
+            Err(e) if !self.failed_logged => {
+                self.failed_logged = true;
+                tracing::error!(store = %self.path.display(), error = %e, "hub store: commit failed; the messages stay queued in memory only (logged once until a commit succeeds)");
+            }
+            Err(_) => {}
+        }
+        self.unsynced.get_or_insert_with(Instant::now);
+    }
+
+    fn sync(&mut self) {
+        if self.unsynced.take().is_some() {
+            if let Err(e) = self.file.sync_data() {
+                tracing::error!(store = %self.path.display(), error = %e, "hub store: sync to disk failed");
+            }
         }
     }
 }

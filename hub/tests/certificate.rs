@@ -23,8 +23,8 @@ async fn presented(ca: &str, addr: std::net::SocketAddr, alpn: &[&[u8]]) -> Vec<
 #[tokio::test]
 async fn both_listeners_present_the_certificate_in_server_pem() {
     let dir = support::state_dir("cert", MANIFEST);
-    let args = support::args(&dir, &[]);
-    let running = hub::start(&args).await.unwrap();
+    let config = support::config(&dir, &[]);
+    let running = hub::start(&config).await.unwrap();
     let ca = std::fs::read_to_string(&running.ca_path).unwrap();
     let mqtt = presented(&ca, running.mqtt, &[]).await;
     let https = presented(&ca, running.https, &[b"http/1.1"]).await;

@@ -33,11 +33,11 @@ async fn settled_tasks(at_most: usize) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_starts_and_stops_leave_nothing_behind() {
     let dir = support::state_dir("lifecycle", MANIFEST);
-    let args = support::args(&dir, &["--plain-mqtt-port", "0"]);
+    let config = support::config(&dir, &["--plain-mqtt-port", "0"]);
     let tasks_before = settled_tasks(0).await;
     let mut fds_before = None;
     for round in 0..20 {
-        let running = hub::start(&args).await.unwrap();
+        let running = hub::start(&config).await.unwrap();
         let ports = [
             running.mqtt,
             running.https,
@@ -46,7 +46,7 @@ async fn twenty_starts_and_stops_leave_nothing_behind() {
         ];
         // Live work at the moment of stopping: an authenticated module, a silent connection on
         // every port, and a delivery waiting for its subscriber.
-        let key = running.hub.identities.keys("a").unwrap()[0].clone();
+        let key = running.hub.identities().keys("a").unwrap()[0].clone();
         let mut module = TcpStream::connect(running.plain_mqtt.unwrap())
             .await
             .unwrap();

@@ -33,9 +33,9 @@ fn state_dir(name: &str) -> PathBuf {
 }
 
 /// The shared hub flags, with `manifest` as the deployment and a short ack timeout.
-fn args(dir: &Path, manifest: &str) -> hub::Args {
+fn config(dir: &Path, manifest: &str) -> hub::HubConfig {
     std::fs::write(dir.join("deployment.json"), manifest).unwrap();
-    support::args(dir, &["--ack-timeout", "2s"])
+    support::config(dir, &["--ack-timeout", "2s"])
 }
 
 async fn client(
@@ -48,7 +48,7 @@ async fn client(
         "localhost",
         "local-edge-device",
         module,
-        hub.hub.identities.keys(module).unwrap()[0].clone(),
+        hub.hub.identities().keys(module).unwrap()[0].clone(),
         hub.ca_path.clone(),
     );
     id.mqtt_port = hub.mqtt.port();
@@ -109,8 +109,8 @@ async fn send(a: &ModuleClient, output: &str, tag: &str, n: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_queued_for_an_offline_module_are_delivered_in_order_by_the_next_hub() {
     let dir = state_dir("restart");
-    let args = args(&dir, &manifest(7200));
-    let first = hub::start(&args).await.unwrap();
+    let config = config(&dir, &manifest(7200));
+    let first = hub::start(&config).await.unwrap();
     let (a, _a_rx) = client(&first, "a", Subscriptions::NONE).await;
     send(&a, "toB", "m", 5).await;
     // Queued once the store has them (written before the PUBACK, and before the queue).
@@ -119,7 +119,7 @@ async fn messages_queued_for_an_offline_module_are_delivered_in_order_by_the_nex
     first.stop().await;
     assert!(dir.join("store.redb").exists());
 
-    let second = hub::start(&args).await.unwrap();
+    let second = hub::start(&config).await.unwrap();
     wait_for_sample(&second, "edgehub_queue_length", &[QUEUE_B], 5.0).await;
     let (b, mut b_rx) = client(&second, "b", Subscriptions::INPUTS).await;
     for i in 0..5 {
@@ -149,7 +149,7 @@ async fn messages_queued_for_an_offline_module_are_delivered_in_order_by_the_nex
     second.stop().await;
 
     // Acknowledged means gone: a third hub has nothing to deliver again.
-    let third = hub::start(&args).await.unwrap();
+    let third = hub::start(&config).await.unwrap();
     let (_b, mut b_rx) = client(&third, "b", Subscriptions::INPUTS).await;
     nothing_arrives(&mut b_rx, Duration::from_millis(1500)).await;
     third.stop().await;
@@ -160,8 +160,8 @@ async fn messages_queued_for_an_offline_module_are_delivered_in_order_by_the_nex
 async fn messages_that_expire_while_the_hub_is_stopped_are_dropped_as_ttl_expiry() {
     let dir = state_dir("ttl");
     // toB lives the manifest's 2 s, toC its route's hour.
-    let args = args(&dir, &manifest(2));
-    let first = hub::start(&args).await.unwrap();
+    let config = config(&dir, &manifest(2));
+    let first = hub::start(&config).await.unwrap();
     let (a, _a_rx) = client(&first, "a", Subscriptions::NONE).await;
     send(&a, "toB", "b", 2).await;
     send(&a, "toC", "c", 1).await;
@@ -171,7 +171,7 @@ async fn messages_that_expire_while_the_hub_is_stopped_are_dropped_as_ttl_expiry
     first.stop().await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
 
-    let second = hub::start(&args).await.unwrap();
+    let second = hub::start(&config).await.unwrap();
     // Dropped as the store is loaded: counted under the sender's labels, never delivered.
     let text = metrics(&second).await;
     assert_eq!(
@@ -200,8 +200,8 @@ async fn messages_that_expire_while_the_hub_is_stopped_are_dropped_as_ttl_expiry
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_expire_while_their_module_stays_offline() {
     let dir = state_dir("offline-ttl");
-    let args = args(&dir, &manifest(1));
-    let hub = hub::start(&args).await.unwrap();
+    let config = config(&dir, &manifest(1));
+    let hub = hub::start(&config).await.unwrap();
     let (a, _a_rx) = client(&hub, "a", Subscriptions::NONE).await;
     send(&a, "toB", "b", 3).await;
     // Nobody connects for b: the queue still empties when the time-to-live is over.
@@ -215,7 +215,7 @@ async fn messages_expire_while_their_module_stays_offline() {
     a.disconnect().await;
     hub.stop().await;
     // And they left the store: the next hub has none of them.
-    let hub = hub::start(&args).await.unwrap();
+    let hub = hub::start(&config).await.unwrap();
     let text = metrics(&hub).await;
     assert_eq!(
         test_support::metric_sum(&text, "edgehub_messages_dropped_total", &dropped),
@@ -232,7 +232,7 @@ async fn an_unreadable_store_stops_the_start_naming_the_file_to_remove() {
     let path = dir.join("store.redb");
     let garbage: Vec<u8> = (0..16384u32).map(|i| (i * 7 % 251) as u8).collect();
     std::fs::write(&path, &garbage).unwrap();
-    let e = match hub::start(&args(&dir, &manifest(7200))).await {
+    let e = match hub::start(&config(&dir, &manifest(7200))).await {
         Ok(_) => panic!("a hub started on a corrupt store"),
         Err(e) => format!("{e:#}"),
     };

@@ -130,7 +130,7 @@ pub(super) async fn invoke(
     let Some(session) = subscribed_target(hub, module, call.connect_timeout).await else {
         return not_found();
     };
-    if let Some(delay) = hub.faults.delay(crate::faults::Path::Methods) {
+    if let Some(delay) = hub.faults().delay(crate::faults::Path::Methods) {
         tokio::time::sleep(delay).await;
     }
     let rid = new_guid();
@@ -141,11 +141,11 @@ pub(super) async fn invoke(
     tokio::pin!(closed);
     closed.as_mut().enable();
     // Fault injection: never forwarded, so the caller gets edgeHub's 504 after its timeout.
-    let forward = !hub.faults.drop(crate::faults::Path::Methods);
-    let qos = if session.methods.load(Ordering::SeqCst) > 1 {
-        QoS::AtLeastOnce
-    } else {
-        QoS::AtMostOnce
+    let forward = !hub.faults().drop(crate::faults::Path::Methods);
+    // Requests go at the QoS the module subscribed with, at most 1 (IoT Hub has no QoS 2).
+    let qos = match session.methods_qos() {
+        Some(QoS::AtLeastOnce | QoS::ExactlyOnce) => QoS::AtLeastOnce,
+        _ => QoS::AtMostOnce,
     };
     let topic = edge::topic::method_request(&call.name, &rid);
     if forward && session.publish(topic, call.payload, qos).await.is_err() {
@@ -174,7 +174,8 @@ pub(super) async fn invoke(
 /// parse tree); a payload that is not JSON is passed on as a JSON string, an empty one as null.
 fn method_result(status: u16, payload: &[u8]) -> Response<Full<Bytes>> {
     let mut out = Vec::with_capacity(payload.len() + 32);
-    let _ = write!(out, "{{\"status\":{status},\"payload\":");
+    out.push(b'{');
+    let _ = write!(out, "\"status\":{status},\"payload\":");
     if payload.is_empty() {
         out.extend_from_slice(b"null");
     } else if serde_json::from_slice::<&RawValue>(payload).is_ok() {
@@ -217,7 +218,7 @@ async fn subscribed_target(
             return None;
         }
     }
-    let delay = hub.settings.method_subscribe_delay;
+    let delay = hub.settings().method_subscribe_delay;
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }

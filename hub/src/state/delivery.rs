@@ -364,7 +364,7 @@ pub(super) async fn deliver(hub: Arc<Hub>, queue: Arc<DeliveryQueue>) {
         }
         let session = hub
             .session(&queue.module)
-            .filter(|s| s.inputs.load(Ordering::SeqCst) && !s.is_closed.load(Ordering::SeqCst));
+            .filter(|s| s.takes_inputs() && !s.is_closed.load(Ordering::SeqCst));
         let (Some(head), Some(session)) = (head, session) else {
             // Nobody to send to: what expired behind the head of any lane goes too, as
             // edgeHub's cleanup drops expired messages wherever they wait.

@@ -18,9 +18,10 @@ pub struct Session {
     /// `{device}/{module}`.
     pub name: Arc<str>,
     pub outbound: mpsc::Sender<Packet>,
-    pub(crate) inputs: AtomicBool,
-    /// Granted QoS for method requests + 1; 0 = not subscribed.
-    pub(crate) methods: AtomicU8,
+    inputs: AtomicBool,
+    /// Granted QoS for method requests + 1; 0 = not subscribed (one atomic byte, read on every
+    /// call): only `methods_qos` and `set_methods_qos` know the coding.
+    methods: AtomicU8,
     next_pkid: AtomicU16,
     /// Packet ids of QoS 1 publishes still waiting for their PUBACK; `acked` wakes the waiters
     /// when one leaves. (A waiter that gave up leaves its id here, so a late PUBACK for it is
@@ -59,9 +60,30 @@ impl Session {
         self.inputs.load(Ordering::SeqCst)
     }
 
+    /// Records a SUBSCRIBE to its inputs (`true`) or an UNSUBSCRIBE (`false`).
+    pub(crate) fn set_takes_inputs(&self, subscribed: bool) {
+        self.inputs.store(subscribed, Ordering::SeqCst);
+    }
+
     /// Subscribed to method requests (calls may go to it).
     pub fn takes_methods(&self) -> bool {
-        self.methods.load(Ordering::SeqCst) > 0
+        self.methods_qos().is_some()
+    }
+
+    /// The QoS granted for method requests; `None` when not subscribed to them.
+    pub fn methods_qos(&self) -> Option<QoS> {
+        match self.methods.load(Ordering::SeqCst) {
+            0 => None,
+            1 => Some(QoS::AtMostOnce),
+            2 => Some(QoS::AtLeastOnce),
+            _ => Some(QoS::ExactlyOnce),
+        }
+    }
+
+    /// Records a SUBSCRIBE to method requests granted with `qos`, or (`None`) an UNSUBSCRIBE.
+    pub(crate) fn set_methods_qos(&self, qos: Option<QoS>) {
+        let coded = qos.map_or(0, |q| q as u8 + 1);
+        self.methods.store(coded, Ordering::SeqCst);
     }
 
     fn pkid(&self) -> u16 {

@@ -67,7 +67,7 @@ async fn routes_deliver_and_count_as_before_on_cached_and_uncached_outputs() {
     let (b, mut b_rx) = session(2, "b");
     hub.attach(a.clone());
     hub.attach(b.clone());
-    b.inputs.store(true, Ordering::SeqCst);
+    b.set_takes_inputs(true);
 
     let outputs = CACHED_OUTPUTS + 6;
     let mut bags = Vec::new();

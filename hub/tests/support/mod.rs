@@ -23,8 +23,8 @@ pub fn state_dir(name: &str, manifest: &str) -> PathBuf {
 }
 
 /// A hub on 127.0.0.1 with every port picked free, its deployment and state in `dir`, and the
-/// `extra` flags.
-pub fn args(dir: &Path, extra: &[&str]) -> hub::Args {
+/// `extra` flags (parsed as the command line is, so tests set what a user would).
+pub fn config(dir: &Path, extra: &[&str]) -> hub::HubConfig {
     let deployment = dir.join("deployment.json");
     let mut args = vec![
         "hub",
@@ -42,7 +42,7 @@ pub fn args(dir: &Path, extra: &[&str]) -> hub::Args {
         dir.to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
-    hub::Args::parse_from(args)
+    hub::Args::parse_from(args).config()
 }
 
 pub struct TestHub {
@@ -50,16 +50,16 @@ pub struct TestHub {
     pub dir: PathBuf,
 }
 
-/// Starts a hub for test `name` (see [`state_dir`] and [`args`]).
+/// Starts a hub for test `name` (see [`state_dir`] and [`config`]).
 pub async fn start(name: &str, manifest: &str, extra: &[&str]) -> anyhow::Result<TestHub> {
     let dir = state_dir(name, manifest);
-    let running = hub::start(&args(&dir, extra)).await?;
+    let running = hub::start(&config(&dir, extra)).await?;
     Ok(TestHub { running, dir })
 }
 
 impl TestHub {
     pub fn key(&self, module: &str) -> Vec<u8> {
-        self.running.hub.identities.keys(module).unwrap()[0].clone()
+        self.running.hub.identities().keys(module).unwrap()[0].clone()
     }
 
     pub fn identity(&self, module: &str) -> Arc<ModuleIdentity> {

@@ -63,6 +63,19 @@ struct Typed {
     depth: usize,
 }
 
+impl Typed {
+    /// A literal or property: one token, no nesting.
+    fn leaf(expr: Expr, ty: Ty, token: Token<'_>) -> Self {
+        Typed {
+            expr,
+            ty,
+            start: token.start,
+            end: token.end(),
+            depth: 1,
+        }
+    }
+}
+
 impl<'s> Parser<'s> {
     pub(super) fn condition(&mut self) -> Result<Condition, RouteError> {
         if matches!(self.peek().kind, Kind::Into | Kind::Eof) {
@@ -266,111 +279,25 @@ impl<'s> Parser<'s> {
         }
     }
 
+    /// An operand: a literal, a property, a $system property, IS_DEFINED(...) or a condition
+    /// in parentheses.
     fn primary(&mut self) -> Result<Typed, RouteError> {
         let token = self.peek();
-        let leaf = |expr: Expr, ty: Ty| Typed {
-            expr,
-            ty,
-            start: token.start,
-            end: token.end(),
-            depth: 1,
-        };
         match token.kind {
-            Kind::LParen => {
-                self.bump();
-                let inner = self.or()?;
-                let expected = format!(
-                    "')' to close the '(' at column {}",
-                    self.column(token.start)
-                );
-                let close = self.expect(Kind::RParen, &expected)?;
-                Ok(Typed {
-                    start: token.start,
-                    end: close.end(),
-                    ..inner
-                })
-            }
-            Kind::Str => {
-                self.bump();
-                let inner = token
-                    .text
-                    .get(1..token.text.len().saturating_sub(1))
-                    .unwrap_or_default();
-                match unescape(inner) {
-                    Some(s) => Ok(leaf(Expr::Str(s), Ty::Str)),
-                    None => Err(self.syntax(
-                        "a string whose \\u escapes form valid characters",
-                        token,
-                    )),
-                }
-            }
-            Kind::Int | Kind::Real => {
-                self.bump();
-                match token.text.parse::<f64>() {
-                    Ok(n) => Ok(leaf(Expr::Num(n), Ty::Num)),
-                    Err(_) => Err(self.syntax("a number", token)),
-                }
-            }
-            Kind::Hex => {
-                self.bump();
-                // C#'s long.TryParse(HexNumber): up to 16 digits, two's complement.
-                match u64::from_str_radix(token.text.get(2..).unwrap_or_default(), 16) {
-                    Ok(n) => Ok(leaf(Expr::Num(n as i64 as f64), Ty::Num)),
-                    Err(_) => Err(self.unsupported(format!(
-                        "hex literal {} (more than 64 bits)",
-                        token.text
-                    ))),
-                }
-            }
+            Kind::LParen => self.parenthesized(token),
+            Kind::Str => self.string(token),
+            Kind::Int | Kind::Real => self.number(token),
+            Kind::Hex => self.hex_number(token),
             Kind::True | Kind::False => {
                 self.bump();
-                Ok(leaf(Expr::Bool(token.kind == Kind::True), Ty::Bool))
+                let value = Expr::Bool(token.kind == Kind::True);
+                Ok(Typed::leaf(value, Ty::Bool, token))
             }
             Kind::Null | Kind::Undefined => Err(self.unsupported(format!("literal {}", token.text))),
-            Kind::SysProp => {
-                self.bump();
-                self.system_property(token)?;
-                Ok(leaf(
-                    Expr::Sys {
-                        written: token.text.to_owned(),
-                        escaped: false,
-                    },
-                    Ty::Str,
-                ))
-            }
-            Kind::LBrace => {
-                self.bump();
-                let inner = self.expect(
-                    Kind::SysProp,
-                    "a $system property inside '{ }' (e.g. {$connectionModuleId})",
-                )?;
-                self.system_property(inner)?;
-                let close = self.expect(Kind::RBrace, "'}' after the escaped $system property")?;
-                Ok(Typed {
-                    end: close.end(),
-                    ..leaf(
-                        Expr::Sys {
-                            written: inner.text.to_owned(),
-                            escaped: true,
-                        },
-                        Ty::Str,
-                    )
-                })
-            }
+            Kind::SysProp => self.system_property_operand(token),
+            Kind::LBrace => self.escaped_system_property(token),
             Kind::Id if self.peek_at(1).kind == Kind::LParen => self.function(token),
-            Kind::Id => {
-                self.bump();
-                if token.text.ends_with('!') && self.peek().kind == Kind::Eq {
-                    return Err(self.syntax(
-                        format!(
-                            "a space before '!=' (edgeHub's lexer reads {} as a property name followed by '=')",
-                            quote(token.text)
-                        ),
-                        token,
-                    ));
-                }
-                Ok(leaf(Expr::App(token.text.to_owned()), Ty::Str))
-            }
+            Kind::Id => self.property(token),
             Kind::QueryPath => Err(self.unsupported(format!(
                 "{} ('[ ]' paths are body queries)",
                 token.text
@@ -384,6 +311,102 @@ impl<'s> Parser<'s> {
                 token,
             )),
         }
+    }
+
+    /// `( condition )`: the inner expression, spanning the parentheses.
+    fn parenthesized(&mut self, open: Token<'s>) -> Result<Typed, RouteError> {
+        self.bump();
+        let inner = self.or()?;
+        let expected = format!("')' to close the '(' at column {}", self.column(open.start));
+        let close = self.expect(Kind::RParen, &expected)?;
+        Ok(Typed {
+            start: open.start,
+            end: close.end(),
+            ..inner
+        })
+    }
+
+    /// A 'string' literal, its escapes resolved.
+    fn string(&mut self, token: Token<'s>) -> Result<Typed, RouteError> {
+        self.bump();
+        let inner = token
+            .text
+            .get(1..token.text.len().saturating_sub(1))
+            .unwrap_or_default();
+        match unescape(inner) {
+            Some(s) => Ok(Typed::leaf(Expr::Str(s), Ty::Str, token)),
+            None => Err(self.syntax("a string whose \\u escapes form valid characters", token)),
+        }
+    }
+
+    /// An integer or real literal.
+    fn number(&mut self, token: Token<'s>) -> Result<Typed, RouteError> {
+        self.bump();
+        match token.text.parse::<f64>() {
+            Ok(n) => Ok(Typed::leaf(Expr::Num(n), Ty::Num, token)),
+            Err(_) => Err(self.syntax("a number", token)),
+        }
+    }
+
+    /// A `0x` literal, read as C#'s long.TryParse(HexNumber) does: up to 16 digits, two's
+    /// complement.
+    fn hex_number(&mut self, token: Token<'s>) -> Result<Typed, RouteError> {
+        self.bump();
+        match u64::from_str_radix(token.text.get(2..).unwrap_or_default(), 16) {
+            Ok(n) => Ok(Typed::leaf(Expr::Num(n as i64 as f64), Ty::Num, token)),
+            Err(_) => {
+                Err(self.unsupported(format!("hex literal {} (more than 64 bits)", token.text)))
+            }
+        }
+    }
+
+    /// `$name`: a system property.
+    fn system_property_operand(&mut self, token: Token<'s>) -> Result<Typed, RouteError> {
+        self.bump();
+        self.system_property(token)?;
+        let sys = Expr::Sys {
+            written: token.text.to_owned(),
+            escaped: false,
+        };
+        Ok(Typed::leaf(sys, Ty::Str, token))
+    }
+
+    /// `{$name}`: a system property written escaped, spanning the braces.
+    fn escaped_system_property(&mut self, open: Token<'s>) -> Result<Typed, RouteError> {
+        self.bump();
+        let inner = self.expect(
+            Kind::SysProp,
+            "a $system property inside '{ }' (e.g. {$connectionModuleId})",
+        )?;
+        self.system_property(inner)?;
+        let close = self.expect(Kind::RBrace, "'}' after the escaped $system property")?;
+        let sys = Expr::Sys {
+            written: inner.text.to_owned(),
+            escaped: true,
+        };
+        Ok(Typed {
+            end: close.end(),
+            ..Typed::leaf(sys, Ty::Str, open)
+        })
+    }
+
+    /// An application property by name.
+    fn property(&mut self, token: Token<'s>) -> Result<Typed, RouteError> {
+        self.bump();
+        if token.text.ends_with('!') && self.peek().kind == Kind::Eq {
+            return Err(self.syntax(
+                format!(
+                    "a space before '!=' (edgeHub's lexer reads {} as a property name followed by '=')",
+                    quote(token.text)
+                ),
+                token,
+            ));
+        }
+        Ok(Typed::leaf(
+            Expr::App(token.text.to_owned()),
+            Ty::Str,
+            token,
+        ))
     }
 
     /// Refuses body queries (`$body.x`, `$body[...]`) and other `[ ]` paths.
