@@ -312,17 +312,7 @@ pub fn render(r: &Report) -> String {
         esc(&status)
     );
     out.push_str(&verdict_section(r));
-    out.push_str("<div id=\"legend\">");
-    for kind in Kind::ALL {
-        let _ = write!(
-            out,
-            "<span class=\"key\" data-kind=\"{k}\"><span class=\"swatch\" style=\"background:{c}\"></span>{k}{}</span>",
-            if r.kinds.contains(&kind) { "" } else { " (not measured)" },
-            k = kind.label(),
-            c = css_colour(kind)
-        );
-    }
-    out.push_str("</div>\n");
+    legend(&mut out, r);
     if let Some(s) = &r.sweep {
         out.push_str(&sweep::sweep_section(s));
     }
@@ -338,6 +328,35 @@ pub fn render(r: &Report) -> String {
     out.push_str(&latency_over_time_plot(r));
     out.push_str(&rate_over_time_plot(r));
     out.push_str("</div>\n</section>\n");
+    figures(&mut out, r);
+    out.push_str("<section id=\"settings\">\n<h2>Settings</h2>\n");
+    out.push_str(&settings_table(r).html());
+    out.push_str("</section>\n");
+    let _ = write!(
+        out,
+        "<footer>Made by the consumer module of iotedge-method-vs-message {}; plots drawn with plotters (SVG). Times in ms; C->P and P->C use two modules' wall clocks, Total the consumer's monotonic clock.</footer>\n</body>\n</html>\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    out
+}
+
+/// The key: one swatch per kind, "(not measured)" where the run left it out.
+fn legend(out: &mut String, r: &Report) {
+    out.push_str("<div id=\"legend\">");
+    for kind in Kind::ALL {
+        let _ = write!(
+            out,
+            "<span class=\"key\" data-kind=\"{k}\"><span class=\"swatch\" style=\"background:{c}\"></span>{k}{}</span>",
+            if r.kinds.contains(&kind) { "" } else { " (not measured)" },
+            k = kind.label(),
+            c = css_colour(kind)
+        );
+    }
+    out.push_str("</div>\n");
+}
+
+/// The tables behind the plots, so every figure can be read as numbers too.
+fn figures(out: &mut String, r: &Report) {
     out.push_str(
         "<section id=\"figures\">\n<h2>The figures behind the plots</h2>\n<div class=\"tables\">\n",
     );
@@ -354,13 +373,4 @@ pub fn render(r: &Report) -> String {
     }
     out.push_str(&intervals_table(r).html());
     out.push_str("</div>\n</section>\n");
-    out.push_str("<section id=\"settings\">\n<h2>Settings</h2>\n");
-    out.push_str(&settings_table(r).html());
-    out.push_str("</section>\n");
-    let _ = write!(
-        out,
-        "<footer>Made by the consumer module of iotedge-method-vs-message {}; plots drawn with plotters (SVG). Times in ms; C->P and P->C use two modules' wall clocks, Total the consumer's monotonic clock.</footer>\n</body>\n</html>\n",
-        env!("CARGO_PKG_VERSION")
-    );
-    out
 }
