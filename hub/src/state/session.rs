@@ -33,7 +33,7 @@ pub struct Session {
     pub(crate) twin_version: AtomicU64,
     /// Buffers and resolved handles for routing this connection's messages; only `Hub::route`
     /// takes it, from this connection's read loop, so it is never contended.
-    pub(super) routing: Mutex<super::SenderRouting>,
+    pub(super) routing: Mutex<super::routing::SenderRouting>,
 }
 
 impl Session {

@@ -2,6 +2,7 @@
 //! delivered topic is the bag decoded, stripped of `$.on`, given `$.cdid`/`$.cmid`, re-encoded;
 //! every message is counted under the same labels, also on outputs past the cache's size.
 
+use super::routing::CACHED_OUTPUTS;
 use super::*;
 use crate::metrics::HubMetrics;
 use edge::bag::PropertyBag;
