@@ -75,14 +75,16 @@ pub async fn run(
     let loops = Loops::start(config.schedule, kinds, &metrics.recorder, &stop)?;
     watchdog.start()?;
     let summaries = Summaries::new(&config, &metrics);
+    // The signal ends the summaries first; the loops stop only after the watchdog has been told
+    // that the quiet to come is on purpose.
+    let summaries_stop = stop.child_token();
     let measured = stop_on(
         shutdown,
-        &stop,
-        summaries.until_stopped(&stop, loops.open_loop()),
+        &summaries_stop,
+        summaries.until_stopped(&summaries_stop, loops.open_loop()),
     )
     .await;
     tracing::info!("consumer stopping");
-    // Its work ends now, on purpose.
     watchdog.stop();
     stop.cancel();
     loops.join(EXIT_GRACE).await;

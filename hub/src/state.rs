@@ -107,6 +107,19 @@ pub struct Hub {
     methods_subscribed: tokio::sync::Notify,
 }
 
+/// Counts one dropped message in `edgehub_messages_dropped_total{reason,from,from_route_output}`.
+fn count_drop(metrics: &HubMetrics, reason: DropReason, from: &SharedLabel, output: &SharedLabel) {
+    metrics
+        .messages_dropped
+        .get_or_create(&DroppedLabels {
+            reason,
+            from: from.clone(),
+            from_route_output: output.clone(),
+            ms_telemetry: MsTelemetry,
+        })
+        .inc();
+}
+
 impl Hub {
     /// A hub whose queues are kept in memory only.
     pub fn new(

@@ -4,6 +4,7 @@ use super::chart::css_colour;
 use super::plots::{legs_of, percentile_label, LEGS};
 use super::{histogram_edges_ms, per_second, KindFigures, Report, CURVE_QUANTILES};
 use crate::kind::Kind;
+pub(super) use crate::render::ms;
 use crate::stats::{LegStats, BINS};
 use std::fmt::Write as _;
 
@@ -20,10 +21,6 @@ pub(super) fn esc(s: &str) -> String {
         }
     }
     out
-}
-
-pub(super) fn ms(v: Option<f64>) -> String {
-    v.map(|v| format!("{v:.4}")).unwrap_or_else(|| "-".into())
 }
 
 pub(super) fn leg_cells(l: &LegStats) -> [String; 3] {

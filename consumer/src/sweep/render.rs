@@ -4,12 +4,9 @@
 use super::drive::rate_words;
 use super::{Capacity, Crossover, Plan, StepResult, Sweep};
 use crate::kind::Kind;
+use crate::render::ms;
 use crate::verdict::Faster;
 use edge::payload::format_size;
-
-fn ms(v: Option<f64>) -> String {
-    v.map(|v| format!("{v:.4}")).unwrap_or_else(|| "-".into())
-}
 
 /// The verdict in a cell: `message by 0.1234 ms [+0.0500, +0.2000]`.
 fn verdict_cell(r: &StepResult) -> String {

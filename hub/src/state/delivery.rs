@@ -147,7 +147,7 @@ impl Delivery {
     }
 
     pub(super) fn dropped(&self, metrics: &HubMetrics, reason: DropReason) {
-        super::routing::count_drop(metrics, reason, &self.from, &self.from_output);
+        super::count_drop(metrics, reason, &self.from, &self.from_output);
     }
 }
 

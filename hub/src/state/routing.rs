@@ -44,24 +44,6 @@ struct RouteUse {
     target: Option<(Arc<DeliveryQueue>, Arc<Delivery>)>,
 }
 
-/// Counts one dropped message in `edgehub_messages_dropped_total{reason,from,from_route_output}`.
-pub(super) fn count_drop(
-    metrics: &HubMetrics,
-    reason: DropReason,
-    from: &SharedLabel,
-    output: &SharedLabel,
-) {
-    metrics
-        .messages_dropped
-        .get_or_create(&DroppedLabels {
-            reason,
-            from: from.clone(),
-            from_route_output: output.clone(),
-            ms_telemetry: MsTelemetry,
-        })
-        .inc();
-}
-
 impl Hub {
     /// Routes a message a module sent; returns how many endpoints took it. Every delivery is
     /// built and checked before any is queued: a message that cannot reach one of its targets
