@@ -3,8 +3,8 @@
 //! one pooled, kept-alive connection (the seed's "Address already in use" came from a connection
 //! per call).
 //!
-//! A call builds as little as it can: the request URI once per target, the headers once per SAS
-//! token, and the body in one buffer sized from the previous one.
+//! A call builds as little as it can: the request URI once per target ([`MethodTarget`]), the
+//! headers once per SAS token, and the body in one buffer sized from the previous one.
 
 mod answer;
 mod error;
@@ -30,8 +30,6 @@ use std::time::Duration;
 const USER_AGENT: &str = concat!("iotedge-method-vs-message/", env!("CARGO_PKG_VERSION"));
 const MODULE_ID: HeaderName = HeaderName::from_static("x-ms-edge-moduleid");
 
-/// The most targets whose request URIs are kept (a module calls one or a few).
-const CACHED_TARGETS: usize = 16;
 /// The most a request body reserves up front: a large call must not make every later one
 /// reserve as much.
 const MAX_BODY_RESERVE: usize = 1 << 20;
@@ -48,10 +46,10 @@ struct InvokeBody<'a, P: ?Sized> {
     connect_timeout_in_seconds: u64,
 }
 
-/// A target's request URI, built on its first call.
-struct TargetUri {
-    device: String,
-    module: String,
+/// A module to call methods on, its request URI built once by [`MethodClient::target`]; a clone
+/// shares the URI's buffer.
+#[derive(Clone, Debug)]
+pub struct MethodTarget {
     uri: Uri,
 }
 
@@ -68,7 +66,6 @@ pub struct MethodClient {
     identity: Arc<ModuleIdentity>,
     base: String,
     module_header: String,
-    uris: Mutex<Vec<TargetUri>>,
     signed: Mutex<Option<SignedHeaders>>,
     /// The last request body's length: the next one's reservation (same-shaped calls fit exactly).
     body_size: AtomicUsize,
@@ -107,7 +104,6 @@ impl MethodClient {
             module_header: identity.name(),
             identity,
             base,
-            uris: Mutex::new(Vec::new()),
             signed: Mutex::new(None),
             body_size: AtomicUsize::new(FIRST_BODY_RESERVE),
         })
@@ -115,10 +111,24 @@ impl MethodClient {
 
     /// Calls `method` on `device`/`module` with a JSON `payload` (any serializable value, so a
     /// large payload is written once into the request body, not copied into a `Value` first).
+    /// A caller that calls the same module again and again resolves it once with
+    /// [`target`](Self::target) and uses [`call`](Self::call).
     pub async fn invoke<P: serde::Serialize + ?Sized>(
         &self,
         device: &str,
         module: &str,
+        method: &str,
+        payload: &P,
+        response_timeout: Duration,
+    ) -> Result<MethodResult, InvokeError> {
+        let target = self.target(device, module)?;
+        self.call(&target, method, payload, response_timeout).await
+    }
+
+    /// Calls `method` on a target resolved by [`target`](Self::target).
+    pub async fn call<P: serde::Serialize + ?Sized>(
+        &self,
+        target: &MethodTarget,
         method: &str,
         payload: &P,
         response_timeout: Duration,
@@ -132,7 +142,7 @@ impl MethodClient {
         })?;
         let mut request = Request::new(Full::new(body));
         *request.method_mut() = Method::POST;
-        *request.uri_mut() = self.uri(device, module)?;
+        *request.uri_mut() = target.uri.clone();
         *request.headers_mut() = self.headers().await?;
         // The hub answers 504 after the response timeout; allow it a little longer than that.
         let deadline = Duration::from_secs(timeout_secs) + Duration::from_secs(5);
@@ -159,16 +169,9 @@ impl MethodClient {
         Ok(Bytes::from(buffer))
     }
 
-    /// `…/twins/{device}/modules/{module}/methods?api-version=…`, built on a target's first call.
-    fn uri(&self, device: &str, module: &str) -> Result<Uri, InvokeError> {
-        let mut cached = lock(&self.uris);
-        if let Some(target) = cached
-            .iter()
-            .find(|t| t.device == device && t.module == module)
-        {
-            // Shares the first one's buffer: no allocation.
-            return Ok(target.uri.clone());
-        }
+    /// `device`/`module` as a target: its request URI,
+    /// `…/twins/{device}/modules/{module}/methods?api-version=…`.
+    pub fn target(&self, device: &str, module: &str) -> Result<MethodTarget, InvokeError> {
         let uri = Uri::try_from(format!(
             "{}/twins/{}/modules/{}/methods?api-version={}",
             self.base,
@@ -177,14 +180,7 @@ impl MethodClient {
             crate::topic::API_VERSION
         ))
         .map_err(|e| InvokeError::Request(e.into()))?;
-        if cached.len() < CACHED_TARGETS {
-            cached.push(TargetUri {
-                device: device.to_owned(),
-                module: module.to_owned(),
-                uri: uri.clone(),
-            });
-        }
-        Ok(uri)
+        Ok(MethodTarget { uri })
     }
 
     /// The call's headers; a new set with a fresh SAS token when the last one is due for renewal.

@@ -38,6 +38,6 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 pub use contract::{ConnectionString, Endpoints, IdentitiesFile, ModuleEnv};
 pub use deployment::{Deployment, DeploymentError};
 pub use identity::{IdentityError, ModuleIdentity};
-pub use invoke::{InvokeError, InvokeFailure, MethodClient, MethodResult};
+pub use invoke::{InvokeError, InvokeFailure, MethodClient, MethodResult, MethodTarget};
 pub use message::{Message, MethodRequest};
 pub use session::{Incoming, ModuleClient, SessionError};

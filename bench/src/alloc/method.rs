@@ -32,7 +32,8 @@ pub async fn measure(access: &HubAccess, window: Window, idle: f64) -> Result<Al
     let payload = serde_json::json!({
         "trace": { "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01" }
     });
-    let call = || caller.invoke(DEVICE, "resp", METHOD, &payload, CALL_TIMEOUT);
+    let target = caller.target(DEVICE, "resp")?;
+    let call = || caller.call(&target, METHOD, &payload, CALL_TIMEOUT);
     let warmup_end = Instant::now() + window.warmup;
     while Instant::now() < warmup_end {
         let r = call().await.context("method call (warm-up)")?;

@@ -127,11 +127,12 @@ async fn method(
     overdue: &Arc<AtomicUsize>,
     started: Instant,
 ) -> Result<Exchange> {
+    let client = MethodClient::new(identity.clone()).await?;
+    let target = client.target(&identity.device_id, &shared.config.producer)?;
     let method = Arc::new(MethodExchange {
         common: common(shared, Kind::Method),
-        client: Arc::new(MethodClient::new(identity.clone()).await?),
-        device: identity.device_id.as_str().into(),
-        producer: shared.config.producer.as_str().into(),
+        client: Arc::new(client),
+        target,
         overdue: overdue.clone(),
     });
     // The first call connects.

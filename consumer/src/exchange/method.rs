@@ -8,7 +8,7 @@ use crate::recorder::{Failure, LateReply, Outcome};
 use crate::workload::MethodPayload;
 use chrono::Utc;
 use edge::seed::METHOD_NAME;
-use edge::{InvokeError, InvokeFailure, MethodClient};
+use edge::{InvokeError, InvokeFailure, MethodClient, MethodTarget};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,8 +17,8 @@ use tracing::Instrument;
 pub(crate) struct MethodExchange {
     pub common: Common,
     pub client: Arc<MethodClient>,
-    pub device: Arc<str>,
-    pub producer: Arc<str>,
+    /// The producer, its request URI built once.
+    pub target: MethodTarget,
     /// Calls still running after their exchange timed out.
     pub overdue: Arc<AtomicUsize>,
 }
@@ -50,19 +50,13 @@ impl MethodExchange {
         // hop; only a call that outlives the exchange is handed to a task of its own.
         let mut call = Box::pin(
             {
-                let (client, device, producer) = (
-                    self.client.clone(),
-                    self.device.clone(),
-                    self.producer.clone(),
-                );
+                let (client, target) = (self.client.clone(), self.target.clone());
                 async move {
                     let payload = MethodPayload {
                         trace: &trace,
                         padding: &padding,
                     };
-                    client
-                        .invoke(&device, &producer, METHOD_NAME, &payload, timeout)
-                        .await
+                    client.call(&target, METHOD_NAME, &payload, timeout).await
                 }
             }
             .in_current_span(),
