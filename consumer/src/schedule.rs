@@ -81,7 +81,6 @@ impl Loops {
                     max_in_flight,
                     lanes(rate, exchanges),
                     recorder.clone(),
-                    stop.child_token(),
                 )?),
             },
         })

@@ -9,8 +9,7 @@
 //! exchange of a sub-millisecond round trip; a thread sleeping to the instant wakes within ~0.1 ms
 //! and only hands each exchange to the runtime (no blocking inside async code).
 //!
-//! It stops with the run's cancellation token (a child of it: [`OpenLoop::stop`] and a drop stop
-//! it alone).
+//! [`OpenLoop::stop`] (or a drop) hangs up the thread's channel, which wakes it at once.
 
 use crate::kind::Kind;
 use crate::recorder::{Outcome, Recorder};
@@ -20,7 +19,6 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio_util::sync::CancellationToken;
 
 /// Starts one exchange planned for the given instant; the permit is released when it ends.
 pub type Starter = Box<dyn FnMut(Instant, OwnedSemaphorePermit) + Send>;
@@ -40,9 +38,10 @@ struct Running {
     start: Starter,
 }
 
-/// A running open-loop schedule; cancelling its token, or [`OpenLoop::stop`], ends it.
+/// A running open-loop schedule; [`OpenLoop::stop`], or a drop, ends it.
 pub struct OpenLoop {
-    stop: CancellationToken,
+    /// Dropped to stop the thread (its receiver sees the hang-up).
+    hang_up: Option<mpsc::Sender<()>>,
     thread: Option<JoinHandle<()>>,
     permits: Vec<Arc<Semaphore>>,
     max_in_flight: usize,
@@ -58,13 +57,12 @@ fn period_nanos(rate: f64) -> u64 {
 }
 
 impl OpenLoop {
-    /// Starts `lanes` at `rate` exchanges per second each, until `stop` is cancelled.
+    /// Starts `lanes` at `rate` exchanges per second each, until [`stop`](Self::stop).
     pub fn start(
         rate: f64,
         max_in_flight: usize,
         lanes: Vec<Lane>,
         recorder: Recorder,
-        stop: CancellationToken,
     ) -> std::io::Result<Self> {
         let period = Arc::new(AtomicU64::new(period_nanos(rate)));
         let t0 = Instant::now();
@@ -83,15 +81,8 @@ impl OpenLoop {
         let thread = std::thread::Builder::new()
             .name("open-loop".into())
             .spawn(move || run(&shared, running, &recorder, &stopped))?;
-        // The thread cannot await the token: this task turns its cancellation into the channel's
-        // hang-up, which wakes the thread at once.
-        let cancelled = stop.clone();
-        tokio::spawn(async move {
-            cancelled.cancelled().await;
-            drop(hang_up);
-        });
         Ok(Self {
-            stop,
+            hang_up: Some(hang_up),
             thread: Some(thread),
             permits,
             max_in_flight,
@@ -105,10 +96,9 @@ impl OpenLoop {
         self.period.store(period_nanos(rate), Ordering::Relaxed);
     }
 
-    /// Stops scheduling (if the token has not already) and waits up to `grace` for the
-    /// exchanges in flight to end.
+    /// Stops scheduling and waits up to `grace` for the exchanges in flight to end.
     pub async fn stop(mut self, grace: Duration) {
-        self.stop.cancel();
+        self.hang_up = None;
         if let Some(thread) = self.thread.take() {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
@@ -123,13 +113,6 @@ impl OpenLoop {
                 "exchanges still in flight at exit are not counted (they had not ended)"
             );
         }
-    }
-}
-
-impl Drop for OpenLoop {
-    fn drop(&mut self) {
-        // Without stop(): the thread still ends; it is not joined.
-        self.stop.cancel();
     }
 }
 
@@ -190,8 +173,7 @@ mod tests {
             }
         };
         let lanes = vec![lane(Kind::Message, 0, false), lane(Kind::Method, 5, true)];
-        let open =
-            OpenLoop::start(100.0, 3, lanes, recorder.clone(), CancellationToken::new()).unwrap();
+        let open = OpenLoop::start(100.0, 3, lanes, recorder.clone()).unwrap();
         tokio::time::sleep(Duration::from_millis(295)).await;
         open.stop(Duration::from_millis(10)).await;
         let planned = planned.lock().unwrap().clone();
@@ -239,7 +221,7 @@ mod tests {
                 }
             }),
         }];
-        let open = OpenLoop::start(100.0, 100, lanes, recorder, CancellationToken::new()).unwrap();
+        let open = OpenLoop::start(100.0, 100, lanes, recorder).unwrap();
         tokio::time::sleep(Duration::from_millis(150)).await;
         open.stop(Duration::from_millis(10)).await;
         let planned = planned.lock().unwrap().clone();
